@@ -1,0 +1,124 @@
+"""Plain domain types shared across layers: model references, versions, the clock."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from imaas.errors import InvalidRequest
+from imaas.schemas.manifest import Manifest
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+PRODUCTION = "production"
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid model name, else raise ``InvalidRequest``."""
+    if not NAME_RE.match(name):
+        raise InvalidRequest(
+            f"invalid model name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a caller asks for: ``name``, ``name@version`` or ``name:alias``.
+
+    With neither a version nor an alias the ``production`` alias is meant, falling back to
+    the latest version when the model has no ``production`` alias.
+
+    Example::
+
+        ModelRef.parse("mobilenet-v2@3")  # ModelRef(name='mobilenet-v2', version=3, alias=None)
+    """
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, version: int | None = None, alias: str | None = None) -> ModelRef:
+        """Parse ``text`` and merge an explicit ``version``/``alias`` (from query parameters)."""
+        name = text
+        if "@" in text:
+            name, _, v = text.partition("@")
+            if not v.isdigit():
+                raise InvalidRequest(f"invalid version in {text!r}: expected name@<integer>")
+            if version is not None and version != int(v):
+                raise InvalidRequest("version given twice with different values")
+            version = int(v)
+        elif ":" in text:
+            name, _, a = text.partition(":")
+            if alias is not None and alias != a:
+                raise InvalidRequest("alias given twice with different values")
+            alias = a
+        check_name(name)
+        if version is not None and alias is not None:
+            raise InvalidRequest("give a version or an alias, not both")
+        if version is not None and version < 1:
+            raise InvalidRequest("versions start at 1")
+        if alias is not None and not ALIAS_RE.match(alias):
+            raise InvalidRequest(f"invalid alias {alias!r}")
+        return cls(name=name, version=version, alias=alias)
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}@{self.version}"
+        if self.alias is not None:
+            return f"{self.name}:{self.alias}"
+        return self.name
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """An immutable registered version of a model."""
+
+    model: str
+    version: int
+    sha256: str
+    size_bytes: int
+    manifest: Manifest
+    created_at: datetime
+    metrics: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    parent_version: int | None = None
+    dataset: str | None = None
+    job_id: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Identity of the version in the engine."""
+        return (self.model, self.version)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A model and its aliases (alias name -> version)."""
+
+    name: str
+    task: str
+    description: str
+    created_at: datetime
+    latest_version: int | None
+    aliases: dict[str, int]
+
+
+class Clock(Protocol):
+    """Monotonic time source, injected so batching and deadlines are testable without sleeping."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic scale."""
+        ...
+
+
+class SystemClock:
+    """The real monotonic clock."""
+
+    def now(self) -> float:
+        """``time.monotonic()``."""
+        return time.monotonic()

@@ -1,0 +1,198 @@
+"""The error tree every layer raises and every edge renders.
+
+Each class carries an HTTP ``status``, a stable machine-readable ``code`` and a short
+``title``. The API renders them as RFC 9457 problem details; the SDK maps a problem's
+``code`` back to the same class, so callers catch ``ModelNotFound`` on both sides of the
+wire. This module imports nothing from the web stack.
+
+Example::
+
+    raise ModelNotFound("no model named 'resnet'")
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ImaasError(Exception):
+    """Base of every error imaas raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal server error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        self.detail = detail or self.title
+        self.extra: dict[str, Any] = extra
+        super().__init__(self.detail)
+
+
+class InvalidRequest(ImaasError):
+    """The request is malformed (bad parameter, missing field, wrong JSON)."""
+
+    status = 400
+    code = "invalid_request"
+    title = "Invalid request"
+
+
+class Unauthorized(ImaasError):
+    """Credentials are missing or wrong (used once authentication lands)."""
+
+    status = 401
+    code = "unauthorized"
+    title = "Missing or invalid credentials"
+
+
+class NotFound(ImaasError):
+    """A named thing does not exist."""
+
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class ModelNotFound(NotFound):
+    """No model has the requested name."""
+
+    code = "model_not_found"
+    title = "Model not found"
+
+
+class VersionNotFound(NotFound):
+    """The model exists but not in the requested version."""
+
+    code = "version_not_found"
+    title = "Model version not found"
+
+
+class AliasNotFound(NotFound):
+    """The model has no alias with the requested name."""
+
+    code = "alias_not_found"
+    title = "Model alias not found"
+
+
+class Conflict(ImaasError):
+    """The request conflicts with the current state."""
+
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLarge(ImaasError):
+    """The request body is larger than the configured limit."""
+
+    status = 413
+    code = "payload_too_large"
+    title = "Request body too large"
+
+
+class UnsupportedMediaType(ImaasError):
+    """The Content-Type is not one this endpoint accepts."""
+
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+class InvalidImage(ImaasError):
+    """The bytes are not a decodable image (empty, truncated, corrupt, unknown format)."""
+
+    status = 422
+    code = "invalid_image"
+    title = "Invalid image"
+
+
+class ImageTooLarge(InvalidImage):
+    """The image's pixel count or side exceeds the limit (decompression-bomb guard)."""
+
+    code = "image_too_large"
+    title = "Image too large"
+
+
+class ImageTooSmall(InvalidImage):
+    """The image is smaller than the minimum side the server accepts."""
+
+    code = "image_too_small"
+    title = "Image too small"
+
+
+class InvalidModel(ImaasError):
+    """The uploaded file is not a valid ONNX model."""
+
+    status = 422
+    code = "invalid_model"
+    title = "Invalid ONNX model"
+
+
+class InvalidManifest(ImaasError):
+    """The manifest is malformed or contradicts the ONNX graph."""
+
+    status = 422
+    code = "invalid_manifest"
+    title = "Invalid model manifest"
+
+
+class InvalidInput(ImaasError):
+    """An input tensor or image does not fit what the model takes."""
+
+    status = 422
+    code = "invalid_input"
+    title = "Invalid model input"
+
+
+class Overloaded(ImaasError):
+    """The model's queue is full: back off and retry after ``retry_after`` seconds."""
+
+    status = 429
+    code = "overloaded"
+    title = "Too many requests queued for this model"
+
+    def __init__(self, detail: str | None = None, retry_after: float = 1.0, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+
+class ModelNotReady(ImaasError):
+    """The model is registered but could not be loaded (yet)."""
+
+    status = 503
+    code = "model_not_ready"
+    title = "Model not ready"
+
+
+class DeadlineExceeded(ImaasError):
+    """The request waited longer than its deadline."""
+
+    status = 504
+    code = "deadline_exceeded"
+    title = "Deadline exceeded"
+
+
+class InferenceFailed(ImaasError):
+    """The inference engine failed on a batch; only that batch's requests see this."""
+
+    status = 500
+    code = "inference_failed"
+    title = "Inference failed"
+
+
+def all_error_classes() -> list[type[ImaasError]]:
+    """Every concrete error class, base first, for mapping a problem ``code`` back to a class."""
+    seen: list[type[ImaasError]] = []
+    stack: list[type[ImaasError]] = [ImaasError]
+    while stack:
+        cls = stack.pop(0)
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return seen
+
+
+def error_for_code(code: str) -> type[ImaasError]:
+    """The error class whose stable ``code`` is ``code``; ``ImaasError`` when unknown."""
+    for cls in all_error_classes():
+        if cls.code == code:
+            return cls
+    return ImaasError

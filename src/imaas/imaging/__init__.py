@@ -1,0 +1,1 @@
+"""Safe image decoding and pure pre-processing transforms."""

@@ -1,0 +1,141 @@
+"""Safe image decoding: limits checked before pixels are decoded, EXIF honoured.
+
+Pillow reads only the header in ``Image.open``; the size is checked against the limits
+before ``load()`` so a 30000x30000 PNG bomb costs microseconds, not gigabytes. JPEGs are
+decoded straight to the smallest DCT scale (1/2, 1/4, 1/8) that still covers the size the
+model needs (Pillow's draft mode over libjpeg-turbo), which is most of a photo's decode cost.
+
+Example::
+
+    img = decode_image(jpeg_bytes, DecodeLimits(), min_size=256, color="RGB")
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from imaas.errors import ImageTooLarge, ImageTooSmall, InvalidImage
+
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+EXIF_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: [Image.Transpose.FLIP_LEFT_RIGHT],
+    3: [Image.Transpose.ROTATE_180],
+    4: [Image.Transpose.FLIP_TOP_BOTTOM],
+    5: [Image.Transpose.TRANSPOSE],
+    6: [Image.Transpose.ROTATE_270],
+    7: [Image.Transpose.TRANSVERSE],
+    8: [Image.Transpose.ROTATE_90],
+}
+Color = Literal["RGB", "BGR", "L"]
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds an image must satisfy before it is decoded."""
+
+    max_pixels: int = 50_000_000
+    max_side: int = 20_000
+    min_side: int = 8
+
+
+def open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
+    """Open ``data`` lazily (header only) and enforce the limits.
+
+    Raises ``InvalidImage`` for empty or unrecognised bytes, ``ImageTooLarge`` and
+    ``ImageTooSmall`` for sizes outside the limits.
+    """
+    if not data:
+        raise InvalidImage("the image is empty (0 bytes)")
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"image exceeds the pixel limit: {exc}") from None
+    except Exception as exc:  # Pillow raises many types for hostile headers
+        raise InvalidImage(
+            f"not a decodable image ({type(exc).__name__}); supported: JPEG, PNG, WebP, BMP, GIF, TIFF"
+        ) from None
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise InvalidImage(f"image has an empty dimension ({w}x{h})")
+    if w * h > limits.max_pixels or max(w, h) > limits.max_side:
+        raise ImageTooLarge(
+            f"image is {w}x{h} ({w * h} pixels); the limit is {limits.max_pixels} pixels "
+            f"and {limits.max_side} per side",
+            width=w,
+            height=h,
+        )
+    if min(w, h) < limits.min_side:
+        raise ImageTooSmall(f"image is {w}x{h}; each side must be at least {limits.min_side} pixels")
+    return img
+
+
+def decode_image(
+    data: bytes, limits: DecodeLimits, min_size: int | None = None, color: Color = "RGB"
+) -> Image.Image:
+    """Decode ``data`` to an upright image in ``color`` (``BGR`` decodes as ``RGB``).
+
+    ``min_size`` is the smallest side the caller needs; a JPEG is DCT-scaled down as far as
+    it can be while both sides stay at least that large.
+    """
+    img = open_checked(data, limits)
+    orientation = _orientation(img)
+    if img.format == "JPEG" and min_size is not None:
+        img.draft("L" if color == "L" else "RGB", (min_size, min_size))
+    try:
+        img.load()
+    except Exception as exc:
+        raise InvalidImage(f"the image data is truncated or corrupt ({exc})") from None
+    if orientation in _TRANSPOSE:
+        for op in _TRANSPOSE[orientation]:
+            img = img.transpose(op)
+    return to_color(img, "L" if color == "L" else "RGB")
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block must not reject an otherwise fine photo
+        return 1
+
+
+def to_color(img: Image.Image, color: Literal["RGB", "L"]) -> Image.Image:
+    """Convert any Pillow mode to ``RGB`` or ``L``.
+
+    High-bit-depth greyscale (I;16, I, F) is rescaled to 8 bits instead of clipped;
+    transparency is composited on white, so a transparent PNG logo does not turn black.
+    """
+    mode = img.mode
+    if mode == color:
+        return img
+    if mode.startswith("I") or mode == "F":
+        img = _to_8bit(img)
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+    return img if img.mode == color else img.convert(color)
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16"):
+        arr = arr / 257.0
+    else:
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > 255:
+            arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")

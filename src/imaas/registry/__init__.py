@@ -1,0 +1,1 @@
+"""The model registry: models, immutable versions, aliases and their artifacts."""

@@ -1,0 +1,1 @@
+"""The inference engine: ONNX Runtime sessions, dynamic batching, task pre/post-processing."""

@@ -1,0 +1,97 @@
+"""Wire models of the REST API (``/v1``), shared by the server and the SDK."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from imaas.schemas.manifest import Manifest
+
+
+class Prediction(BaseModel):
+    """One class of a classification result."""
+
+    index: int = Field(description="class index in the model's output")
+    label: str | None = Field(None, description="class name, when the model has labels")
+    score: float = Field(description="probability (or score) of the class")
+
+
+class ImageResult(BaseModel):
+    """The result for one input image."""
+
+    filename: str | None = None
+    predictions: list[Prediction]
+
+
+class PredictResponse(BaseModel):
+    """Answer of ``POST /v1/models/{name}:predict``: one result per image, in request order."""
+
+    model: str
+    version: int
+    task: str
+    results: list[ImageResult]
+
+
+class Base64Image(BaseModel):
+    """An image carried in JSON."""
+
+    data: str = Field(description="base64 of the encoded image file (JPEG, PNG, WebP, ...)")
+    filename: str | None = None
+
+
+class PredictRequest(BaseModel):
+    """JSON body of a predict call (the alternative to a raw image body or multipart)."""
+
+    images: list[Base64Image] = Field(min_length=1)
+    top_k: int | None = Field(None, ge=1, le=1000)
+
+
+class VersionInfo(BaseModel):
+    """One immutable version of a model."""
+
+    version: int
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+    manifest: Manifest
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = None
+    parent_version: int | None = None
+    aliases: list[str] = Field(default_factory=list)
+
+
+class ModelSummary(BaseModel):
+    """A model in the catalog listing."""
+
+    name: str
+    task: str
+    description: str = ""
+    latest_version: int | None = None
+    aliases: dict[str, int] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class ModelList(BaseModel):
+    """Answer of ``GET /v1/models``."""
+
+    models: list[ModelSummary]
+
+
+class ModelDetail(ModelSummary):
+    """Answer of ``GET /v1/models/{name}``: versions newest first, with manifests."""
+
+    versions: list[VersionInfo]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with imaas' stable ``code`` and the request id."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    code: str
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,1 @@
+"""Use cases the edges (API, CLI) call: model catalog and inference."""

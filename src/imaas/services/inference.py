@@ -1,0 +1,145 @@
+"""Inference use case: resolve a model reference, decode images, batch, post-process.
+
+Decoding runs in its own thread pool (Pillow releases the GIL), the model in the engine's
+batch queues, and the event loop only moves bytes. Resolved references are cached until
+the model service reports a change, so a predict does not touch the database.
+
+Example::
+
+    result = await inference.predict(ModelRef.parse("mobilenet-v2"), [(jpeg, "cat.jpg")])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from imaas.domain import PRODUCTION, Clock, ModelRef, ModelVersion, SystemClock
+from imaas.errors import ImaasError, InvalidRequest, ModelNotReady
+from imaas.imaging.decode import DecodeLimits
+from imaas.imaging.pipeline import image_to_tensor
+from imaas.registry.artifacts.local import LocalArtifactStore
+from imaas.registry.store import RegistryStore
+from imaas.runtime.engine import Engine, LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One encoded image of a request."""
+
+    data: bytes
+    filename: str | None = None
+
+
+class InferenceService:
+    """Runs predictions on registered models, loading them on first use."""
+
+    def __init__(
+        self,
+        registry: RegistryStore,
+        artifacts: LocalArtifactStore,
+        engine: Engine,
+        limits: DecodeLimits,
+        *,
+        decode_threads: int = 2,
+        request_timeout_s: float = 30.0,
+        max_images: int = 64,
+        clock: Clock | None = None,
+    ) -> None:
+        self.registry = registry
+        self.artifacts = artifacts
+        self.engine = engine
+        self.limits = limits
+        self.request_timeout_s = request_timeout_s
+        self.max_images = max_images
+        self.clock: Clock = clock or SystemClock()
+        self._decode = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
+        self._resolved: dict[ModelRef, ModelVersion] = {}
+        self._warm: set[tuple[str, int]] | None = None
+
+    def invalidate(self, name: str) -> None:
+        """Forget cached resolutions of ``name`` (after a push or an alias move)."""
+        for ref in [r for r in self._resolved if r.name == name]:
+            self._resolved.pop(ref, None)
+
+    async def resolve(self, ref: ModelRef) -> ModelVersion:
+        """The version ``ref`` designates (cached)."""
+        version = self._resolved.get(ref)
+        if version is None:
+            version = await asyncio.to_thread(self.registry.resolve, ref)
+            self._resolved[ref] = version
+        return version
+
+    async def model(self, version: ModelVersion) -> LoadedModel:
+        """The loaded model of ``version``, loading it now if needed."""
+        loaded = self.engine.get(version.key)
+        if loaded is not None:
+            return loaded
+        try:
+            path = self.artifacts.open_path(version.sha256)
+            return await self.engine.load(version, path)
+        except ImaasError:
+            raise
+        except Exception as exc:
+            log.exception("loading %s@%s failed", version.model, version.version)
+            raise ModelNotReady(f"{version.model}@{version.version} could not be loaded: {exc}") from None
+
+    async def predict(self, ref: ModelRef, images: list[ImageInput], top_k: int | None = None) -> dict[str, Any]:
+        """Predict every image with the model ``ref`` names; results keep the request's order."""
+        if not images:
+            raise InvalidRequest("no image in the request")
+        if len(images) > self.max_images:
+            raise InvalidRequest(f"{len(images)} images in one request; the limit is {self.max_images}")
+        if top_k is not None and not 1 <= top_k <= 1000:
+            raise InvalidRequest("top_k must be between 1 and 1000")
+        version = await self.resolve(ref)
+        model = await self.model(version)
+        manifest = version.manifest
+        deadline = self.clock.now() + self.request_timeout_s
+        loop = asyncio.get_running_loop()
+
+        async def one(index: int, image: ImageInput) -> dict[str, Any]:
+            try:
+                tensor = await loop.run_in_executor(
+                    self._decode, image_to_tensor, image.data, manifest.input, manifest.preprocess, self.limits
+                )
+            except ImaasError as exc:
+                if len(images) > 1:
+                    exc.detail = f"image {index} ({image.filename or 'unnamed'}): {exc.detail}"
+                raise
+            outputs = await model.queue.submit(tensor, deadline)
+            result = model.postprocess(outputs, manifest, model.labels, top_k)
+            return {"filename": image.filename, **result}
+
+        if len(images) == 1:
+            results = [await one(0, images[0])]
+        else:
+            results = list(await asyncio.gather(*(one(i, im) for i, im in enumerate(images))))
+        return {"model": version.model, "version": version.version, "task": manifest.task, "results": results}
+
+    async def warm(self, alias: str = PRODUCTION) -> None:
+        """Load every version ``alias`` points at; the server is ready once this returns."""
+        versions = await asyncio.to_thread(self.registry.aliased_versions, alias)
+        for version in versions:
+            try:
+                await self.model(version)
+            except ImaasError as exc:
+                log.error("could not load %s@%s: %s", version.model, version.version, exc.detail)
+        self._warm = {v.key for v in versions}
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """Whether warm-up finished and every production version is loaded; and what is missing."""
+        if self._warm is None:
+            return False, ["warm-up still running"]
+        missing = [f"{n}@{v}" for n, v in sorted(self._warm) if self.engine.get((n, v)) is None]
+        return not missing, missing
+
+    async def close(self) -> None:
+        """Stop the engine and the decode threads."""
+        await self.engine.close()
+        self._decode.shutdown(wait=False, cancel_futures=True)

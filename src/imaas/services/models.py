@@ -1,0 +1,122 @@
+"""Model catalog use cases: push a version, list and describe models, move aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import yaml
+from pydantic import ValidationError
+
+from imaas.domain import PRODUCTION, ModelRecord, ModelVersion, check_name
+from imaas.errors import InvalidManifest
+from imaas.registry.artifacts.local import LocalArtifactStore
+from imaas.registry.store import RegistryStore
+from imaas.runtime.graph import check_model_file, complete_manifest
+from imaas.runtime.tasks import postprocessor
+from imaas.schemas.manifest import Manifest
+
+
+def parse_manifest(raw: str | bytes | dict[str, Any] | Manifest | None) -> Manifest:
+    """Parse a manifest given as YAML/JSON text, a dict or a ``Manifest``.
+
+    Raises ``InvalidManifest`` whose detail names each offending field.
+    """
+    if isinstance(raw, Manifest):
+        return raw
+    data: Any = {} if raw is None else raw
+    if isinstance(raw, (str, bytes)):
+        try:
+            data = yaml.safe_load(raw) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidManifest(f"the manifest is not valid YAML or JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidManifest("the manifest must be a mapping (YAML or JSON object)")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "(root)", "message": e["msg"]} for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise InvalidManifest(detail, errors=errors) from None
+
+
+class ModelService:
+    """Registers and describes models; tells listeners when an alias may have moved."""
+
+    def __init__(
+        self, registry: RegistryStore, artifacts: LocalArtifactStore, max_upload_bytes: int
+    ) -> None:
+        self.registry = registry
+        self.artifacts = artifacts
+        self.max_upload_bytes = max_upload_bytes
+        self._listeners: list[Callable[[str], None]] = []
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(model_name)`` after every write to a model."""
+        self._listeners.append(listener)
+
+    def _changed(self, name: str) -> None:
+        for listener in self._listeners:
+            listener(name)
+
+    def push(
+        self,
+        name: str,
+        onnx: BinaryIO,
+        manifest: str | bytes | dict[str, Any] | Manifest | None,
+        *,
+        source: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        alias: str | None = None,
+    ) -> tuple[ModelVersion, bool]:
+        """Validate and register an ONNX file with its manifest.
+
+        The file is staged, checked with ``onnx.checker``, the manifest completed from the
+        graph, and only then stored and registered. Pushing the same bytes and manifest again
+        returns the existing version (``created`` False) and stores nothing new. The first
+        version of a model becomes its ``production`` version; ``alias`` points another alias
+        (or ``production``) at the new version.
+        """
+        check_name(name)
+        parsed = parse_manifest(manifest)
+        staged = self.artifacts.stage(onnx, self.max_upload_bytes)
+        try:
+            graph = check_model_file(staged.path)
+            complete = complete_manifest(parsed, graph)
+            postprocessor(complete.task)
+        except BaseException:
+            self.artifacts.discard(staged)
+            raise
+        self.artifacts.commit(staged)
+        version, created = self.registry.add_version(
+            name, staged.sha256, staged.size, complete, source=source, metrics=metrics
+        )
+        record = self.registry.get_model(name)
+        if PRODUCTION not in record.aliases:
+            self.registry.set_alias(name, PRODUCTION, version.version, actor="push")
+        if alias is not None and record.aliases.get(alias) != version.version:
+            self.registry.set_alias(name, alias, version.version, actor="push")
+        self._changed(name)
+        return version, created
+
+    def push_file(self, name: str, path: Path, manifest: str | bytes | dict[str, Any] | Manifest | None,
+                  **kwargs: Any) -> tuple[ModelVersion, bool]:
+        """``push`` from a file on disk."""
+        with path.open("rb") as f:
+            return self.push(name, f, manifest, **kwargs)
+
+    def list_models(self) -> list[ModelRecord]:
+        """All models, by name."""
+        return self.registry.list_models()
+
+    def describe(self, name: str) -> tuple[ModelRecord, list[ModelVersion]]:
+        """A model and its versions, newest first."""
+        return self.registry.get_model(name), self.registry.list_versions(name)
+
+    def set_alias(self, name: str, alias: str, version: int, actor: str | None = None) -> None:
+        """Point ``alias`` at ``version``."""
+        self.registry.set_alias(name, alias, version, actor)
+        self._changed(name)

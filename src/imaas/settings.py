@@ -1,0 +1,84 @@
+"""Settings: the one place that reads the environment.
+
+Every knob has an ``IMAAS_`` variable; nested groups use ``__`` (``IMAAS_RUNTIME__MAX_BATCH=8``).
+Build one ``Settings`` at an edge (``create_app``, the CLI) and pass it down.
+
+Example::
+
+    settings = Settings(home=Path("/tmp/imaas"))
+    settings.database_url  # 'sqlite:////tmp/imaas/registry.db'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".imaas"
+
+
+class ServerSettings(BaseModel):
+    """Where the HTTP server listens and how much it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest predict request body")
+    max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0, description="largest model push body")
+    max_images_per_request: int = Field(64, gt=0)
+
+
+class ImageSettings(BaseModel):
+    """Limits applied to every image before it is decoded."""
+
+    max_pixels: int = Field(50_000_000, gt=0, description="width*height above this is refused")
+    max_side: int = Field(20_000, gt=0)
+    min_side: int = Field(8, gt=0, description="images narrower or shorter than this are refused")
+
+
+class RuntimeSettings(BaseModel):
+    """ONNX Runtime and the dynamic batcher.
+
+    Defaults come from measurement on a 2-core machine: batch 1 is fastest for a small CNN,
+    so the batcher only groups requests that are already waiting, and two single-threaded
+    streams keep both cores busy better than one two-threaded one.
+    """
+
+    intra_op_threads: int = Field(1, ge=0, description="0 lets ONNX Runtime choose")
+    inter_op_threads: int = Field(1, ge=0)
+    allow_spinning: bool = False
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1,
+                         description="batches run in parallel per model")
+    max_batch: int = Field(8, ge=1)
+    max_wait_ms: float = Field(0.0, ge=0, description="extra wait for a fuller batch under load")
+    max_queue: int = Field(256, ge=1, description="queued requests per model before 429")
+    request_timeout_s: float = Field(30.0, gt=0, description="per-request deadline -> 504")
+    decode_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    load_on_startup: bool = True
+
+
+class Settings(BaseSettings):
+    """All configuration of one imaas process."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAAS_", env_nested_delimiter="__", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, description="registry database and artifacts")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under home")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+
+    @property
+    def db_url(self) -> str:
+        """The registry database URL (SQLite file under ``home`` unless set)."""
+        return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where content-addressed model files live."""
+        return self.home / "artifacts"

@@ -1,0 +1,1 @@
+"""The bundled model zoo: recipes that build ONNX models from packages that ship weights."""

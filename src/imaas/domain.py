@@ -19,9 +19,7 @@ PRODUCTION = "production"
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid model name, else raise ``InvalidRequest``."""
     if not NAME_RE.match(name):
-        raise InvalidRequest(
-            f"invalid model name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-'"
-        )
+        raise InvalidRequest(f"invalid model name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-'")
     return name
 
 

@@ -51,8 +51,9 @@ class RuntimeSettings(BaseModel):
     intra_op_threads: int = Field(1, ge=0, description="0 lets ONNX Runtime choose")
     inter_op_threads: int = Field(1, ge=0)
     allow_spinning: bool = False
-    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1,
-                         description="batches run in parallel per model")
+    workers: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, description="batches run in parallel per model"
+    )
     max_batch: int = Field(8, ge=1)
     max_wait_ms: float = Field(0.0, ge=0, description="extra wait for a fuller batch under load")
     max_queue: int = Field(256, ge=1, description="queued requests per model before 429")

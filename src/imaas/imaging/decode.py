@@ -79,9 +79,7 @@ def open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
     return img
 
 
-def decode_image(
-    data: bytes, limits: DecodeLimits, min_size: int | None = None, color: Color = "RGB"
-) -> Image.Image:
+def decode_image(data: bytes, limits: DecodeLimits, min_size: int | None = None, color: Color = "RGB") -> Image.Image:
     """Decode ``data`` to an upright image in ``color`` (``BGR`` decodes as ``RGB``).
 
     ``min_size`` is the smallest side the caller needs; a JPEG is DCT-scaled down as far as

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from imaas.imaging.decode import DecodeLimits, decode_image
-from imaas.imaging.transforms import center_crop, letterbox, normalize, resize_exact, resize_shorter, to_layout
+from imaas.imaging.transforms import (
+    center_crop,
+    letterbox,
+    normalize,
+    resize_exact,
+    resize_shorter,
+    to_layout,
+)
 from imaas.schemas.manifest import InputSpec, Preprocess
 
 _DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
@@ -26,7 +33,9 @@ def image_to_tensor(data: bytes, spec: InputSpec, pre: Preprocess, limits: Decod
     The manifest must be complete (``size``, ``layout`` and ``dtype`` set), which push
     guarantees by inferring them from the graph.
     """
-    assert spec.size is not None and spec.layout is not None and spec.dtype is not None
+    assert spec.size is not None
+    assert spec.layout is not None
+    assert spec.dtype is not None
     img = decode_image(data, limits, min_size=needed_side(spec, pre), color=spec.color)
     size = spec.size
     if pre.resize == "shorter":

@@ -164,9 +164,7 @@ class SqlRegistry:
         with self._session() as s:
             model = self._model_row(s, name)
             rows = list(
-                s.scalars(
-                    select(VersionRow).where(VersionRow.model_id == model.id).order_by(VersionRow.version.desc())
-                )
+                s.scalars(select(VersionRow).where(VersionRow.model_id == model.id).order_by(VersionRow.version.desc()))
             )
             parents = {r.id: r.version for r in rows}
             return [self._to_version(name, r, parents) for r in rows]
@@ -240,8 +238,9 @@ class SqlRegistry:
         with self._session() as s:
             model = s.scalar(select(ModelRow).where(ModelRow.name == name))
             if model is None:
-                model = ModelRow(name=name, task=manifest["task"], description=manifest.get("description", ""),
-                                 created_at=utcnow())
+                model = ModelRow(
+                    name=name, task=manifest["task"], description=manifest.get("description", ""), created_at=utcnow()
+                )
                 s.add(model)
                 s.flush()
             elif model.task != manifest["task"]:
@@ -274,7 +273,9 @@ class SqlRegistry:
             if manifest.get("description"):
                 model.description = manifest["description"]
             s.flush()
-            return self._to_version(name, row, {parent_id: parent_version} if parent_id and parent_version else None), True
+            return self._to_version(
+                name, row, {parent_id: parent_version} if parent_id and parent_version else None
+            ), True
 
     def set_alias(self, name: str, alias: str, version: int, actor: str | None = None) -> None:
         """Point ``alias`` of ``name`` at ``version`` and record the move."""
@@ -290,5 +291,13 @@ class SqlRegistry:
             else:
                 row.version_id = vid
                 row.updated_at = utcnow()
-            s.add(AliasEventRow(model_id=model.id, alias=alias, version_id=vid, previous_version_id=previous,
-                                actor=actor, at=utcnow()))
+            s.add(
+                AliasEventRow(
+                    model_id=model.id,
+                    alias=alias,
+                    version_id=vid,
+                    previous_version_id=previous,
+                    actor=actor,
+                    at=utcnow(),
+                )
+            )

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from imaas.errors import InvalidManifest, InvalidModel
-from imaas.schemas.manifest import Manifest
 from imaas.runtime.labelsets import label_count
+from imaas.schemas.manifest import Manifest
 
 _ELEM_TYPES = {1: "float32", 10: "float16", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 11: "float64", 9: "bool"}
 
@@ -66,13 +67,12 @@ def check_model_file(path: Path) -> GraphInfo:
     return GraphInfo(inputs=inputs, outputs=outputs, opset=opset)
 
 
-def _info(value: object) -> TensorInfo:
-    t = value.type.tensor_type  # type: ignore[attr-defined]
+def _info(value: Any) -> TensorInfo:
+    t = value.type.tensor_type
     dims: list[int | None] = []
     for d in t.shape.dim:
         dims.append(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None)
-    return TensorInfo(name=value.name, dtype=_ELEM_TYPES.get(t.elem_type, f"type{t.elem_type}"),  # type: ignore[attr-defined]
-                      shape=tuple(dims))
+    return TensorInfo(name=value.name, dtype=_ELEM_TYPES.get(t.elem_type, f"type{t.elem_type}"), shape=tuple(dims))
 
 
 def complete_manifest(manifest: Manifest, graph: GraphInfo) -> Manifest:
@@ -115,8 +115,9 @@ def complete_manifest(manifest: Manifest, graph: GraphInfo) -> Manifest:
     out = _check_outputs(manifest, graph)
     return manifest.model_copy(
         update={
-            "input": spec.model_copy(update={"name": tensor.name, "layout": layout, "size": size,
-                                             "dtype": tensor.dtype}),
+            "input": spec.model_copy(
+                update={"name": tensor.name, "layout": layout, "size": size, "dtype": tensor.dtype}
+            ),
             "postprocess": manifest.postprocess.model_copy(update={"output": out}),
         }
     )

@@ -64,7 +64,7 @@ class InferenceService:
 
     def invalidate(self, name: str) -> None:
         """Forget cached resolutions of ``name`` (after a push or an alias move)."""
-        for ref in [r for r in self._resolved if r.name == name]:
+        for ref in [r for r in list(self._resolved) if r.name == name]:
             self._resolved.pop(ref, None)
 
     async def resolve(self, ref: ModelRef) -> ModelVersion:
@@ -131,6 +131,10 @@ class InferenceService:
             except ImaasError as exc:
                 log.error("could not load %s@%s: %s", version.model, version.version, exc.detail)
         self._warm = {v.key for v in versions}
+
+    def assume_warm(self) -> None:
+        """Skip warm-up: models load on their first request, and the server is ready at once."""
+        self._warm = set()
 
     def ready(self) -> tuple[bool, list[str]]:
         """Whether warm-up finished and every production version is loaded; and what is missing."""

@@ -36,9 +36,7 @@ def parse_manifest(raw: str | bytes | dict[str, Any] | Manifest | None) -> Manif
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "(root)", "message": e["msg"]} for e in exc.errors()
-        ]
+        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "(root)", "message": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise InvalidManifest(detail, errors=errors) from None
 
@@ -46,9 +44,7 @@ def parse_manifest(raw: str | bytes | dict[str, Any] | Manifest | None) -> Manif
 class ModelService:
     """Registers and describes models; tells listeners when an alias may have moved."""
 
-    def __init__(
-        self, registry: RegistryStore, artifacts: LocalArtifactStore, max_upload_bytes: int
-    ) -> None:
+    def __init__(self, registry: RegistryStore, artifacts: LocalArtifactStore, max_upload_bytes: int) -> None:
         self.registry = registry
         self.artifacts = artifacts
         self.max_upload_bytes = max_upload_bytes
@@ -102,8 +98,9 @@ class ModelService:
         self._changed(name)
         return version, created
 
-    def push_file(self, name: str, path: Path, manifest: str | bytes | dict[str, Any] | Manifest | None,
-                  **kwargs: Any) -> tuple[ModelVersion, bool]:
+    def push_file(
+        self, name: str, path: Path, manifest: str | bytes | dict[str, Any] | Manifest | None, **kwargs: Any
+    ) -> tuple[ModelVersion, bool]:
         """``push`` from a file on disk."""
         with path.open("rb") as f:
             return self.push(name, f, manifest, **kwargs)

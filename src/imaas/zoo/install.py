@@ -60,7 +60,9 @@ def install_recipe(models: ModelService, recipe: Recipe, progress: Progress | No
     return InstallResult(recipe.name, version.version, installed=True, max_abs_diff=diff)
 
 
-def install(models: ModelService, only: list[str] | None = None, progress: Progress | None = None) -> list[InstallResult]:
+def install(
+    models: ModelService, only: list[str] | None = None, progress: Progress | None = None
+) -> list[InstallResult]:
     """Install every recipe (or those named in ``only``)."""
     chosen = [r for r in recipes() if not only or r.name in only]
     unknown = set(only or []) - {r.name for r in chosen}

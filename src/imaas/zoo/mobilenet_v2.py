@@ -20,7 +20,7 @@ def build(num_classes: int = 1000) -> Any:
             nn.ReLU6(inplace=True),
         )
 
-    class InvertedResidual(nn.Module):  # type: ignore[misc]
+    class InvertedResidual(nn.Module):
         def __init__(self, inp: int, out: int, stride: int, expand: int) -> None:
             super().__init__()
             hidden = inp * expand
@@ -38,11 +38,18 @@ def build(num_classes: int = 1000) -> Any:
         def forward(self, x: Any) -> Any:
             return x + self.conv(x) if self.use_res else self.conv(x)
 
-    class MobileNetV2(nn.Module):  # type: ignore[misc]
+    class MobileNetV2(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                        (6, 160, 3, 2), (6, 320, 1, 1)]
+            settings = [
+                (1, 16, 1, 1),
+                (6, 24, 2, 2),
+                (6, 32, 3, 2),
+                (6, 64, 4, 2),
+                (6, 96, 3, 1),
+                (6, 160, 3, 2),
+                (6, 320, 1, 1),
+            ]
             features: list[nn.Module] = [conv_bn(3, 32, stride=2)]
             inp = 32
             for t, c, n, s in settings:

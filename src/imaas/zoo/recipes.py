@@ -63,8 +63,14 @@ def recipes() -> list[Recipe]:
                     "task": "classification",
                     "description": "MobileNetV2 (ImageNet-1k, 224x224): fast general-purpose image classifier.",
                     "input": {"layout": "NCHW", "size": [224, 224], "color": "RGB", "dtype": "float32"},
-                    "preprocess": {"resize": "shorter", "resize_to": 256, "crop": "center", "scale": 1 / 255,
-                                   "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+                    "preprocess": {
+                        "resize": "shorter",
+                        "resize_to": 256,
+                        "crop": "center",
+                        "scale": 1 / 255,
+                        "mean": IMAGENET_MEAN,
+                        "std": IMAGENET_STD,
+                    },
                     "labels": "imagenet-1k",
                     "postprocess": {"activation": "softmax", "top_k": 5},
                 }
@@ -81,8 +87,14 @@ def recipes() -> list[Recipe]:
                     "description": "EfficientNet-Lite0 (ImageNet-1k, 224x224): more accurate, still mobile-sized.",
                     "input": {"layout": "NCHW", "size": [224, 224], "color": "RGB", "dtype": "float32"},
                     # EfficientNet-Lite was trained on (pixel - 127) / 128.
-                    "preprocess": {"resize": "shorter", "resize_to": 256, "crop": "center", "scale": 1 / 255,
-                                   "mean": [127 / 255] * 3, "std": [128 / 255] * 3},
+                    "preprocess": {
+                        "resize": "shorter",
+                        "resize_to": 256,
+                        "crop": "center",
+                        "scale": 1 / 255,
+                        "mean": [127 / 255] * 3,
+                        "std": [128 / 255] * 3,
+                    },
                     "labels": "imagenet-1k",
                     "postprocess": {"activation": "softmax", "top_k": 5},
                 }

@@ -25,7 +25,9 @@ def postprocessor(task: str) -> Postprocess:
     try:
         return _POSTPROCESSORS[task]
     except KeyError:
-        raise InvalidManifest(f"task: {task!r} models cannot be served yet; supported: {sorted(_POSTPROCESSORS)}") from None
+        raise InvalidManifest(
+            f"task: {task!r} models cannot be served yet; supported: {sorted(_POSTPROCESSORS)}"
+        ) from None
 
 
 def supported_tasks() -> list[str]:

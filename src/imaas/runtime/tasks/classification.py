@@ -13,7 +13,8 @@ def softmax(x: np.ndarray) -> np.ndarray:
     """Numerically stable softmax over the last axis."""
     z = x.astype(np.float64) - np.max(x, axis=-1, keepdims=True)
     e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    out: np.ndarray = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return out
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

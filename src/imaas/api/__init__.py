@@ -1,0 +1,1 @@
+"""The HTTP edge: FastAPI app, problem rendering, thin routes."""

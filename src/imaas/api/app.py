@@ -1,0 +1,85 @@
+"""``create_app(settings)``: the FastAPI application of one imaas process.
+
+The registry is opened (and migrated) when the app starts, production models load in the
+background, and ``/readyz`` turns 200 once they are all loaded.
+
+Example::
+
+    app = create_app(Settings(home=Path("/tmp/imaas")))
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from imaas import __version__
+from imaas.api import problems
+from imaas.api.middleware import BodyLimit, RequestContext
+from imaas.api.responses import FastJSONResponse
+from imaas.api.routes import health, models, predict
+from imaas.services.container import Services, build_services
+from imaas.settings import Settings
+
+log = logging.getLogger("imaas.api")
+
+DESCRIPTION = """
+imaas serves ONNX vision models over HTTP.
+
+* `POST /v1/models/{name}:predict` classifies images sent as the raw body
+  (`Content-Type: image/jpeg`), as multipart files or as base64 JSON.
+* `GET /v1/models` lists the catalog; `POST /v1/models/{name}/versions` pushes a version.
+* Errors are RFC 9457 problem details (`application/problem+json`) with a stable `code`.
+"""
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """Build the app; ``services`` may be injected (tests), else built from ``settings`` at startup."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = services is None
+        svc: Services = services if services is not None else await asyncio.to_thread(build_services, settings)
+        app.state.services = svc
+        warm: asyncio.Task[None] | None = None
+        if settings.runtime.load_on_startup:
+            warm = asyncio.create_task(svc.inference.warm())
+        else:
+            svc.inference.assume_warm()
+        try:
+            yield
+        finally:
+            if warm is not None and not warm.done():
+                warm.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await warm
+            if owned:
+                await svc.close()
+
+    app = FastAPI(
+        title="imaas",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=FastJSONResponse,
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(predict.router)
+
+    upload_limit = settings.server.max_upload_bytes
+    body_limit = settings.server.max_body_bytes
+
+    def limit_for(path: str) -> int:
+        return upload_limit if path.endswith("/versions") else body_limit
+
+    app.add_middleware(BodyLimit, limit_for=limit_for)
+    app.add_middleware(RequestContext)
+    return app

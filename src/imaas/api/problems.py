@@ -1,0 +1,95 @@
+"""Every error leaves the server as RFC 9457 problem details with a stable ``code``.
+
+Errors from imaas carry their own status and code; FastAPI's validation errors become
+``invalid_request``; unknown routes ``not_found``; anything unexpected is logged with the
+request id and answered with a bare ``internal_error`` (no stack trace leaves the server).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from imaas.api.responses import ProblemResponse
+from imaas.errors import ImaasError, Overloaded
+
+log = logging.getLogger("imaas.api")
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def request_id(request: Request) -> str | None:
+    """The id the request-id middleware gave this request."""
+    rid = request.scope.get("state", {}).get("request_id")
+    return str(rid) if rid is not None else None
+
+
+def problem(request: Request, status: int, code: str, title: str, detail: str | None, **extra: Any) -> ProblemResponse:
+    """Build a problem response for ``request``."""
+    body: dict[str, Any] = {
+        "type": f"https://imaas.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "request_id": request_id(request),
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    headers = {"X-Request-ID": body["request_id"]} if body["request_id"] else None
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+async def imaas_error(request: Request, exc: Exception) -> ProblemResponse:
+    """Render an ``ImaasError``."""
+    assert isinstance(exc, ImaasError)
+    if exc.status >= 500:
+        log.warning("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.detail)
+    resp = problem(request, exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+    if isinstance(exc, Overloaded):
+        resp.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return resp
+
+
+async def validation_error(request: Request, exc: Exception) -> ProblemResponse:
+    """Render FastAPI's request validation errors as ``invalid_request``."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return problem(request, 400, "invalid_request", "Invalid request", detail, errors=errors)
+
+
+async def http_error(request: Request, exc: Exception) -> ProblemResponse:
+    """Render Starlette's HTTP exceptions (unknown route, wrong method, bad multipart)."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    title = code.replace("_", " ").capitalize()
+    resp = problem(request, exc.status_code, code, title, str(exc.detail))
+    if exc.headers:
+        resp.headers.update(exc.headers)
+    return resp
+
+
+async def unexpected_error(request: Request, exc: Exception) -> ProblemResponse:
+    """Log an unexpected exception and answer 500 without leaking internals."""
+    log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id(request))
+    return problem(request, 500, "internal_error", "Internal server error", "an unexpected error occurred")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+    app.add_exception_handler(ImaasError, imaas_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,115 @@
+"""Model catalog: list, describe, push versions, move aliases."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, File, Form, UploadFile
+from fastapi.responses import JSONResponse
+
+from imaas.api.deps import Principal, principal, services
+from imaas.domain import ALIAS_RE, ModelRecord, ModelVersion, check_name
+from imaas.errors import InvalidRequest
+from imaas.schemas.rest import ModelDetail, ModelList, ModelSummary, VersionInfo
+from imaas.services.container import Services
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def summary(record: ModelRecord) -> ModelSummary:
+    """Wire form of a model record."""
+    return ModelSummary(
+        name=record.name,
+        task=record.task,
+        description=record.description,
+        latest_version=record.latest_version,
+        aliases=record.aliases,
+        created_at=record.created_at,
+    )
+
+
+def version_info(v: ModelVersion, aliases: dict[str, int]) -> VersionInfo:
+    """Wire form of a version, with the aliases that point at it."""
+    return VersionInfo(
+        version=v.version,
+        sha256=v.sha256,
+        size_bytes=v.size_bytes,
+        created_at=v.created_at,
+        manifest=v.manifest,
+        metrics=v.metrics,
+        source=v.source,
+        parent_version=v.parent_version,
+        aliases=sorted(a for a, n in aliases.items() if n == v.version),
+    )
+
+
+@router.get("", response_model=ModelList, summary="List models")
+async def list_models(svc: Services = Depends(services), _p: Principal = Depends(principal)) -> ModelList:
+    """Every registered model with its latest version and aliases."""
+    records = await asyncio.to_thread(svc.models.list_models)
+    return ModelList(models=[summary(r) for r in records])
+
+
+@router.get(
+    "/{name}",
+    response_model=ModelDetail,
+    summary="Describe a model",
+    responses={404: {"description": "model_not_found"}},
+)
+async def get_model(name: str, svc: Services = Depends(services), _p: Principal = Depends(principal)) -> ModelDetail:
+    """A model with all its versions (newest first), manifests and aliases."""
+    check_name(name)
+    record, versions = await asyncio.to_thread(svc.models.describe, name)
+    return ModelDetail(**summary(record).model_dump(), versions=[version_info(v, record.aliases) for v in versions])
+
+
+@router.post(
+    "/{name}/versions",
+    response_model=VersionInfo,
+    status_code=201,
+    summary="Push a new version (ONNX file + manifest)",
+    responses={
+        200: {"description": "the same bytes and manifest were already registered: that version"},
+        413: {"description": "payload_too_large"},
+        422: {"description": "invalid_model / invalid_manifest"},
+    },
+)
+async def push_version(
+    name: str,
+    model: Annotated[UploadFile, File(description="the ONNX file")],
+    manifest: Annotated[str | None, Form(description="manifest as YAML or JSON; omitted fields are inferred")] = None,
+    alias: Annotated[str | None, Form(description="also point this alias at the new version")] = None,
+    svc: Services = Depends(services),
+    _p: Principal = Depends(principal),
+) -> Any:
+    """Validate the ONNX graph and manifest, store the file by sha256 and register a version.
+
+    The first version of a model becomes its ``production`` version. Pushing identical
+    bytes and manifest again is idempotent: the existing version is returned with 200.
+    """
+    check_name(name)
+    if alias is not None and not ALIAS_RE.match(alias):
+        raise InvalidRequest(f"invalid alias {alias!r}")
+    version, created = await asyncio.to_thread(
+        svc.models.push, name, model.file, manifest, source=f"upload:{model.filename or 'model.onnx'}", alias=alias
+    )
+    record = await asyncio.to_thread(svc.models.registry.get_model, name)
+    body = version_info(version, record.aliases).model_dump(mode="json")
+    return JSONResponse(body, status_code=201 if created else 200)
+
+
+@router.put("/{name}/aliases/{alias}", response_model=ModelSummary, summary="Point an alias at a version")
+async def set_alias(
+    name: str,
+    alias: str,
+    version: Annotated[int, Body(embed=True, ge=1)],
+    svc: Services = Depends(services),
+    _p: Principal = Depends(principal),
+) -> ModelSummary:
+    """Move ``alias`` (e.g. ``production``) to ``version``; later requests use it at once."""
+    check_name(name)
+    if not ALIAS_RE.match(alias):
+        raise InvalidRequest(f"invalid alias {alias!r}")
+    await asyncio.to_thread(svc.models.set_alias, name, alias, version, "api")
+    return summary(await asyncio.to_thread(svc.models.registry.get_model, name))

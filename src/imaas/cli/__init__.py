@@ -1,0 +1,1 @@
+"""The ``imaas`` command line."""

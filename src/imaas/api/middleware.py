@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imaas.errors import PayloadTooLarge
+from imaas.api.responses import ProblemResponse
+from imaas.errors import ImaasError, PayloadTooLarge
 
 
 class RequestContext:
@@ -45,8 +46,10 @@ class RequestContext:
 class BodyLimit:
     """Refuse request bodies over a per-path limit, before and while reading them.
 
-    A declared ``Content-Length`` over the limit fails at once; a chunked body fails as soon
-    as the running count passes it. Either way the route sees ``PayloadTooLarge`` (413).
+    A declared ``Content-Length`` over the limit is answered 413 at once, unread; a chunked
+    body fails as soon as the running count passes the limit (the route sees
+    ``PayloadTooLarge``, and ``body_exceeded`` in the scope state tells the error handlers
+    that a parser's own error was really this).
     """
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
@@ -61,20 +64,38 @@ class BodyLimit:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > limit:
-                    scope.setdefault("state", {})["body_too_large"] = (int(value), limit)
+                    exc = PayloadTooLarge(f"the body is {int(value)} bytes; the limit is {limit}")
+                    await _problem(exc, scope, send)
+                    return
                 break
         seen = 0
 
         async def counted() -> Message:
             nonlocal seen
-            too_large = scope.get("state", {}).get("body_too_large")
-            if too_large:
-                raise PayloadTooLarge(f"the body is {too_large[0]} bytes; the limit is {too_large[1]}")
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    scope.setdefault("state", {})["body_exceeded"] = limit
                     raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
             return message
 
         await self.app(scope, counted, send)
+
+
+async def _problem(exc: ImaasError, scope: Scope, send: Send) -> None:
+    rid = scope.get("state", {}).get("request_id")
+    body = {
+        "type": f"https://imaas.dev/problems/{exc.code}",
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+        "code": exc.code,
+        "request_id": rid,
+    }
+    response = ProblemResponse(body, status_code=exc.status, headers={"Connection": "close"})
+    await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imaas.api.responses import ProblemResponse
-from imaas.errors import ImaasError, Overloaded
+from imaas.errors import ImaasError, Overloaded, PayloadTooLarge
 
 log = logging.getLogger("imaas.api")
 
@@ -73,6 +73,9 @@ async def validation_error(request: Request, exc: Exception) -> ProblemResponse:
 async def http_error(request: Request, exc: Exception) -> ProblemResponse:
     """Render Starlette's HTTP exceptions (unknown route, wrong method, bad multipart)."""
     assert isinstance(exc, StarletteHTTPException)
+    limit = request.scope.get("state", {}).get("body_exceeded")
+    if limit is not None:  # a body parser failed because the body limit cut it off
+        return await imaas_error(request, PayloadTooLarge(f"the body exceeds the limit of {limit} bytes"))
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     title = code.replace("_", " ").capitalize()
     resp = problem(request, exc.status_code, code, title, str(exc.detail))

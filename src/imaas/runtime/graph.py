@@ -112,13 +112,13 @@ def complete_manifest(manifest: Manifest, graph: GraphInfo) -> Manifest:
             if have is not None and want != have:
                 side = "height" if axis == 0 else "width"
                 raise InvalidManifest(f"input.size: manifest {side} {want} but the graph expects {have}")
-    out = _check_outputs(manifest, graph)
+    out, top_k = _check_outputs(manifest, graph)
     return manifest.model_copy(
         update={
             "input": spec.model_copy(
                 update={"name": tensor.name, "layout": layout, "size": size, "dtype": tensor.dtype}
             ),
-            "postprocess": manifest.postprocess.model_copy(update={"output": out}),
+            "postprocess": manifest.postprocess.model_copy(update={"output": out, "top_k": top_k}),
         }
     )
 
@@ -131,7 +131,8 @@ def _guess_layout(tensor: TensorInfo) -> str:
     raise InvalidManifest(f"input.layout: cannot tell NCHW from NHWC for shape {tensor.shape}; set it")
 
 
-def _check_outputs(manifest: Manifest, graph: GraphInfo) -> str:
+def _check_outputs(manifest: Manifest, graph: GraphInfo) -> tuple[str, int]:
+    """The output to read and the default top-k (clamped to the class count unless set explicitly)."""
     names = [o.name for o in graph.outputs]
     wanted = manifest.postprocess.output
     if wanted is not None and wanted not in names:
@@ -146,6 +147,9 @@ def _check_outputs(manifest: Manifest, graph: GraphInfo) -> str:
         n_labels = label_count(manifest.labels)
         if classes is not None and n_labels is not None and n_labels != classes:
             raise InvalidManifest(f"labels: {n_labels} labels for {classes} output classes")
-        if manifest.postprocess.top_k > (classes or 1000):
-            raise InvalidManifest(f"postprocess.top_k: {manifest.postprocess.top_k} exceeds {classes} classes")
-    return tensor.name
+        top_k = manifest.postprocess.top_k
+        if classes is not None and top_k > classes:
+            if "top_k" in manifest.postprocess.model_fields_set:
+                raise InvalidManifest(f"postprocess.top_k: {top_k} exceeds {classes} classes")
+            return tensor.name, classes
+    return tensor.name, manifest.postprocess.top_k

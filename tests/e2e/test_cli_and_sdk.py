@@ -147,3 +147,11 @@ def test_bench_served_and_raw(zoo_server: RunningServer, zoo_home: Path) -> None
     assert all(run["errors"] == 0 and run["completed"] > 0 for run in served)
     assert all(run["served_over_best_raw"] > 0 for run in served)
     assert report["best_raw_images_per_s"] > 0
+
+
+def test_samples_writes_real_photos(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["samples", str(tmp_path / "photos")])
+    assert r.exit_code == 0, r.output
+    written = sorted(p.name for p in (tmp_path / "photos").iterdir())
+    assert written == ["astronaut.jpg", "cat.jpg", "coffee.jpg", "rocket.jpg"]
+    assert (tmp_path / "photos" / "cat.jpg").read_bytes()[:3] == b"\xff\xd8\xff"

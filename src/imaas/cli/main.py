@@ -227,6 +227,22 @@ def predict(
 
 
 @app.command()
+def samples(
+    folder: Annotated[Path, typer.Argument(file_okay=False, help="where to write the photos")] = Path("."),
+) -> None:
+    """Write sample JPEG photos (cat.jpg, coffee.jpg, rocket.jpg, astronaut.jpg) to try the models with.
+
+    They come from the images scikit-image ships; nothing is downloaded.
+    """
+    from imaas.imaging.samples import PHOTOS, sample_photo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, filename in PHOTOS.items():
+        (folder / filename).write_bytes(sample_photo(name))
+        console.print(str(folder / filename))
+
+
+@app.command()
 def bench(
     model: Annotated[str, typer.Option(help="model to load-test")] = "mobilenet-v2",
     concurrency: Annotated[str, typer.Option(help="comma-separated concurrency levels")] = "1,8,32",

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import io
 
-# Colour photos of 35-75 KB as JPEG q90, the size of a typical upload.
-PHOTOS = ("chelsea", "astronaut", "coffee", "rocket")
+# Colour photos of 35-75 KB as JPEG q90, the size of a typical upload, with the file names
+# ``imaas samples`` gives them (chelsea is a tabby cat).
+PHOTOS = {"chelsea": "cat.jpg", "astronaut": "astronaut.jpg", "coffee": "coffee.jpg", "rocket": "rocket.jpg"}
 
 
 def sample_photo(name: str, fmt: str = "JPEG", quality: int = 90) -> bytes:

@@ -51,6 +51,8 @@ class RunningServer:
     """uvicorn serving an app in a background thread on a free loopback port."""
 
     def __init__(self, settings: Settings) -> None:
+        if settings.server.grpc_port is not None:
+            settings.server.grpc_port = 0  # a free port, never the shared default
         self.settings = settings
         self.app = create_app(settings)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -71,6 +73,7 @@ class RunningServer:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("server did not start")
             time.sleep(0.02)
+        self.grpc_port: int | None = getattr(self.app.state, "grpc_port", None)
         while wait_ready and httpx.get(f"{self.url}/readyz").status_code != 200:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not become ready")

@@ -27,6 +27,7 @@ class ServerSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    grpc_port: int | None = Field(8001, ge=0, le=65535, description="OIP gRPC port; unset to disable")
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest predict request body")
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0, description="largest model push body")
     max_images_per_request: int = Field(64, gt=0)

@@ -22,7 +22,7 @@ from imaas import __version__
 from imaas.api import problems
 from imaas.api.middleware import BodyLimit, RequestContext
 from imaas.api.responses import FastJSONResponse
-from imaas.api.routes import health, models, predict
+from imaas.api.routes import health, models, oip, predict
 from imaas.services.container import Services, build_services
 from imaas.settings import Settings
 
@@ -52,9 +52,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             warm = asyncio.create_task(svc.inference.warm())
         else:
             svc.inference.assume_warm()
+        grpc_server = None
+        if settings.server.grpc_port is not None:
+            from imaas.api.grpc_server import start_grpc
+
+            grpc_server, app.state.grpc_port = await start_grpc(svc, settings.server.host, settings.server.grpc_port)
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
             if warm is not None and not warm.done():
                 warm.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -73,6 +80,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(predict.router)
+    app.include_router(oip.router)
 
     upload_limit = settings.server.max_upload_bytes
     body_limit = settings.server.max_body_bytes

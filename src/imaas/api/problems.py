@@ -13,8 +13,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
 
-from imaas.api.responses import ProblemResponse
+from imaas.api.responses import FastJSONResponse, ProblemResponse
 from imaas.errors import ImaasError, Overloaded, PayloadTooLarge
 
 log = logging.getLogger("imaas.api")
@@ -36,8 +37,10 @@ def request_id(request: Request) -> str | None:
     return str(rid) if rid is not None else None
 
 
-def problem(request: Request, status: int, code: str, title: str, detail: str | None, **extra: Any) -> ProblemResponse:
-    """Build a problem response for ``request``."""
+def problem(request: Request, status: int, code: str, title: str, detail: str | None, **extra: Any) -> JSONResponse:
+    """Build a problem response for ``request`` (the OIP error form under ``/v2``)."""
+    if request.url.path.startswith("/v2"):
+        return oip_error(request, status, detail or title)
     body: dict[str, Any] = {
         "type": f"https://imaas.dev/problems/{code}",
         "title": title,
@@ -51,7 +54,14 @@ def problem(request: Request, status: int, code: str, title: str, detail: str | 
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
-async def imaas_error(request: Request, exc: Exception) -> ProblemResponse:
+def oip_error(request: Request, status: int, message: str) -> JSONResponse:
+    """The Open Inference Protocol's ``{"error": "..."}``; 422s become 400 as Triton answers."""
+    rid = request_id(request)
+    headers = {"X-Request-ID": rid} if rid else None
+    return FastJSONResponse({"error": message}, status_code=400 if status == 422 else status, headers=headers)
+
+
+async def imaas_error(request: Request, exc: Exception) -> JSONResponse:
     """Render an ``ImaasError``."""
     assert isinstance(exc, ImaasError)
     if exc.status >= 500:
@@ -62,7 +72,7 @@ async def imaas_error(request: Request, exc: Exception) -> ProblemResponse:
     return resp
 
 
-async def validation_error(request: Request, exc: Exception) -> ProblemResponse:
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     """Render FastAPI's request validation errors as ``invalid_request``."""
     assert isinstance(exc, RequestValidationError)
     errors = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
@@ -70,7 +80,7 @@ async def validation_error(request: Request, exc: Exception) -> ProblemResponse:
     return problem(request, 400, "invalid_request", "Invalid request", detail, errors=errors)
 
 
-async def http_error(request: Request, exc: Exception) -> ProblemResponse:
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
     """Render Starlette's HTTP exceptions (unknown route, wrong method, bad multipart)."""
     assert isinstance(exc, StarletteHTTPException)
     limit = request.scope.get("state", {}).get("body_exceeded")
@@ -84,7 +94,7 @@ async def http_error(request: Request, exc: Exception) -> ProblemResponse:
     return resp
 
 
-async def unexpected_error(request: Request, exc: Exception) -> ProblemResponse:
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     """Log an unexpected exception and answer 500 without leaking internals."""
     log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id(request))
     return problem(request, 500, "internal_error", "Internal server error", "an unexpected error occurred")

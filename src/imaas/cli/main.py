@@ -53,20 +53,32 @@ def _fail(exc: ImaasError) -> typer.Exit:
 def serve(
     host: Annotated[str | None, typer.Option(help="interface to bind (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8000; 0 picks a free one)")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="Open Inference Protocol gRPC port (default 8001)")] = None,
+    no_grpc: Annotated[bool, typer.Option("--no-grpc", help="do not serve gRPC")] = False,
     home: HomeOption = None,
     access_log: Annotated[bool, typer.Option(help="log every request")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
-    """Serve the REST API on http://HOST:PORT (docs at /docs). Production models load at start."""
+    """Serve the REST API on http://HOST:PORT (docs at /docs) and OIP gRPC on HOST:GRPC_PORT.
+
+    Production models load at start; /readyz answers 200 once they are loaded.
+    """
+    import logging
+
     import uvicorn
 
     from imaas.api.app import create_app
 
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(message)s")
     settings = _settings(home)
     if host is not None:
         settings.server.host = host
     if port is not None:
         settings.server.port = port
+    if grpc_port is not None:
+        settings.server.grpc_port = grpc_port
+    if no_grpc:
+        settings.server.grpc_port = None
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,

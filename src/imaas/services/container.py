@@ -11,6 +11,7 @@ from imaas.runtime.engine import Engine, EngineConfig
 from imaas.runtime.session import SessionOptions
 from imaas.services.inference import InferenceService
 from imaas.services.models import ModelService
+from imaas.services.oip import OipService
 from imaas.settings import Settings
 
 
@@ -23,6 +24,7 @@ class Services:
     artifacts: LocalArtifactStore
     models: ModelService
     inference: InferenceService
+    oip: OipService
 
     async def close(self) -> None:
         """Release engine threads and database connections."""
@@ -68,4 +70,11 @@ def build_services(settings: Settings) -> Services:
         max_images=settings.server.max_images_per_request,
     )
     models.on_change(inference.invalidate)
-    return Services(settings=settings, registry=registry, artifacts=artifacts, models=models, inference=inference)
+    return Services(
+        settings=settings,
+        registry=registry,
+        artifacts=artifacts,
+        models=models,
+        inference=inference,
+        oip=OipService(inference, models),
+    )

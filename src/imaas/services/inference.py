@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from imaas.domain import PRODUCTION, Clock, ModelRef, ModelVersion, SystemClock
 from imaas.errors import ImaasError, InvalidRequest, ModelNotReady
 from imaas.imaging.decode import DecodeLimits
@@ -61,6 +63,7 @@ class InferenceService:
         self._decode = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
         self._resolved: dict[ModelRef, ModelVersion] = {}
         self._warm: set[tuple[str, int]] | None = None
+        self._unloaded: set[tuple[str, int]] = set()
 
     def invalidate(self, name: str) -> None:
         """Forget cached resolutions of ``name`` (after a push or an alias move)."""
@@ -80,6 +83,7 @@ class InferenceService:
         loaded = self.engine.get(version.key)
         if loaded is not None:
             return loaded
+        self._unloaded.discard(version.key)
         try:
             path = self.artifacts.open_path(version.sha256)
             return await self.engine.load(version, path)
@@ -89,34 +93,51 @@ class InferenceService:
             log.exception("loading %s@%s failed", version.model, version.version)
             raise ModelNotReady(f"{version.model}@{version.version} could not be loaded: {exc}") from None
 
+    def deadline(self) -> float:
+        """The deadline of a request that starts now."""
+        return self.clock.now() + self.request_timeout_s
+
+    def check_count(self, n: int) -> None:
+        """Refuse requests with no image or more than the per-request limit."""
+        if n < 1:
+            raise InvalidRequest("no image in the request")
+        if n > self.max_images:
+            raise InvalidRequest(f"{n} images in one request; the limit is {self.max_images}")
+
+    async def preprocess(self, version: ModelVersion, image: ImageInput, index: int | None = None) -> np.ndarray:
+        """Decode and pre-process one image in the decode pool, as the version's manifest says.
+
+        ``index`` (the image's place in a multi-image request) is added to error details.
+        """
+        manifest = version.manifest
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._decode, image_to_tensor, image.data, manifest.input, manifest.preprocess, self.limits
+            )
+        except ImaasError as exc:
+            if index is not None:
+                exc.detail = f"image {index} ({image.filename or 'unnamed'}): {exc.detail}"
+            raise
+
     async def predict(self, ref: ModelRef, images: list[ImageInput], top_k: int | None = None) -> dict[str, Any]:
         """Predict every image with the model ``ref`` names; results keep the request's order."""
-        if not images:
-            raise InvalidRequest("no image in the request")
-        if len(images) > self.max_images:
-            raise InvalidRequest(f"{len(images)} images in one request; the limit is {self.max_images}")
+        self.check_count(len(images))
         if top_k is not None and not 1 <= top_k <= 1000:
             raise InvalidRequest("top_k must be between 1 and 1000")
         version = await self.resolve(ref)
         model = await self.model(version)
         manifest = version.manifest
-        deadline = self.clock.now() + self.request_timeout_s
-        loop = asyncio.get_running_loop()
+        deadline = self.deadline()
+        many = len(images) > 1
 
         async def one(index: int, image: ImageInput) -> dict[str, Any]:
-            try:
-                tensor = await loop.run_in_executor(
-                    self._decode, image_to_tensor, image.data, manifest.input, manifest.preprocess, self.limits
-                )
-            except ImaasError as exc:
-                if len(images) > 1:
-                    exc.detail = f"image {index} ({image.filename or 'unnamed'}): {exc.detail}"
-                raise
+            tensor = await self.preprocess(version, image, index if many else None)
             outputs = await model.queue.submit(tensor, deadline)
             result = model.postprocess(outputs, manifest, model.labels, top_k)
             return {"filename": image.filename, **result}
 
-        if len(images) == 1:
+        if not many:
             results = [await one(0, images[0])]
         else:
             results = list(await asyncio.gather(*(one(i, im) for i, im in enumerate(images))))
@@ -140,8 +161,14 @@ class InferenceService:
         """Whether warm-up finished and every production version is loaded; and what is missing."""
         if self._warm is None:
             return False, ["warm-up still running"]
-        missing = [f"{n}@{v}" for n, v in sorted(self._warm) if self.engine.get((n, v)) is None]
+        wanted = self._warm - self._unloaded
+        missing = [f"{n}@{v}" for n, v in sorted(wanted) if self.engine.get((n, v)) is None]
         return not missing, missing
+
+    async def unload(self, key: tuple[str, int]) -> bool:
+        """Unload a version on an operator's request; readiness no longer waits for it."""
+        self._unloaded.add(key)
+        return await self.engine.unload(key)
 
     async def close(self) -> None:
         """Stop the engine and the decode threads."""

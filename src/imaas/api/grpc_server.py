@@ -1,0 +1,202 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``).
+
+The message and service definitions are the generated modules tritonclient ships
+(``tritonclient.grpc.service_pb2*``, a superset of the OIP service), not a re-typed .proto.
+The servicer is a thin edge over ``OipService``, the data plane REST uses too; it runs on
+the server's event loop (grpc.aio), on its own port (8001 by default, Triton's).
+
+Example::
+
+    server = await start_grpc(services, "127.0.0.1", 8001)
+    ...
+    await server.stop(grace=5)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from imaas.errors import ImaasError, InvalidInput, InvalidRequest
+from imaas.services.container import Services
+from imaas.services.oip import InferRequest, InTensor, OipService, OutSpec
+from imaas.services.tensors import element_count, from_json_data, from_raw, to_raw
+
+log = logging.getLogger("imaas.grpc")
+T = TypeVar("T")
+
+_STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ALREADY_EXISTS,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def _rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Translate imaas errors to gRPC status codes (and hide unexpected ones)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        try:
+            return await method(self, request, context)
+        except ImaasError as exc:
+            await context.abort(_STATUS.get(exc.status, grpc.StatusCode.INTERNAL), exc.detail)
+        except Exception:
+            log.exception("unhandled error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "an unexpected error occurred")
+        raise AssertionError("unreachable")  # context.abort raises
+
+    return wrapper
+
+
+def _input(t: Any, raw: bytes | None) -> InTensor:
+    shape = list(t.shape)
+    if raw is not None:
+        return InTensor(t.name, t.datatype, shape, from_raw(t.datatype, shape, raw))
+    field = _CONTENTS.get(t.datatype)
+    if field is None:
+        raise InvalidInput(f"input {t.name!r}: {t.datatype} data must be sent in raw_input_contents")
+    values = list(getattr(t.contents, field))
+    if t.datatype == "BYTES":
+        data = np.empty(len(values), dtype=object)
+        data[:] = values
+        if len(values) != element_count(shape):
+            raise InvalidInput(f"shape {shape} needs {element_count(shape)} elements, the data has {len(values)}")
+        return InTensor(t.name, t.datatype, shape, data.reshape(shape))
+    return InTensor(t.name, t.datatype, shape, from_json_data(t.datatype, shape, values))
+
+
+def parse_infer(request: Any) -> InferRequest:
+    """A protocol-neutral request from a ``ModelInferRequest``."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidRequest(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+    inputs = [_input(t, raw[i] if raw else None) for i, t in enumerate(request.inputs)]
+    outputs = None
+    if request.outputs:
+        outputs = []
+        for o in request.outputs:
+            p = o.parameters.get("classification")
+            outputs.append(OutSpec(o.name, int(p.int64_param) if p is not None else 0))
+    return InferRequest(
+        model=request.model_name,
+        version=request.model_version or None,
+        id=request.id or None,
+        inputs=inputs,
+        outputs=outputs,
+    )
+
+
+class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    """OIP RPCs; the Triton-only ones answer UNIMPLEMENTED (the base class)."""
+
+    def __init__(self, oip: OipService) -> None:
+        self.oip = oip
+
+    @_rpc
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    @_rpc
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return pb.ServerReadyResponse(ready=self.oip.server_ready())
+
+    @_rpc
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        return pb.ModelReadyResponse(ready=await self.oip.model_ready(request.name, request.version or None))
+
+    @_rpc
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        md = self.oip.server_metadata()
+        return pb.ServerMetadataResponse(name=md["name"], version=md["version"], extensions=md["extensions"])
+
+    @_rpc
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        md = await self.oip.model_metadata(request.name, request.version or None)
+
+        def tensors(items: list[dict[str, Any]]) -> list[Any]:
+            return [
+                pb.ModelMetadataResponse.TensorMetadata(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                for t in items
+            ]
+
+        return pb.ModelMetadataResponse(
+            name=md["name"],
+            versions=md["versions"],
+            platform=md["platform"],
+            inputs=tensors(md["inputs"]),
+            outputs=tensors(md["outputs"]),
+        )
+
+    @_rpc
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        response = await self.oip.infer(parse_infer(request))
+        return pb.ModelInferResponse(
+            model_name=response.model_name,
+            model_version=response.model_version,
+            id=response.id or "",
+            outputs=[
+                pb.ModelInferResponse.InferOutputTensor(name=o.name, datatype=o.datatype, shape=o.shape)
+                for o in response.outputs
+            ],
+            raw_output_contents=[to_raw(o.data, o.datatype) for o in response.outputs],
+        )
+
+    @_rpc
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        index = await self.oip.repository_index(request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in index])
+
+    @_rpc
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        await self.oip.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @_rpc
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await self.oip.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+
+async def start_grpc(services: Services, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+    """Start the gRPC server on ``host:port`` (0 picks a free port); returns it and its port."""
+    limit = services.settings.server.max_body_bytes
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(OipServicer(services.oip), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC to {host}:{port}")
+    await server.start()
+    log.info("gRPC (Open Inference Protocol) listening on %s:%d", host, bound)
+    return server, bound

@@ -1,0 +1,139 @@
+"""The REST wire form of OIP inference, with the binary tensor data extension.
+
+A request body is JSON, or JSON followed by binary tensor data when the
+``Inference-Header-Content-Length`` header gives the JSON's length; each input with a
+``binary_data_size`` parameter takes that many bytes, in input order. Outputs asked for
+with ``binary_data`` (or all, with the request's ``binary_data_output``) are answered the
+same way.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+
+from imaas.errors import InvalidInput, InvalidRequest, PayloadTooLarge
+from imaas.services.oip import InferRequest, InferResponse, InTensor, OutSpec
+from imaas.services.tensors import from_json_data, from_raw, to_json_data, to_raw
+
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo ``Content-Encoding`` gzip/deflate, refusing output past ``limit`` bytes (zip bombs)."""
+    if not encoding or encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidRequest(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
+    d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidRequest(f"the {encoding} body is corrupt: {exc}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise PayloadTooLarge(f"the decompressed body exceeds {limit} bytes")
+    return out
+
+
+def parse_request(model: str, version: str | None, body: bytes, header_length: str | None) -> InferRequest:
+    """Parse an infer body into a protocol-neutral request."""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise InvalidRequest(
+                f"Inference-Header-Content-Length {header_length!r} does not fit a {len(body)}-byte body"
+            )
+        split = int(header_length)
+        head, binary = body[:split], memoryview(body)[split:]
+    else:
+        head, binary = body, memoryview(b"")
+    try:
+        doc = orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the inference header is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidRequest("the inference request must be a JSON object")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidRequest("'inputs' must be a non-empty list")
+    inputs: list[InTensor] = []
+    pos = 0
+    for i, t in enumerate(raw_inputs):
+        if not isinstance(t, dict):
+            raise InvalidRequest(f"inputs[{i}] must be an object")
+        name, datatype, shape = t.get("name"), t.get("datatype"), t.get("shape")
+        if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list):
+            raise InvalidRequest(f"inputs[{i}] needs 'name', 'datatype' and 'shape'")
+        params = t.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or pos + size > len(binary):
+                raise InvalidInput(
+                    f"input {name!r}: binary_data_size {size} exceeds the {len(binary) - pos} binary bytes left"
+                )
+            data = from_raw(datatype, shape, bytes(binary[pos : pos + size]))
+            pos += size
+        elif "data" in t:
+            data = from_json_data(datatype, shape, t["data"])
+        else:
+            raise InvalidRequest(f"input {name!r} has neither 'data' nor binary_data_size")
+        inputs.append(InTensor(name=name, datatype=datatype, shape=shape, data=data))
+    if pos != len(binary):
+        raise InvalidInput(f"{len(binary) - pos} bytes of binary data were not claimed by any input")
+    params = doc.get("parameters") or {}
+    return InferRequest(
+        model=model,
+        version=version,
+        id=doc.get("id") if isinstance(doc.get("id"), str) else None,
+        inputs=inputs,
+        outputs=_outputs(doc.get("outputs")),
+        binary_output=bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False,
+    )
+
+
+def _outputs(raw: Any) -> list[OutSpec] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise InvalidRequest("'outputs' must be a list")
+    specs = []
+    for i, o in enumerate(raw):
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            raise InvalidRequest(f"outputs[{i}] needs a 'name'")
+        p = o.get("parameters") or {}
+        classification = p.get("classification", 0)
+        if not isinstance(classification, int) or classification < 0:
+            raise InvalidRequest(f"outputs[{i}]: classification must be a non-negative integer")
+        binary = p.get("binary_data")
+        specs.append(OutSpec(o["name"], classification, None if binary is None else bool(binary)))
+    return specs
+
+
+def encode_response(response: InferResponse) -> tuple[bytes, dict[str, str]]:
+    """The response body and the headers it needs."""
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for o in response.outputs:
+        entry: dict[str, Any] = {"name": o.name, "datatype": o.datatype, "shape": o.shape}
+        if o.binary:
+            raw = to_raw(o.data, o.datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = to_json_data(o.data, o.datatype)
+        outputs.append(entry)
+    doc: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "outputs": outputs,
+    }
+    if response.id is not None:
+        doc["id"] = response.id
+    head = orjson.dumps(doc)
+    if not blobs:
+        return head, {"Content-Type": "application/json"}
+    return head + b"".join(blobs), {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(head)),
+    }

@@ -1,0 +1,296 @@
+"""The Open Inference Protocol data plane, shared by the REST (``/v2``) and gRPC edges.
+
+A served model takes either its raw input tensor (already pre-processed by the client) or
+a BYTES tensor of encoded image files (``image``), which goes through the manifest's
+pre-processing. Both paths submit each item to the model's one batch queue, the same one
+the ``/v1`` API uses. Outputs are the model's raw output; the classification extension
+(``classification: N``) returns the top N as BYTES ``"score:index:label"`` with the same
+probabilities as ``/v1``.
+
+Example::
+
+    response = await oip.infer(InferRequest(model="mobilenet-v2", inputs=[InTensor("image", "BYTES", [1],
+                                                                                   np.array([jpeg], object))]))
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from imaas import __version__
+from imaas.domain import ModelRef, ModelVersion
+from imaas.errors import InvalidInput, InvalidRequest, ModelNotFound
+from imaas.runtime.engine import LoadedModel
+from imaas.runtime.graph import GraphInfo, check_model_file
+from imaas.runtime.tasks.classification import to_probabilities, top_k
+from imaas.services.inference import ImageInput, InferenceService
+from imaas.services.models import ModelService
+from imaas.services.tensors import ONNX_TO_OIP
+
+PLATFORM = "onnxruntime_onnx"
+IMAGE_INPUT = "image"
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
+
+
+@dataclass
+class InTensor:
+    """An input tensor of a request (BYTES data as an object array of ``bytes``)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: np.ndarray
+
+
+@dataclass
+class OutSpec:
+    """A requested output: ``classification`` > 0 asks for the top N; ``binary`` None means the request default."""
+
+    name: str
+    classification: int = 0
+    binary: bool | None = None
+
+
+@dataclass
+class InferRequest:
+    """An inference request, whatever protocol carried it."""
+
+    model: str
+    version: str | None = None
+    id: str | None = None
+    inputs: list[InTensor] = field(default_factory=list)
+    outputs: list[OutSpec] | None = None
+    binary_output: bool = False
+
+
+@dataclass
+class OutTensor:
+    """An output tensor of a response."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: np.ndarray
+    binary: bool = False
+
+
+@dataclass
+class InferResponse:
+    """The answer to an ``InferRequest``."""
+
+    model_name: str
+    model_version: str
+    id: str | None
+    outputs: list[OutTensor]
+
+
+def image_input_name(version: ModelVersion) -> str:
+    """Name of the BYTES input that takes encoded images (``image`` unless the graph uses it)."""
+    return IMAGE_INPUT if version.manifest.input.name != IMAGE_INPUT else "encoded_image"
+
+
+def parse_ref(name: str, version: str | None) -> ModelRef:
+    """A model reference from OIP's model name and optional version string."""
+    if version is not None and version != "":
+        if not version.isdigit() or int(version) < 1:
+            raise InvalidRequest(f"invalid model version {version!r}: versions are positive integers")
+        return ModelRef.parse(name, version=int(version))
+    return ModelRef.parse(name)
+
+
+class OipService:
+    """Health, metadata, inference and repository control in OIP terms."""
+
+    def __init__(self, inference: InferenceService, models: ModelService) -> None:
+        self.inference = inference
+        self.models = models
+        self._graphs: dict[str, GraphInfo] = {}
+
+    # -- health and metadata ----------------------------------------------------------------
+    def server_metadata(self) -> dict[str, Any]:
+        """``GET /v2``."""
+        return {"name": "imaas", "version": __version__, "extensions": EXTENSIONS}
+
+    def server_ready(self) -> bool:
+        """Ready once every production model is loaded."""
+        return self.inference.ready()[0]
+
+    async def model_ready(self, name: str, version: str | None) -> bool:
+        """Whether the designated version is loaded."""
+        resolved = await self.inference.resolve(parse_ref(name, version))
+        return self.inference.engine.get(resolved.key) is not None
+
+    async def _graph(self, version: ModelVersion) -> GraphInfo:
+        graph = self._graphs.get(version.sha256)
+        if graph is None:
+            path = self.inference.artifacts.open_path(version.sha256)
+            graph = await asyncio.to_thread(check_model_file, path)
+            self._graphs[version.sha256] = graph
+        return graph
+
+    async def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
+        """Inputs (raw tensor and encoded images), outputs, versions, platform."""
+        resolved = await self.inference.resolve(parse_ref(name, version))
+        _, versions = await asyncio.to_thread(self.models.describe, resolved.model)
+        graph = await self._graph(resolved)
+        spec = resolved.manifest.input
+        assert spec.size is not None
+        assert spec.dtype is not None
+        h, w = spec.size
+        c = spec.channels
+        shape = [-1, c, h, w] if spec.layout == "NCHW" else [-1, h, w, c]
+        outputs = [
+            {
+                "name": o.name,
+                "datatype": ONNX_TO_OIP.get(o.dtype, o.dtype.upper()),
+                "shape": [-1 if d is None else d for d in o.shape],
+            }
+            for o in graph.outputs
+            if o.name == resolved.manifest.postprocess.output
+        ]
+        return {
+            "name": resolved.model,
+            "versions": [str(v.version) for v in sorted(versions, key=lambda v: v.version)],
+            "platform": PLATFORM,
+            "inputs": [
+                {"name": spec.name, "datatype": ONNX_TO_OIP[spec.dtype], "shape": shape},
+                {"name": image_input_name(resolved), "datatype": "BYTES", "shape": [-1]},
+            ],
+            "outputs": outputs,
+        }
+
+    # -- inference ----------------------------------------------------------------------------
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Run one request through the model's batch queue."""
+        version = await self.inference.resolve(parse_ref(request.model, request.version))
+        model = await self.inference.model(version)
+        tensors = await self._input_tensors(version, request.inputs)
+        deadline = self.inference.deadline()
+        results = await asyncio.gather(*(model.queue.submit(t, deadline) for t in tensors))
+        raw = np.stack([r[0] for r in results])
+        return InferResponse(
+            model_name=version.model,
+            model_version=str(version.version),
+            id=request.id,
+            outputs=self._outputs(version, model, raw, request),
+        )
+
+    async def _input_tensors(self, version: ModelVersion, inputs: list[InTensor]) -> list[np.ndarray]:
+        spec = version.manifest.input
+        image_name = image_input_name(version)
+        assert spec.name is not None
+        known = {spec.name, image_name}
+        for t in inputs:
+            if t.name not in known:
+                raise InvalidInput(f"unexpected input {t.name!r}; model {version.model!r} takes {sorted(known)}")
+        if len(inputs) != 1:
+            raise InvalidInput(
+                f"send exactly one input: {spec.name!r} (a pre-processed tensor) or "
+                f"{image_name!r} (encoded images as BYTES)"
+            )
+        tensor = inputs[0]
+        if tensor.name == image_name:
+            return await self._images(version, tensor)
+        return self._raw_rows(version, tensor)
+
+    async def _images(self, version: ModelVersion, tensor: InTensor) -> list[np.ndarray]:
+        if tensor.datatype != "BYTES":
+            raise InvalidInput(f"input {tensor.name!r} must be BYTES (encoded image files), not {tensor.datatype}")
+        if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+            raise InvalidInput(f"input {tensor.name!r} has shape {tensor.shape}; use [N] or [N, 1]")
+        items = tensor.data.reshape(-1)
+        self.inference.check_count(len(items))
+        many = len(items) > 1
+        return list(
+            await asyncio.gather(
+                *(
+                    self.inference.preprocess(version, ImageInput(bytes(b)), i if many else None)
+                    for i, b in enumerate(items)
+                )
+            )
+        )
+
+    def _raw_rows(self, version: ModelVersion, tensor: InTensor) -> list[np.ndarray]:
+        spec = version.manifest.input
+        assert spec.dtype is not None
+        assert spec.size is not None
+        want = ONNX_TO_OIP[spec.dtype]
+        if tensor.datatype != want:
+            raise InvalidInput(f"input {tensor.name!r} must be {want}, not {tensor.datatype}")
+        h, w = spec.size
+        item = [spec.channels, h, w] if spec.layout == "NCHW" else [h, w, spec.channels]
+        if len(tensor.shape) != 4 or list(tensor.shape[1:]) != item:
+            raise InvalidInput(
+                f"input {tensor.name!r} has shape {tensor.shape}; expected [N, {', '.join(map(str, item))}]"
+            )
+        self.inference.check_count(tensor.shape[0])
+        return [np.ascontiguousarray(row) for row in tensor.data]
+
+    def _outputs(
+        self, version: ModelVersion, model: LoadedModel, raw: np.ndarray, request: InferRequest
+    ) -> list[OutTensor]:
+        name = version.manifest.postprocess.output or model.session.output_names[0]
+        specs = request.outputs or [OutSpec(name)]
+        out: list[OutTensor] = []
+        for spec in specs:
+            if spec.name != name:
+                raise InvalidInput(f"unknown output {spec.name!r}; model {version.model!r} outputs {[name]}")
+            binary = request.binary_output if spec.binary is None else spec.binary
+            if spec.classification > 0:
+                data = self._classify(version, model, raw, spec.classification)
+                out.append(OutTensor(spec.name, "BYTES", list(data.shape), data, binary))
+            else:
+                datatype = ONNX_TO_OIP.get(str(raw.dtype), "FP32")
+                out.append(OutTensor(spec.name, datatype, list(raw.shape), raw, binary))
+        return out
+
+    def _classify(self, version: ModelVersion, model: LoadedModel, raw: np.ndarray, k: int) -> np.ndarray:
+        rows = raw.reshape(raw.shape[0], -1)
+        k = min(k, rows.shape[1])
+        out = np.empty((rows.shape[0], k), dtype=object)
+        activation = version.manifest.postprocess.activation
+        for r, scores in enumerate(rows):
+            for c, (index, score) in enumerate(top_k(to_probabilities(scores, activation), k)):
+                label = model.labels[index] if model.labels is not None and index < len(model.labels) else None
+                out[r, c] = f"{score:f}:{index}" + (f":{label}" if label else "")
+        return out.astype(object)
+
+    # -- model repository ---------------------------------------------------------------------
+    async def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Every model with its default version and whether that version is loaded."""
+        records = await asyncio.to_thread(self.models.list_models)
+        index = []
+        for record in records:
+            try:
+                version = await self.inference.resolve(ModelRef(record.name))
+            except ModelNotFound:
+                continue
+            loaded = self.inference.engine.get(version.key) is not None
+            if ready_only and not loaded:
+                continue
+            index.append(
+                {
+                    "name": record.name,
+                    "version": str(version.version),
+                    "state": "READY" if loaded else "UNAVAILABLE",
+                    "reason": "" if loaded else "unloaded",
+                }
+            )
+        return index
+
+    async def load(self, name: str) -> None:
+        """Load the model's default version (its ``production`` alias)."""
+        version = await self.inference.resolve(ModelRef.parse(name))
+        await self.inference.model(version)
+
+    async def unload(self, name: str) -> None:
+        """Unload every loaded version of the model; a later request loads it again."""
+        ModelRef.parse(name)
+        await asyncio.to_thread(self.models.registry.get_model, name)  # ModelNotFound for unknown names
+        for v in self.inference.engine.loaded:
+            if v.model == name:
+                await self.inference.unload(v.key)

@@ -1,0 +1,160 @@
+"""Open Inference Protocol tensors: datatypes, JSON data, binary data and BYTES elements.
+
+Protocol-neutral pure functions shared by the REST and gRPC edges.
+
+Example::
+
+    array = from_json_data("FP32", [1, 2], [[0.5, 1.5]])
+    raw = to_raw(array, "FP32")               # little-endian bytes, as binary_data / raw_*_contents
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from imaas.errors import InvalidInput
+
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+ONNX_TO_OIP = {
+    "float32": "FP32",
+    "float16": "FP16",
+    "uint8": "UINT8",
+    "int8": "INT8",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float64": "FP64",
+    "bool": "BOOL",
+}
+
+
+def element_count(shape: list[int]) -> int:
+    """Elements in a tensor of ``shape``; raises ``InvalidInput`` for negative dims."""
+    n = 1
+    for d in shape:
+        if not isinstance(d, int) or isinstance(d, bool) or d < 0:
+            raise InvalidInput(f"invalid shape {shape}: dimensions must be non-negative integers")
+        n *= d
+    return n
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    if data and isinstance(data[0], list):
+        out: list[Any] = []
+        stack = [iter(data)]
+        while stack:
+            for item in stack[-1]:
+                if isinstance(item, list):
+                    stack.append(iter(item))
+                    break
+                out.append(item)
+            else:
+                stack.pop()
+        return out
+    return data
+
+
+def from_json_data(datatype: str, shape: list[int], data: Any) -> np.ndarray:
+    """The tensor that JSON ``data`` (flat or nested, row-major) describes."""
+    n = element_count(shape)
+    flat = _flatten(data)
+    if len(flat) != n:
+        raise InvalidInput(f"shape {shape} needs {n} elements, the data has {len(flat)}")
+    if datatype == "BYTES":
+        out = np.empty(n, dtype=object)
+        for i, v in enumerate(flat):
+            if isinstance(v, str):
+                out[i] = v.encode()
+            elif isinstance(v, (bytes, bytearray)):
+                out[i] = bytes(v)
+            else:
+                raise InvalidInput("BYTES data must be strings")
+        return out.reshape(shape)
+    dtype = _dtype(datatype)
+    try:
+        arr = np.asarray(flat, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(f"the data is not all {datatype} values") from None
+    if dtype.kind in "iub" and any(isinstance(v, float) for v in flat[:64]):
+        raise InvalidInput(f"the data has floating-point values for a {datatype} tensor")
+    return arr.reshape(shape)
+
+
+def from_raw(datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
+    """The tensor in binary form (little-endian; BYTES as 4-byte-length-prefixed elements)."""
+    n = element_count(shape)
+    if datatype == "BYTES":
+        return decode_bytes_elements(raw, n).reshape(shape)
+    dtype = _dtype(datatype)
+    if len(raw) != n * dtype.itemsize:
+        raise InvalidInput(f"binary data is {len(raw)} bytes; shape {shape} of {datatype} needs {n * dtype.itemsize}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def decode_bytes_elements(raw: bytes, count: int) -> np.ndarray:
+    """Split serialized BYTES (uint32 little-endian length + bytes, repeated) into ``count`` elements."""
+    out = np.empty(count, dtype=object)
+    pos = 0
+    view = memoryview(raw)
+    for i in range(count):
+        if pos + 4 > len(raw):
+            raise InvalidInput(f"BYTES data ends after {i} of {count} elements")
+        (size,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        if pos + size > len(raw):
+            raise InvalidInput(f"BYTES element {i} is truncated")
+        out[i] = bytes(view[pos : pos + size])
+        pos += size
+    if pos != len(raw):
+        raise InvalidInput(f"{len(raw) - pos} bytes left over after {count} BYTES elements")
+    return out
+
+
+def encode_bytes_elements(values: np.ndarray) -> bytes:
+    """Serialize an object array of bytes as BYTES binary data."""
+    parts: list[bytes] = []
+    for v in values.reshape(-1):
+        b = v if isinstance(v, bytes) else str(v).encode()
+        parts.append(struct.pack("<I", len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def to_raw(array: np.ndarray, datatype: str) -> bytes:
+    """Binary form of ``array`` as ``datatype``."""
+    if datatype == "BYTES":
+        return encode_bytes_elements(array)
+    return np.ascontiguousarray(array, dtype=_dtype(datatype)).tobytes()
+
+
+def to_json_data(array: np.ndarray, datatype: str) -> list[Any]:
+    """Flat row-major JSON list (BYTES as UTF-8 strings, as Triton answers)."""
+    flat = array.reshape(-1)
+    if datatype == "BYTES":
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
+    result: list[Any] = flat.tolist()
+    return result
+
+
+def _dtype(datatype: str) -> np.dtype[Any]:
+    try:
+        return DATATYPES[datatype]
+    except KeyError:
+        raise InvalidInput(f"unsupported datatype {datatype!r}; use one of {[*DATATYPES, 'BYTES']}") from None

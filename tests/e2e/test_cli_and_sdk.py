@@ -135,18 +135,30 @@ def test_bench_served_and_raw(zoo_server: RunningServer, zoo_home: Path) -> None
             "--warmup",
             "0.3",
             "--json",
+            "--protocol",
+            "all",
+            "--grpc",
+            f"127.0.0.1:{zoo_server.grpc_port}",
         ],
     )
     assert r.exit_code == 0, r.output
     report = json.loads(r.output[r.output.index("{") :])
-    modes = [(run["mode"], run["concurrency"]) for run in report["runs"]]
-    assert ("served", 1) in modes
-    assert ("served", 4) in modes
+    modes = {(run["mode"], run["concurrency"]) for run in report["runs"]}
+    for proto in ["served", "oip-rest-jpeg", "oip-rest-tensor", "oip-grpc-jpeg", "oip-grpc-tensor"]:
+        assert (proto, 1) in modes
+        assert (proto, 4) in modes
     assert ("raw", 1) in modes
-    served = [run for run in report["runs"] if run["mode"] == "served"]
-    assert all(run["errors"] == 0 and run["completed"] > 0 for run in served)
+    served = [run for run in report["runs"] if run["mode"] != "raw"]
+    assert all(run["errors"] == 0 for run in served)
+    assert all(run["completed"] > 0 for run in served)
     assert all(run["served_over_best_raw"] > 0 for run in served)
     assert report["best_raw_images_per_s"] > 0
+
+
+def test_bench_rejects_unknown_protocol() -> None:
+    r = runner.invoke(app, ["bench", "--protocol", "smtp", "--no-raw"])
+    assert r.exit_code != 0
+    assert "smtp" in r.output
 
 
 def test_samples_writes_real_photos(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -100,51 +101,56 @@ class _Connection:
         self.reader = self.writer = None
 
 
-def _prebuilt(url: str, model: str, photos: list[bytes]) -> tuple[str, int, list[bytes]]:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    path = f"{parts.path.rstrip('/')}/v1/models/{model}:predict"
-    requests = [
-        (
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: image/jpeg\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        + body
-        for body in photos
-    ]
-    return host, port, requests
+class Sender(Protocol):
+    """Sends request number ``n`` of a workload; one per concurrent worker."""
+
+    async def send(self, n: int) -> str | None:
+        """Send one request; ``None`` on success, else a short error description."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
 
 
-async def run_served(
-    url: str, model: str, photos: list[bytes], concurrency: int, duration: float, warmup: float = 1.0
-) -> BenchResult:
-    """Drive a running server at ``concurrency`` for ``duration`` seconds (after ``warmup``)."""
-    host, port, requests = _prebuilt(url, model, photos)
-    result = BenchResult("served", concurrency)
+class HttpSender:
+    """Prebuilt HTTP requests over one keep-alive connection."""
+
+    def __init__(self, host: str, port: int, requests: list[bytes]) -> None:
+        self.conn = _Connection(host, port)
+        self.requests = requests
+
+    async def send(self, n: int) -> str | None:
+        try:
+            status, body = await self.conn.request(self.requests[n % len(self.requests)])
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            self.conn.close()
+            return f"{type(exc).__name__}: {exc}"
+        return None if status == 200 else f"{status} {body[:120]!r}"
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+async def drive(mode: str, senders: list[Sender], duration: float, warmup: float = 1.0) -> BenchResult:
+    """Run one worker per sender for ``warmup + duration`` seconds; measure the last ``duration``."""
+    result = BenchResult(mode, len(senders))
     start = time.perf_counter()
     measure_from = start + warmup
     end = measure_from + duration
 
-    async def worker(i: int) -> None:
-        conn = _Connection(host, port)
+    async def worker(i: int, sender: Sender) -> None:
         n = i
         try:
             while True:
                 t0 = time.perf_counter()
                 if t0 >= end:
                     return
-                raw = requests[n % len(requests)]
+                err = await sender.send(n)
                 n += 1
-                try:
-                    status, body = await conn.request(raw)
-                    ok = status == 200
-                    err = "" if ok else f"{status} {body[:120]!r}"
-                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                    conn.close()
-                    ok, err = False, f"{type(exc).__name__}: {exc}"
                 t1 = time.perf_counter()
                 if t0 >= measure_from and t1 <= end:
-                    if ok:
+                    if err is None:
                         result.completed += 1
                         result.latencies_ms.append((t1 - t0) * 1000)
                     else:
@@ -152,11 +158,36 @@ async def run_served(
                         if len(result.error_samples) < 5:
                             result.error_samples.append(err)
         finally:
-            conn.close()
+            sender.close()
 
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    await asyncio.gather(*(worker(i, s) for i, s in enumerate(senders)))
     result.seconds = duration
     return result
+
+
+def http_request(url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[str, int, bytes]:
+    """``(host, port, raw request bytes)`` for a POST of ``body`` to ``path`` on ``url``."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    lines = [
+        f"POST {parts.path.rstrip('/')}{path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+        f"Content-Length: {len(body)}",
+        "",
+        "",
+    ]
+    return host, port, "\r\n".join(lines).encode() + body
+
+
+async def run_served(
+    url: str, model: str, photos: list[bytes], concurrency: int, duration: float, warmup: float = 1.0
+) -> BenchResult:
+    """Drive ``POST /v1/models/{model}:predict`` with raw JPEG bodies at ``concurrency``."""
+    built = [http_request(url, f"/v1/models/{model}:predict", p, {"Content-Type": "image/jpeg"}) for p in photos]
+    host, port = built[0][0], built[0][1]
+    senders: list[Sender] = [HttpSender(host, port, [b[2] for b in built]) for _ in range(concurrency)]
+    return await drive("served", senders, duration, warmup)
 
 
 def run_raw(

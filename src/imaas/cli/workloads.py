@@ -1,0 +1,119 @@
+"""Open Inference Protocol workloads for ``imaas bench --protocol``.
+
+Each builds, once, the requests a bench worker sends: REST bodies (JSON header plus binary
+tensor data, as tritonclient sends them) or gRPC ``ModelInferRequest`` messages, carrying
+either the JPEG files (``image`` BYTES input) or the pre-processed tensors (the model's
+input, computed here with the model's own manifest).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+
+from imaas.cli.bench import HttpSender, Sender, http_request
+from imaas.imaging.decode import DecodeLimits
+from imaas.imaging.pipeline import image_to_tensor
+from imaas.schemas.manifest import Manifest
+
+PROTOCOLS = ("v1", "oip-rest-jpeg", "oip-rest-tensor", "oip-grpc-jpeg", "oip-grpc-tensor")
+
+
+def tensors_for(manifest: Manifest, photos: list[bytes]) -> list[np.ndarray]:
+    """Each photo pre-processed as ``manifest`` says, with a batch axis of 1."""
+    return [image_to_tensor(p, manifest.input, manifest.preprocess, DecodeLimits())[None] for p in photos]
+
+
+def _bytes_tensor(items: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+
+
+def rest_bodies(input_name: str, payloads: list[tuple[str, list[int], bytes]]) -> list[tuple[bytes, int]]:
+    """OIP REST bodies with binary data: ``(body, json header length)`` per payload."""
+    out = []
+    for datatype, shape, raw in payloads:
+        head = orjson.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": input_name,
+                        "datatype": datatype,
+                        "shape": shape,
+                        "parameters": {"binary_data_size": len(raw)},
+                    }
+                ],
+                "parameters": {"binary_data_output": True},
+            }
+        )
+        out.append((head + raw, len(head)))
+    return out
+
+
+def payloads(kind: str, manifest: Manifest, photos: list[bytes]) -> tuple[str, list[tuple[str, list[int], bytes]]]:
+    """Input name and ``(datatype, shape, raw bytes)`` per request for ``jpeg`` or ``tensor``."""
+    if kind == "jpeg":
+        return "image", [("BYTES", [1], _bytes_tensor([p])) for p in photos]
+    assert manifest.input.name is not None
+    tensors = tensors_for(manifest, photos)
+    return manifest.input.name, [("FP32", list(t.shape), t.astype("<f4").tobytes()) for t in tensors]
+
+
+def rest_senders(
+    url: str, model: str, kind: str, manifest: Manifest, photos: list[bytes], concurrency: int
+) -> list[Sender]:
+    """Senders for OIP over REST."""
+    name, items = payloads(kind, manifest, photos)
+    built = [
+        http_request(
+            url,
+            f"/v2/models/{model}/infer",
+            body,
+            {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(n)},
+        )
+        for body, n in rest_bodies(name, items)
+    ]
+    host, port = built[0][0], built[0][1]
+    return [HttpSender(host, port, [b[2] for b in built]) for _ in range(concurrency)]
+
+
+class GrpcSender:
+    """Prebuilt ``ModelInferRequest`` messages on a shared channel."""
+
+    def __init__(self, stub: Any, messages: list[Any]) -> None:
+        self.stub = stub
+        self.messages = messages
+
+    async def send(self, n: int) -> str | None:
+        import grpc
+
+        try:
+            await self.stub.ModelInfer(self.messages[n % len(self.messages)])
+        except grpc.aio.AioRpcError as exc:
+            return f"{exc.code()}: {exc.details()}"
+        return None
+
+    def close(self) -> None:
+        """The channel is shared and closed by its owner."""
+
+
+def grpc_senders(
+    channel: Any, model: str, kind: str, manifest: Manifest, photos: list[bytes], concurrency: int
+) -> list[Sender]:
+    """Senders for OIP over gRPC (``raw_input_contents``, as tritonclient sends)."""
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    name, items = payloads(kind, manifest, photos)
+    messages = [
+        pb.ModelInferRequest(
+            model_name=model,
+            inputs=[pb.ModelInferRequest.InferInputTensor(name=name, datatype=dt, shape=shape)],
+            raw_input_contents=[raw],
+        )
+        for dt, shape, raw in items
+    ]
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    return [GrpcSender(stub, messages) for _ in range(concurrency)]

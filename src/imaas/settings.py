@@ -59,7 +59,6 @@ class RuntimeSettings(BaseModel):
     max_wait_ms: float = Field(0.0, ge=0, description="extra wait for a fuller batch under load")
     max_queue: int = Field(256, ge=1, description="queued requests per model before 429")
     request_timeout_s: float = Field(30.0, gt=0, description="per-request deadline -> 504")
-    decode_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     load_on_startup: bool = True
 

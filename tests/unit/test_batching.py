@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from imaas.errors import DeadlineExceeded, InferenceFailed, Overloaded
+from imaas.errors import DeadlineExceeded, InferenceFailed, InvalidImage, Overloaded
 from imaas.runtime.batching import BatchQueue
 
 
@@ -166,3 +166,27 @@ async def test_inputs_of_different_shapes_are_not_stacked() -> None:
     await asyncio.gather(first, *mixed)
     await q.stop()
     assert model.sizes == [1, 2, 1]
+
+
+async def test_prepare_runs_on_the_worker_and_fails_only_its_item() -> None:
+    model = GatedModel()
+    model.gate.clear()
+    q = BatchQueue(model, max_batch=4, workers=1, clock=FakeClock())
+    await q.start()
+    first = asyncio.create_task(q.submit(np.zeros(1)))
+    await _until(lambda: model.entered == 1)
+
+    def prepare(value: float) -> np.ndarray:
+        if value < 0:
+            raise InvalidImage("negative pixels")
+        return np.full(1, value, dtype=np.float32)
+
+    items = [asyncio.create_task(q.submit(v, prepare=prepare)) for v in (1.0, -1.0, 3.0)]
+    await _until(lambda: q.depth == 3)
+    model.gate.set()
+    results = await asyncio.gather(first, *items, return_exceptions=True)
+    await q.stop()
+    assert isinstance(results[2], InvalidImage)
+    assert [float(r[0][0]) for r in (results[1], results[3])] == [2.0, 6.0]  # type: ignore[index]
+    assert model.sizes == [1, 2]  # the bad item did not break its batch
+    assert q.stats.failed_batches == 0

@@ -24,8 +24,8 @@ class Principal:
 ANONYMOUS = Principal()
 
 
-def services(request: Request) -> Services:
-    """The ``Services`` the app was built with."""
+async def services(request: Request) -> Services:
+    """The ``Services`` the app was built with (async: a sync dependency costs a thread hop)."""
     svc: Services = request.app.state.services
     return svc
 

@@ -88,6 +88,8 @@ def serve(
         access_log=access_log,
         log_level=log_level,
         timeout_graceful_shutdown=10,
+        proxy_headers=False,
+        server_header=False,
     )
 
 

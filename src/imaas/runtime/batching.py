@@ -1,28 +1,33 @@
 """BatchQueue: dynamic batching with backpressure and deadlines for one model version.
 
-Requests wait in a bounded queue; ``workers`` batch loops each take what is waiting (up to
-``max_batch``) and run it in a thread, so batches overlap across cores. A worker never
-waits for a fuller batch while the engine is idle: only when every other worker is busy
-does it linger up to ``max_wait`` for company. A full queue refuses at once (``Overloaded``,
-HTTP 429 with Retry-After); a request whose deadline passed before its batch ran is failed
-with ``DeadlineExceeded`` (504) and not computed; an exception in a batch fails that batch's
-requests only.
+Requests wait in a bounded queue served by ``workers`` dedicated threads. A worker takes
+what is waiting (up to ``max_batch``), prepares each item (``prepare``: decode +
+pre-process, for items that carry raw bytes), runs same-shaped tensors as one batch, hands
+the results back to the event loop and takes the next batch straight away: the threads
+never wait for the event loop between batches, so the cores stay busy on model work while
+the loop parses HTTP. A worker never waits for a fuller batch while the engine is idle:
+only when every other worker is busy does it linger up to ``max_wait`` for company.
+
+A full queue refuses at once (``Overloaded``, HTTP 429 with Retry-After); a request whose
+deadline passes before its batch runs is failed with ``DeadlineExceeded`` (504) and never
+computed; an exception fails only the request (``prepare``) or the batch (model) it came
+from.
 
 Example::
 
     queue = BatchQueue(run_batch, max_batch=8, max_queue=256, workers=2)
     await queue.start()
-    outputs = await queue.submit(tensor, deadline=clock.now() + 30)
+    outputs = await queue.submit(jpeg_bytes, deadline=clock.now() + 30, prepare=decode)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -30,18 +35,21 @@ from imaas.domain import Clock, SystemClock
 from imaas.errors import DeadlineExceeded, ImaasError, InferenceFailed, Overloaded
 
 RunBatch = Callable[[np.ndarray], list[np.ndarray]]
+Prepare = Callable[[Any], np.ndarray]
+Result = list[np.ndarray] | BaseException
 
 
 @dataclass
 class _Item:
-    tensor: np.ndarray
+    payload: Any
+    prepare: Prepare | None
     deadline: float | None
     future: asyncio.Future[list[np.ndarray]] = field(repr=False)
 
 
 @dataclass
 class QueueStats:
-    """Counters for monitoring and tests."""
+    """Counters for monitoring and tests (updated on the event loop)."""
 
     batches: int = 0
     items: int = 0
@@ -52,7 +60,7 @@ class QueueStats:
 
 
 class BatchQueue:
-    """Batches same-shaped tensors for ``run_batch`` (called in ``executor`` threads)."""
+    """Batches inputs for ``run_batch`` on ``workers`` threads of its own."""
 
     def __init__(
         self,
@@ -63,18 +71,20 @@ class BatchQueue:
         max_queue: int = 256,
         workers: int = 1,
         clock: Clock | None = None,
-        executor: Executor | None = None,
+        name: str = "batch",
     ) -> None:
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.workers = workers
+        self.name = name
         self.clock: Clock = clock or SystemClock()
-        self._executor = executor
         self._items: deque[_Item] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
         self._busy = 0
         self.stats = QueueStats()
 
@@ -84,111 +94,158 @@ class BatchQueue:
         return len(self._items)
 
     async def start(self) -> None:
-        """Start the batch loops on the running event loop."""
-        if self._tasks:
+        """Start the worker threads; results are delivered to the running event loop."""
+        if self._threads:
             return
-        self._wakeup = asyncio.Event()
-        self._tasks = [asyncio.create_task(self._loop(), name=f"batch-worker-{i}") for i in range(self.workers)]
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{self.name}-{i}", daemon=True) for i in range(self.workers)
+        ]
+        for t in self._threads:
+            t.start()
 
     async def stop(self) -> None:
-        """Stop the loops; requests still queued fail with ``ModelNotReady``-like errors."""
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._tasks = []
-        while self._items:
-            item = self._items.popleft()
+        """Stop the workers after their current batch; requests still queued fail."""
+        with self._cond:
+            self._stopping = True
+            left = list(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+        threads, self._threads = self._threads, []
+        for t in threads:
+            await asyncio.to_thread(t.join, 30)
+        for item in left:
             if not item.future.done():
                 item.future.set_exception(InferenceFailed("the model was unloaded while the request waited"))
 
-    async def submit(self, tensor: np.ndarray, deadline: float | None = None) -> list[np.ndarray]:
-        """Queue one input (no batch axis) and wait for its outputs (no batch axis)."""
-        if not self._tasks or self._wakeup is None:
+    async def submit(
+        self, payload: Any, deadline: float | None = None, prepare: Prepare | None = None
+    ) -> list[np.ndarray]:
+        """Queue one input and wait for its outputs (neither has a batch axis).
+
+        ``payload`` is the input tensor, or what ``prepare`` turns into it on a worker thread.
+        """
+        loop = self._loop
+        if not self._threads or loop is None or self._stopping:
             raise InferenceFailed("the batch queue is not running")
-        if len(self._items) >= self.max_queue:
-            self.stats.rejected += 1
-            raise Overloaded(
-                f"{len(self._items)} requests already queued for this model; retry shortly",
-                retry_after=1,
-            )
-        future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        self._items.append(_Item(tensor, deadline, future))
-        self._wakeup.set()
+        future: asyncio.Future[list[np.ndarray]] = loop.create_future()
+        with self._cond:
+            if len(self._items) >= self.max_queue:
+                self.stats.rejected += 1
+                raise Overloaded(
+                    f"{len(self._items)} requests already queued for this model; retry shortly", retry_after=1
+                )
+            self._items.append(_Item(payload, prepare, deadline, future))
+            self._cond.notify()
         if deadline is None:
             return await future
         timeout = max(0.0, deadline - self.clock.now())
+        timer = loop.call_later(timeout, _expire, future, timeout)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            future.cancel()  # the worker skips cancelled items
-            raise DeadlineExceeded(f"no result within {timeout:.3f} s") from None
+            return await future
+        finally:
+            timer.cancel()
 
-    async def _loop(self) -> None:
-        assert self._wakeup is not None
+    # -- worker threads ---------------------------------------------------------------------
+    def _work(self) -> None:
         while True:
-            if not self._items:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            if self.max_wait_s > 0 and self._busy > 0 and len(self._items) < self.max_batch:
-                await self._linger()
-            batch = self._take()
-            if batch:
-                await self._run(batch)
+            with self._cond:
+                while not self._items and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                if self.max_wait_s > 0 and self._busy > 0 and len(self._items) < self.max_batch:
+                    self._linger()
+                batch, expired = self._take()
+                self._busy += 1
+            try:
+                results, runs, failed = self._execute(batch) if batch else ([], 0, 0)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+            assert self._loop is not None
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, batch, results, expired, runs, failed)
+            except RuntimeError:  # the loop closed under us: nobody is waiting any more
+                return
 
-    async def _linger(self) -> None:
-        """Wait up to max_wait for a fuller batch, but only while other workers are busy."""
-        assert self._wakeup is not None
+    def _linger(self) -> None:
+        """Wait (lock held) up to max_wait for a fuller batch while other workers are busy."""
         end = self.clock.now() + self.max_wait_s
-        while len(self._items) < self.max_batch and self._busy > 0:
+        while len(self._items) < self.max_batch and self._busy > 0 and not self._stopping:
             left = end - self.clock.now()
             if left <= 0:
                 return
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), left)
+            self._cond.wait(left)
 
-    def _take(self) -> list[_Item]:
+    def _take(self) -> tuple[list[_Item], list[_Item]]:
+        """Up to max_batch live items (lock held), and the expired ones met on the way."""
         batch: list[_Item] = []
+        expired: list[_Item] = []
         now = self.clock.now()
-        shape = None
         while self._items and len(batch) < self.max_batch:
-            item = self._items[0]
-            if item.future.done():
-                self._items.popleft()
+            item = self._items.popleft()
+            if item.future.done():  # timed out or cancelled while queued
                 continue
             if item.deadline is not None and item.deadline <= now:
-                self._items.popleft()
-                self.stats.expired += 1
-                item.future.set_exception(DeadlineExceeded("the deadline passed while the request was queued"))
+                expired.append(item)
                 continue
-            if shape is not None and item.tensor.shape != shape:
-                break  # a differently sized input starts the next batch
-            shape = item.tensor.shape
-            batch.append(self._items.popleft())
-        return batch
+            batch.append(item)
+        return batch, expired
 
-    async def _run(self, batch: list[_Item]) -> None:
-        self._busy += 1
-        try:
-            stacked = batch[0].tensor[None] if len(batch) == 1 else np.stack([i.tensor for i in batch])
-            loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, self._run_batch, stacked)
-        except Exception as exc:
-            self.stats.failed_batches += 1
-            err = exc if isinstance(exc, ImaasError) else InferenceFailed(f"{type(exc).__name__}: {exc}"[:500])
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(err)
+    def _execute(self, batch: list[_Item]) -> tuple[list[Result], int, int]:
+        """Prepare each item and run same-shaped tensors together.
+
+        Returns each item's outputs or exception, the number of model runs and of failed runs.
+        """
+        results: list[Result] = [InferenceFailed("not run")] * len(batch)
+        groups: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+        for i, item in enumerate(batch):
+            try:
+                tensor = item.payload if item.prepare is None else item.prepare(item.payload)
+            except Exception as exc:
+                results[i] = exc
+                continue
+            groups.setdefault(tensor.shape, []).append((i, tensor))
+        runs = failed = 0
+        for members in groups.values():
+            stacked = members[0][1][None] if len(members) == 1 else np.stack([t for _, t in members])
+            runs += 1
+            try:
+                outputs = self._run_batch(stacked)
+            except Exception as exc:
+                failed += 1
+                err = exc if isinstance(exc, ImaasError) else InferenceFailed(f"{type(exc).__name__}: {exc}"[:500])
+                for i, _ in members:
+                    results[i] = err
+                continue
+            for j, (i, _) in enumerate(members):
+                results[i] = [o[j] for o in outputs]
+        return results, runs, failed
+
+    # -- back on the event loop --------------------------------------------------------------
+    def _deliver(self, batch: list[_Item], results: list[Result], expired: list[_Item], runs: int, failed: int) -> None:
+        self.stats.expired += len(expired)
+        for item in expired:
+            if not item.future.done():
+                item.future.set_exception(DeadlineExceeded("the deadline passed while the request was queued"))
+        if not batch:
             return
-        finally:
-            self._busy -= 1
-        self.stats.batches += 1
+        self.stats.batches += runs
+        self.stats.failed_batches += failed
         self.stats.items += len(batch)
         if len(self.stats.batch_sizes) < 10_000:
             self.stats.batch_sizes.append(len(batch))
-        for i, item in enumerate(batch):
-            if not item.future.done():
-                item.future.set_result([o[i] for o in outputs])
+        for item, result in zip(batch, results, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+
+
+def _expire(future: asyncio.Future[list[np.ndarray]], timeout: float) -> None:
+    if not future.done():
+        future.set_exception(DeadlineExceeded(f"no result within {timeout:.3f} s"))

@@ -72,7 +72,7 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self._models: dict[tuple[str, int], LoadedModel] = {}
         self._loading: dict[tuple[str, int], asyncio.Task[LoadedModel]] = {}
-        self._executor = ThreadPoolExecutor(max_workers=max(2, config.workers * 2), thread_name_prefix="infer")
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="load")
 
     def get(self, key: tuple[str, int]) -> LoadedModel | None:
         """The loaded model for ``key``, if it is loaded."""
@@ -107,7 +107,7 @@ class Engine:
             max_queue=self.config.max_queue,
             workers=self.config.workers,
             clock=self.clock,
-            executor=self._executor,
+            name=f"{version.model}@{version.version}",
         )
         model = LoadedModel(
             version=version,

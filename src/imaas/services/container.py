@@ -65,7 +65,6 @@ def build_services(settings: Settings) -> Services:
         artifacts,
         Engine(engine_config(settings)),
         decode_limits(settings),
-        decode_threads=settings.runtime.decode_threads,
         request_timeout_s=settings.runtime.request_timeout_s,
         max_images=settings.server.max_images_per_request,
     )

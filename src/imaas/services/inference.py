@@ -1,7 +1,8 @@
 """Inference use case: resolve a model reference, decode images, batch, post-process.
 
-Decoding runs in its own thread pool (Pillow releases the GIL), the model in the engine's
-batch queues, and the event loop only moves bytes. Resolved references are cached until
+Images are decoded and pre-processed on the batch queue's worker threads right before
+their batch runs (Pillow and ONNX Runtime release the GIL), and the event loop only moves
+bytes. Resolved references are cached until
 the model service reports a change, so a predict does not touch the database.
 
 Example::
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,6 @@ class InferenceService:
         engine: Engine,
         limits: DecodeLimits,
         *,
-        decode_threads: int = 2,
         request_timeout_s: float = 30.0,
         max_images: int = 64,
         clock: Clock | None = None,
@@ -60,7 +60,6 @@ class InferenceService:
         self.request_timeout_s = request_timeout_s
         self.max_images = max_images
         self.clock: Clock = clock or SystemClock()
-        self._decode = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
         self._resolved: dict[ModelRef, ModelVersion] = {}
         self._warm: set[tuple[str, int]] | None = None
         self._unloaded: set[tuple[str, int]] = set()
@@ -104,43 +103,54 @@ class InferenceService:
         if n > self.max_images:
             raise InvalidRequest(f"{n} images in one request; the limit is {self.max_images}")
 
-    async def preprocess(self, version: ModelVersion, image: ImageInput, index: int | None = None) -> np.ndarray:
-        """Decode and pre-process one image in the decode pool, as the version's manifest says.
+    def preparer(
+        self, version: ModelVersion, index: int | None = None, filename: str | None = None
+    ) -> Callable[[bytes], np.ndarray]:
+        """The decode + pre-process function for one image of ``version``'s model.
 
-        ``index`` (the image's place in a multi-image request) is added to error details.
+        It runs on a batch worker thread; ``index`` and ``filename`` (the image's place in a
+        multi-image request) are added to its error details.
         """
         manifest = version.manifest
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._decode, image_to_tensor, image.data, manifest.input, manifest.preprocess, self.limits
-            )
-        except ImaasError as exc:
-            if index is not None:
-                exc.detail = f"image {index} ({image.filename or 'unnamed'}): {exc.detail}"
-            raise
+        limits = self.limits
+
+        def prepare(data: bytes) -> np.ndarray:
+            try:
+                return image_to_tensor(data, manifest.input, manifest.preprocess, limits)
+            except ImaasError as exc:
+                if index is not None:
+                    exc.detail = f"image {index} ({filename or 'unnamed'}): {exc.detail}"
+                raise
+
+        return prepare
+
+    async def run_images(
+        self, version: ModelVersion, model: LoadedModel, images: list[ImageInput]
+    ) -> list[list[np.ndarray]]:
+        """Each image through the model's batch queue (decoded on the worker); outputs in order."""
+        self.check_count(len(images))
+        deadline = self.deadline()
+        many = len(images) > 1
+        calls = [
+            model.queue.submit(im.data, deadline, self.preparer(version, i if many else None, im.filename))
+            for i, im in enumerate(images)
+        ]
+        if not many:
+            return [await calls[0]]
+        return list(await asyncio.gather(*calls))
 
     async def predict(self, ref: ModelRef, images: list[ImageInput], top_k: int | None = None) -> dict[str, Any]:
         """Predict every image with the model ``ref`` names; results keep the request's order."""
-        self.check_count(len(images))
         if top_k is not None and not 1 <= top_k <= 1000:
             raise InvalidRequest("top_k must be between 1 and 1000")
         version = await self.resolve(ref)
         model = await self.model(version)
         manifest = version.manifest
-        deadline = self.deadline()
-        many = len(images) > 1
-
-        async def one(index: int, image: ImageInput) -> dict[str, Any]:
-            tensor = await self.preprocess(version, image, index if many else None)
-            outputs = await model.queue.submit(tensor, deadline)
-            result = model.postprocess(outputs, manifest, model.labels, top_k)
-            return {"filename": image.filename, **result}
-
-        if not many:
-            results = [await one(0, images[0])]
-        else:
-            results = list(await asyncio.gather(*(one(i, im) for i, im in enumerate(images))))
+        outputs = await self.run_images(version, model, images)
+        results = [
+            {"filename": im.filename, **model.postprocess(out, manifest, model.labels, top_k)}
+            for im, out in zip(images, outputs, strict=True)
+        ]
         return {"model": version.model, "version": version.version, "task": manifest.task, "results": results}
 
     async def warm(self, alias: str = PRODUCTION) -> None:
@@ -173,4 +183,3 @@ class InferenceService:
     async def close(self) -> None:
         """Stop the engine and the decode threads."""
         await self.engine.close()
-        self._decode.shutdown(wait=False, cancel_futures=True)

@@ -168,9 +168,13 @@ class OipService:
         """Run one request through the model's batch queue."""
         version = await self.inference.resolve(parse_ref(request.model, request.version))
         model = await self.inference.model(version)
-        tensors = await self._input_tensors(version, request.inputs)
-        deadline = self.inference.deadline()
-        results = await asyncio.gather(*(model.queue.submit(t, deadline) for t in tensors))
+        tensor = self._input(version, request.inputs)
+        if tensor.name == image_input_name(version):
+            results = await self.inference.run_images(version, model, self._images(tensor))
+        else:
+            deadline = self.inference.deadline()
+            rows = self._raw_rows(version, tensor)
+            results = list(await asyncio.gather(*(model.queue.submit(r, deadline) for r in rows)))
         raw = np.stack([r[0] for r in results])
         return InferResponse(
             model_name=version.model,
@@ -179,7 +183,7 @@ class OipService:
             outputs=self._outputs(version, model, raw, request),
         )
 
-    async def _input_tensors(self, version: ModelVersion, inputs: list[InTensor]) -> list[np.ndarray]:
+    def _input(self, version: ModelVersion, inputs: list[InTensor]) -> InTensor:
         spec = version.manifest.input
         image_name = image_input_name(version)
         assert spec.name is not None
@@ -192,27 +196,14 @@ class OipService:
                 f"send exactly one input: {spec.name!r} (a pre-processed tensor) or "
                 f"{image_name!r} (encoded images as BYTES)"
             )
-        tensor = inputs[0]
-        if tensor.name == image_name:
-            return await self._images(version, tensor)
-        return self._raw_rows(version, tensor)
+        return inputs[0]
 
-    async def _images(self, version: ModelVersion, tensor: InTensor) -> list[np.ndarray]:
+    def _images(self, tensor: InTensor) -> list[ImageInput]:
         if tensor.datatype != "BYTES":
             raise InvalidInput(f"input {tensor.name!r} must be BYTES (encoded image files), not {tensor.datatype}")
         if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
             raise InvalidInput(f"input {tensor.name!r} has shape {tensor.shape}; use [N] or [N, 1]")
-        items = tensor.data.reshape(-1)
-        self.inference.check_count(len(items))
-        many = len(items) > 1
-        return list(
-            await asyncio.gather(
-                *(
-                    self.inference.preprocess(version, ImageInput(bytes(b)), i if many else None)
-                    for i, b in enumerate(items)
-                )
-            )
-        )
+        return [ImageInput(bytes(b)) for b in tensor.data.reshape(-1)]
 
     def _raw_rows(self, version: ModelVersion, tensor: InTensor) -> list[np.ndarray]:
         spec = version.manifest.input

@@ -7,7 +7,15 @@ from PIL import Image
 
 from imaas.imaging.decode import DecodeLimits
 from imaas.imaging.pipeline import image_to_tensor, needed_side
-from imaas.imaging.transforms import center_crop, letterbox, normalize, resize_exact, resize_shorter, to_layout
+from imaas.imaging.transforms import (
+    center_crop,
+    letterbox,
+    normalize,
+    resize_exact,
+    resize_shorter,
+    resize_shorter_center_crop,
+    to_layout,
+)
 from imaas.schemas.manifest import InputSpec, Preprocess
 from tests.factories import solid
 
@@ -36,13 +44,29 @@ def test_letterbox_pads_and_reports_geometry() -> None:
     assert arr[50].min() == 255
 
 
-def test_normalize_matches_the_formula() -> None:
-    pixels = np.array([[[0, 128, 255]]], dtype=np.uint8)
+def test_normalize_matches_the_formula_in_both_layouts() -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    got = normalize(pixels, 1 / 255, mean, std)
     want = (pixels / 255 - np.array(mean)) / np.array(std)
-    assert got.dtype == np.float32
-    np.testing.assert_allclose(got, want, rtol=1e-5)
+    nhwc = normalize(pixels, 1 / 255, mean, std, "NHWC")
+    nchw = normalize(pixels, 1 / 255, mean, std, "NCHW")
+    assert nhwc.dtype == nchw.dtype == np.float32
+    np.testing.assert_allclose(nhwc, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(nchw, want.transpose(2, 0, 1), rtol=1e-5, atol=1e-6)
+    assert nchw.flags.c_contiguous
+    grey = normalize(pixels[:, :, 0], 1 / 255, (0.5,), (0.5,), "NCHW")
+    assert grey.shape == (1, 5, 7)
+
+
+def test_one_pass_resize_crop_matches_resize_then_crop() -> None:
+    rng = np.random.default_rng(1)
+    smooth = Image.fromarray(rng.integers(0, 256, (30, 45, 3), dtype=np.uint8)).resize((451, 300), Image.BICUBIC)
+    fused = np.asarray(resize_shorter_center_crop(smooth, 256, (224, 224)), dtype=np.float32)
+    two_step = np.asarray(center_crop(resize_shorter(smooth, 256), (224, 224)), dtype=np.float32)
+    assert fused.shape == (224, 224, 3)
+    assert np.abs(fused - two_step).mean() < 1.0  # same sampling grid; only edge filtering differs
+    small = resize_shorter_center_crop(Image.new("RGB", (100, 50)), 100, (224, 224))
+    assert small.size == (224, 224)
 
 
 def test_layouts() -> None:

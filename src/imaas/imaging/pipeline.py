@@ -11,6 +11,7 @@ from imaas.imaging.transforms import (
     normalize,
     resize_exact,
     resize_shorter,
+    resize_shorter_center_crop,
     to_layout,
 )
 from imaas.schemas.manifest import InputSpec, Preprocess
@@ -38,9 +39,10 @@ def image_to_tensor(data: bytes, spec: InputSpec, pre: Preprocess, limits: Decod
     assert spec.dtype is not None
     img = decode_image(data, limits, min_size=needed_side(spec, pre), color=spec.color)
     size = spec.size
-    if pre.resize == "shorter":
-        img = resize_shorter(img, pre.resize_to or max(size), pre.interpolation)
-        img = center_crop(img, size) if pre.crop == "center" else resize_exact(img, size, pre.interpolation)
+    if pre.resize == "shorter" and pre.crop == "center":
+        img = resize_shorter_center_crop(img, pre.resize_to or max(size), size, pre.interpolation)
+    elif pre.resize == "shorter":
+        img = resize_exact(resize_shorter(img, pre.resize_to or max(size), pre.interpolation), size, pre.interpolation)
     elif pre.resize == "exact":
         img = resize_exact(img, size, pre.interpolation)
     elif pre.resize == "letterbox":
@@ -51,7 +53,5 @@ def image_to_tensor(data: bytes, spec: InputSpec, pre: Preprocess, limits: Decod
     if spec.color == "BGR":
         pixels = pixels[:, :, ::-1]
     if spec.dtype == "uint8":
-        arr = pixels
-    else:
-        arr = normalize(pixels, pre.scale, pre.mean, pre.std).astype(_DTYPES[spec.dtype], copy=False)
-    return to_layout(arr, spec.layout)
+        return to_layout(pixels, spec.layout)
+    return normalize(pixels, pre.scale, pre.mean, pre.std, spec.layout).astype(_DTYPES[spec.dtype], copy=False)

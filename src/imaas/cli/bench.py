@@ -60,6 +60,12 @@ class BenchResult:
         }
 
 
+def median_run(runs: list[BenchResult]) -> BenchResult:
+    """The run with the median throughput (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda r: r.throughput)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 class _Connection:
     """One keep-alive HTTP/1.1 connection that sends prebuilt requests.
 

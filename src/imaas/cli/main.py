@@ -273,6 +273,7 @@ def bench(
     url: UrlOption = DEFAULT_URL,
     grpc_target: Annotated[str, typer.Option("--grpc", help="gRPC host:port for oip-grpc-*")] = "127.0.0.1:8001",
     home: HomeOption = None,
+    repeat: Annotated[int, typer.Option(min=1, help="runs per level; the median (by images/s) is reported")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
 ) -> None:
     """Measure served throughput and latency against a running server, and the raw in-process pipeline.
@@ -282,7 +283,7 @@ def bench(
     served workload is real JPEG photos: v1 sends them as raw bodies; oip-*-jpeg as a BYTES
     tensor; oip-*-tensor sends the pre-processed tensors instead (binary data).
     """
-    from imaas.cli.bench import BenchResult, run_raw
+    from imaas.cli.bench import BenchResult, median_run, run_raw
     from imaas.cli.workloads import PROTOCOLS
     from imaas.imaging.samples import sample_photos
 
@@ -297,7 +298,11 @@ def bench(
     if not raw:
         for proto in chosen:
             for c in levels:
-                r = _run_fast(_served_run(proto, url, grpc_target, model, photos, c, duration, warmup))
+                runs = [
+                    _run_fast(_served_run(proto, url, grpc_target, model, photos, c, duration, warmup))
+                    for _ in range(repeat)
+                ]
+                r = median_run(runs)
                 served.append(r)
                 err_console.print(
                     f"{r.mode} c={c}: {r.throughput:.1f} img/s p50={r.percentile(50):.1f} ms "
@@ -309,7 +314,7 @@ def bench(
         services = build_services(_settings(home))
         try:
             for c in sorted({max(1, min(c, _cores())) for c in levels}):
-                r = run_raw(services, model, photos, c, duration, warmup)
+                r = median_run([run_raw(services, model, photos, c, duration, warmup) for _ in range(repeat)])
                 raws.append(r)
                 err_console.print(
                     f"raw streams={r.concurrency}: {r.throughput:.1f} img/s p50={r.percentile(50):.1f} ms"

@@ -265,7 +265,7 @@ def bench(
     protocol: Annotated[
         str,
         typer.Option(
-            help="comma-separated: v1, oip-rest-jpeg, oip-rest-tensor, oip-grpc-jpeg, oip-grpc-tensor, or all"
+            help="comma-separated: v1, oip-rest-jpeg, oip-rest-tensor, oip-grpc-jpeg, oip-grpc-tensor; all; none (only --peer)"
         ),
     ] = "v1",
     raw: Annotated[bool, typer.Option("--raw", help="only the in-process pipeline (no server)")] = False,
@@ -274,6 +274,13 @@ def bench(
     grpc_target: Annotated[str, typer.Option("--grpc", help="gRPC host:port for oip-grpc-*")] = "127.0.0.1:8001",
     home: HomeOption = None,
     repeat: Annotated[int, typer.Option(min=1, help="runs per level; the median (by images/s) is reported")] = 1,
+    peer: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="another server to measure with the same load, NAME=FORMAT+URL; FORMAT is raw, "
+            "json-b64:KEY or multipart:FIELD (e.g. fastapi=raw+http://127.0.0.1:9001/predict)"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
 ) -> None:
     """Measure served throughput and latency against a running server, and the raw in-process pipeline.
@@ -288,7 +295,12 @@ def bench(
     from imaas.imaging.samples import sample_photos
 
     levels = [int(c) for c in concurrency.split(",") if c.strip()]
-    chosen = list(PROTOCOLS) if protocol == "all" else [p.strip() for p in protocol.split(",") if p.strip()]
+    if protocol == "none":
+        chosen: list[str] = []
+    elif protocol == "all":
+        chosen = list(PROTOCOLS)
+    else:
+        chosen = [p.strip() for p in protocol.split(",") if p.strip()]
     unknown = set(chosen) - set(PROTOCOLS)
     if unknown:
         raise typer.BadParameter(f"unknown protocol(s) {sorted(unknown)}; choose from {list(PROTOCOLS)}")
@@ -308,6 +320,16 @@ def bench(
                     f"{r.mode} c={c}: {r.throughput:.1f} img/s p50={r.percentile(50):.1f} ms "
                     f"p99={r.percentile(99):.1f} ms errors={r.errors} {r.error_samples[:1]}"
                 )
+    peers: list[BenchResult] = []
+    for spec in peer or []:
+        for c in levels:
+            runs = [_run_fast(_peer_run(spec, photos, c, duration, warmup)) for _ in range(repeat)]
+            r = median_run(runs)
+            peers.append(r)
+            err_console.print(
+                f"peer {r.mode} c={c}: {r.throughput:.1f} img/s p50={r.percentile(50):.1f} ms "
+                f"p99={r.percentile(99):.1f} ms errors={r.errors} {r.error_samples[:1]}"
+            )
     if not no_raw:
         from imaas.services.container import build_services
 
@@ -322,10 +344,17 @@ def bench(
         finally:
             asyncio.run(services.close())
     best_raw = max((r.throughput for r in raws), default=0.0)
-    rows = [r.row() for r in served + raws]
-    for row, r in zip(rows, served + raws, strict=True):
+    rows = [r.row() for r in served + peers + raws]
+    for row, r in zip(rows, served + peers + raws, strict=True):
         if r.mode != "raw" and best_raw:
             row["served_over_best_raw"] = round(r.throughput / best_raw, 3)
+        if r in served:
+            rivals = [p for p in peers if p.concurrency == r.concurrency]
+            if rivals:
+                best = max(rivals, key=lambda p: p.throughput)
+                row["over_best_peer"] = round(r.throughput / best.throughput, 3) if best.throughput else 0.0
+                row["best_peer"] = best.mode
+                row["p99_below_best_peer"] = r.percentile(99) < best.percentile(99)
     if as_json:
         print(json.dumps({"model": model, "best_raw_images_per_s": round(best_raw, 1), "runs": rows}, indent=2))
         return
@@ -338,6 +367,7 @@ def bench(
         "p99 ms",
         "errors",
         "served/raw",
+        "/best peer",
         title=f"imaas bench {model}",
     )
     for row in rows:
@@ -350,8 +380,20 @@ def bench(
             str(row["p99_ms"]),
             str(row["errors"]),
             str(row.get("served_over_best_raw", "")),
+            str(row.get("over_best_peer", "")),
         )
     console.print(table)
+
+
+async def _peer_run(spec: str, photos: list[bytes], concurrency: int, duration: float, warmup: float) -> Any:
+    from imaas.cli.bench import drive
+    from imaas.cli.workloads import peer_senders
+
+    try:
+        name, senders = peer_senders(spec, photos, concurrency)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return await drive(name, senders, duration, warmup)
 
 
 async def _served_run(

@@ -117,3 +117,42 @@ def grpc_senders(
     ]
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
     return [GrpcSender(stub, messages) for _ in range(concurrency)]
+
+
+def peer_senders(spec: str, photos: list[bytes], concurrency: int) -> tuple[str, list[Sender]]:
+    """Senders for another server, from ``NAME=FORMAT+URL``.
+
+    FORMAT is how that server takes an image: ``raw`` (the JPEG as the body),
+    ``json-b64:KEY`` (``{"KEY": base64}``) or ``multipart:FIELD`` (a form file).
+    """
+    import base64
+
+    name, _, rest = spec.partition("=")
+    fmt, _, url = rest.partition("+")
+    if not name or not url.startswith("http"):
+        raise ValueError(f"peer {spec!r}: expected NAME=FORMAT+URL, e.g. fastapi=raw+http://127.0.0.1:9001/predict")
+    kind, _, arg = fmt.partition(":")
+    bodies: list[tuple[bytes, dict[str, str]]] = []
+    for photo in photos:
+        if kind == "raw":
+            bodies.append((photo, {"Content-Type": "image/jpeg"}))
+        elif kind == "json-b64" and arg:
+            bodies.append((orjson.dumps({arg: base64.b64encode(photo).decode()}), {"Content-Type": "application/json"}))
+        elif kind == "multipart" and arg:
+            boundary = "imaasbench7d3a91"
+            body = (
+                (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="{arg}"; filename="photo.jpg"\r\n'
+                    f"Content-Type: image/jpeg\r\n\r\n"
+                ).encode()
+                + photo
+                + f"\r\n--{boundary}--\r\n".encode()
+            )
+            bodies.append((body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}))
+        else:
+            raise ValueError(f"peer {spec!r}: FORMAT is raw, json-b64:KEY or multipart:FIELD")
+    parts = url.split("/", 3)
+    base, path = "/".join(parts[:3]), "/" + (parts[3] if len(parts) > 3 else "")
+    built = [http_request(base, path, body, headers) for body, headers in bodies]
+    host, port = built[0][0], built[0][1]
+    return name, [HttpSender(host, port, [b[2] for b in built]) for _ in range(concurrency)]

@@ -18,9 +18,8 @@ def main(folder: Path) -> None:
     print(f"{'server':<10} {'conc':>4} {'img/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for r in served + peers:
         name = "imaas" if r["mode"] == "served" else r["mode"]
-        print(
-            f"{name:<10} {r['concurrency']:>4} {r['images_per_s']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['errors']:>6}"
-        )
+        cells = (name, r["concurrency"], r["images_per_s"], r["p50_ms"], r["p99_ms"], r["errors"])
+        print("{:<10} {:>4} {:>8} {:>8} {:>8} {:>6}".format(*cells))
     print(f"raw pipeline best: {imaas['best_raw_images_per_s']} img/s")
     for r in served:
         rivals = [p for p in peers if p["concurrency"] == r["concurrency"]]

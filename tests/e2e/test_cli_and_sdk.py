@@ -167,3 +167,51 @@ def test_samples_writes_real_photos(tmp_path: Path) -> None:
     written = sorted(p.name for p in (tmp_path / "photos").iterdir())
     assert written == ["astronaut.jpg", "cat.jpg", "coffee.jpg", "rocket.jpg"]
     assert (tmp_path / "photos" / "cat.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+def test_bench_peers_use_the_same_load(zoo_server: RunningServer) -> None:
+    predict = f"{zoo_server.url}/v1/models/mobilenet-v2:predict"
+    r = runner.invoke(
+        app,
+        [
+            "bench",
+            "--protocol",
+            "v1",
+            "--no-raw",
+            "--url",
+            zoo_server.url,
+            "--concurrency",
+            "2",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--json",
+            "--peer",
+            f"as-raw=raw+{predict}",
+            "--peer",
+            f"as-form=multipart:file+{predict}",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    runs = {run["mode"]: run for run in json.loads(r.output[r.output.index("{") :])["runs"]}
+    assert set(runs) == {"served", "as-raw", "as-form"}
+    assert all(run["errors"] == 0 for run in runs.values())
+    assert all(run["completed"] > 0 for run in runs.values())
+    assert runs["served"]["best_peer"] in {"as-raw", "as-form"}
+    assert runs["served"]["over_best_peer"] > 0
+
+
+def test_peer_spec_formats() -> None:
+    from imaas.cli.workloads import peer_senders
+
+    name, senders = peer_senders("lit=json-b64:image+http://127.0.0.1:9/predict", [b"\xff\xd8jpeg"], 2)
+    assert name == "lit"
+    assert len(senders) == 2
+    raw = senders[0].requests[0]  # type: ignore[attr-defined]
+    assert raw.startswith(b"POST /predict HTTP/1.1\r\n")
+    assert raw.endswith(b'{"image":"/9hqcGVn"}')
+    with pytest.raises(ValueError, match="FORMAT"):
+        peer_senders("x=xml+http://127.0.0.1:9/p", [b"1"], 1)
+    with pytest.raises(ValueError, match="NAME=FORMAT"):
+        peer_senders("nonsense", [b"1"], 1)

@@ -265,7 +265,8 @@ def bench(
     protocol: Annotated[
         str,
         typer.Option(
-            help="comma-separated: v1, oip-rest-jpeg, oip-rest-tensor, oip-grpc-jpeg, oip-grpc-tensor; all; none (only --peer)"
+            help="comma-separated: v1, oip-rest-jpeg, oip-rest-tensor, oip-grpc-jpeg, oip-grpc-tensor; "
+            "all; none (only --peer servers)"
         ),
     ] = "v1",
     raw: Annotated[bool, typer.Option("--raw", help="only the in-process pipeline (no server)")] = False,

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from imaas import __version__
 from imaas.api import problems
+from imaas.api.fastpath import PredictFastPath
 from imaas.api.middleware import BodyLimit, RequestContext
 from imaas.api.responses import FastJSONResponse
 from imaas.api.routes import health, models, oip, predict
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     def limit_for(path: str) -> int:
         return upload_limit if path.endswith("/versions") else body_limit
 
+    app.add_middleware(PredictFastPath, fastapi_app=app)
     app.add_middleware(BodyLimit, limit_for=limit_for)
     app.add_middleware(RequestContext)
     return app

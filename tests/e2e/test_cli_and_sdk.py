@@ -202,6 +202,45 @@ def test_bench_peers_use_the_same_load(zoo_server: RunningServer) -> None:
     assert runs["served"]["over_best_peer"] > 0
 
 
+def test_bench_starts_and_stops_a_peer_command(zoo_home: Path, zoo_server: RunningServer) -> None:
+    import socket
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = (
+        f"exec {sys.executable} -m imaas.cli.main serve --port {port} --no-grpc --home {zoo_home} --log-level warning"
+    )
+    predict = f"http://127.0.0.1:{port}/v1/models/mobilenet-v2:predict"
+    r = runner.invoke(
+        app,
+        [
+            "bench",
+            "--protocol",
+            "none",
+            "--no-raw",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--json",
+            "--peer",
+            f"other=raw+{predict}",
+            "--peer-cmd",
+            f"other={command}",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    runs = json.loads(r.output[r.output.index("{") :])["runs"]
+    assert [(run["mode"], run["errors"]) for run in runs] == [("other", 0)]
+    assert runs[0]["completed"] > 0
+    with socket.socket() as sock:  # the peer was stopped after its turn
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
 def test_peer_spec_formats() -> None:
     from imaas.cli.workloads import peer_senders
 

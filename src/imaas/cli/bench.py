@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -58,6 +61,53 @@ class BenchResult:
             "completed": self.completed,
             "errors": self.errors,
         }
+
+
+class PeerProcess:
+    """A peer server started for its measurement and stopped after it (no command: already running).
+
+    The command runs in its own process group, so stopping it stops the worker processes
+    it forked too; the peer is ready once its URL's port accepts connections and answers.
+    """
+
+    def __init__(self, command: str | None, url: str, start_timeout_s: float = 180.0) -> None:
+        self.command = command
+        self.url = url
+        self.start_timeout_s = start_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PeerProcess:
+        if self.command is None:
+            return self
+        self.proc = subprocess.Popen(self.command, shell=True, start_new_session=True)
+        parts = urlsplit(self.url)
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"peer command exited with {self.proc.returncode}: {self.command}")
+            try:
+                with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.__exit__()
+                    raise RuntimeError(f"peer did not listen on {self.url} within {self.start_timeout_s} s") from None
+                time.sleep(0.2)
+        time.sleep(2.0)  # let multi-process servers finish starting their workers
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
 
 
 def median_run(runs: list[BenchResult]) -> BenchResult:

@@ -282,6 +282,13 @@ def bench(
             "json-b64:KEY or multipart:FIELD (e.g. fastapi=raw+http://127.0.0.1:9001/predict)"
         ),
     ] = None,
+    peer_cmd: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=SHELL COMMAND that starts peer NAME: it is started just before that peer is measured "
+            "and stopped right after, so idle peers take no CPU from the others"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
 ) -> None:
     """Measure served throughput and latency against a running server, and the raw in-process pipeline.
@@ -291,7 +298,7 @@ def bench(
     served workload is real JPEG photos: v1 sends them as raw bodies; oip-*-jpeg as a BYTES
     tensor; oip-*-tensor sends the pre-processed tensors instead (binary data).
     """
-    from imaas.cli.bench import BenchResult, median_run, run_raw
+    from imaas.cli.bench import BenchResult, PeerProcess, median_run, run_raw
     from imaas.cli.workloads import PROTOCOLS
     from imaas.imaging.samples import sample_photos
 
@@ -322,15 +329,18 @@ def bench(
                     f"p99={r.percentile(99):.1f} ms errors={r.errors} {r.error_samples[:1]}"
                 )
     peers: list[BenchResult] = []
+    commands = dict(c.split("=", 1) for c in peer_cmd or [] if "=" in c)
     for spec in peer or []:
-        for c in levels:
-            runs = [_run_fast(_peer_run(spec, photos, c, duration, warmup)) for _ in range(repeat)]
-            r = median_run(runs)
-            peers.append(r)
-            err_console.print(
-                f"peer {r.mode} c={c}: {r.throughput:.1f} img/s p50={r.percentile(50):.1f} ms "
-                f"p99={r.percentile(99):.1f} ms errors={r.errors} {r.error_samples[:1]}"
-            )
+        name = spec.split("=", 1)[0]
+        with PeerProcess(commands.get(name), spec.split("+", 1)[-1]):
+            for c in levels:
+                runs = [_run_fast(_peer_run(spec, photos, c, duration, warmup)) for _ in range(repeat)]
+                r = median_run(runs)
+                peers.append(r)
+                err_console.print(
+                    f"peer {r.mode} c={c}: {r.throughput:.1f} img/s p50={r.percentile(50):.1f} ms "
+                    f"p99={r.percentile(99):.1f} ms errors={r.errors} {r.error_samples[:1]}"
+                )
     if not no_raw:
         from imaas.services.container import build_services
 
@@ -383,7 +393,7 @@ def bench(
             str(row.get("served_over_best_raw", "")),
             str(row.get("over_best_peer", "")),
         )
-    console.print(table)
+    console.print(table, width=max(console.width, 140))
 
 
 async def _peer_run(spec: str, photos: list[bytes], concurrency: int, duration: float, warmup: float) -> Any:

@@ -94,11 +94,6 @@ class LocalArtifactStore:
         self.commit(staged)
         return staged.sha256, staged.size
 
-    def put_file(self, path: Path, max_bytes: int | None = None) -> tuple[str, int]:
-        """Store a copy of the file at ``path``."""
-        with path.open("rb") as f:
-            return self.put_stream(f, max_bytes)
-
 
 @dataclass(frozen=True)
 class Staged:

@@ -28,8 +28,3 @@ def postprocessor(task: str) -> Postprocess:
         raise InvalidManifest(
             f"task: {task!r} models cannot be served yet; supported: {sorted(_POSTPROCESSORS)}"
         ) from None
-
-
-def supported_tasks() -> list[str]:
-    """Tasks this server can serve."""
-    return sorted(_POSTPROCESSORS)

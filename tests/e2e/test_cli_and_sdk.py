@@ -152,6 +152,7 @@ def test_bench_served_and_raw(zoo_server: RunningServer, zoo_home: Path) -> None
     assert all(run["errors"] == 0 for run in served)
     assert all(run["completed"] > 0 for run in served)
     assert all(run["served_over_best_raw"] > 0 for run in served)
+    assert all("p50_over_raw_ms" in run for run in served if run["concurrency"] == 1)
     assert report["best_raw_images_per_s"] > 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -274,7 +275,14 @@ def bench(
     url: UrlOption = DEFAULT_URL,
     grpc_target: Annotated[str, typer.Option("--grpc", help="gRPC host:port for oip-grpc-*")] = "127.0.0.1:8001",
     home: HomeOption = None,
-    repeat: Annotated[int, typer.Option(min=1, help="runs per level; the median (by images/s) is reported")] = 1,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="rounds; each measures every server, peer and raw level once in turn, and the report gives "
+            "each one's median run and the medians of its per-round ratios",
+        ),
+    ] = 1,
     peer: Annotated[
         list[str] | None,
         typer.Option(
@@ -294,11 +302,15 @@ def bench(
     """Measure served throughput and latency against a running server, and the raw in-process pipeline.
 
     Without --raw or --no-raw, runs both (the raw pipeline reads the model from the local
-    registry) and prints served/raw for each run, raw being the best raw images/s. The
-    served workload is real JPEG photos: v1 sends them as raw bodies; oip-*-jpeg as a BYTES
-    tensor; oip-*-tensor sends the pre-processed tensors instead (binary data).
+    registry). The served workload is real JPEG photos: v1 sends them as raw bodies;
+    oip-*-jpeg as a BYTES tensor; oip-*-tensor sends the pre-processed tensors instead.
+    Columns: /best raw = images/s over the best raw images/s; p50-raw = p50 minus the raw
+    p50 at the same concurrency; /best peer = images/s over the fastest --peer; raw/peer =
+    the best raw images/s over that peer's (what a server adding no cost would reach).
+    With --repeat N every contender is measured once per round and ratios are per round.
     """
-    from imaas.cli.bench import BenchResult, PeerProcess, median_run, run_raw
+    from imaas.cli.bench import BenchResult, PeerProcess, run_raw
+    from imaas.cli.rounds import Contender, run_rounds, summarize
     from imaas.cli.workloads import PROTOCOLS
     from imaas.imaging.samples import sample_photos
 
@@ -313,86 +325,68 @@ def bench(
     if unknown:
         raise typer.BadParameter(f"unknown protocol(s) {sorted(unknown)}; choose from {list(PROTOCOLS)}")
     photos = list(sample_photos().values())
-    served: list[BenchResult] = []
-    raws: list[BenchResult] = []
+    contenders: list[Contender] = []
     if not raw:
         for proto in chosen:
             for c in levels:
-                runs = [
-                    _run_fast(_served_run(proto, url, grpc_target, model, photos, c, duration, warmup))
-                    for _ in range(repeat)
-                ]
-                r = median_run(runs)
-                served.append(r)
-                err_console.print(
-                    f"{r.mode} c={c}: {r.throughput:.1f} img/s p50={r.percentile(50):.1f} ms "
-                    f"p99={r.percentile(99):.1f} ms errors={r.errors} {r.error_samples[:1]}"
-                )
-    peers: list[BenchResult] = []
+                run = _blocking(_served_run, proto, url, grpc_target, model, photos, c, duration, warmup)
+                contenders.append(Contender("served" if proto == "v1" else proto, "served", c, run))
     commands = dict(c.split("=", 1) for c in peer_cmd or [] if "=" in c)
     for spec in peer or []:
         name = spec.split("=", 1)[0]
-        with PeerProcess(commands.get(name), spec.split("+", 1)[-1]):
-            for c in levels:
-                runs = [_run_fast(_peer_run(spec, photos, c, duration, warmup)) for _ in range(repeat)]
-                r = median_run(runs)
-                peers.append(r)
-                err_console.print(
-                    f"peer {r.mode} c={c}: {r.throughput:.1f} img/s p50={r.percentile(50):.1f} ms "
-                    f"p99={r.percentile(99):.1f} ms errors={r.errors} {r.error_samples[:1]}"
-                )
+
+        def start(command: str | None = commands.get(name), peer_url: str = spec.split("+", 1)[-1]) -> PeerProcess:
+            return PeerProcess(command, peer_url)
+
+        for c in levels:
+            run = _blocking(_peer_run, spec, photos, c, duration, warmup)
+            contenders.append(Contender(name, "peer", c, run, name, start))
+    services = None
     if not no_raw:
         from imaas.services.container import build_services
 
         services = build_services(_settings(home))
-        try:
-            for c in sorted({max(1, min(c, _cores())) for c in levels}):
-                r = median_run([run_raw(services, model, photos, c, duration, warmup) for _ in range(repeat)])
-                raws.append(r)
-                err_console.print(
-                    f"raw streams={r.concurrency}: {r.throughput:.1f} img/s p50={r.percentile(50):.1f} ms"
-                )
-        finally:
-            asyncio.run(services.close())
-    best_raw = max((r.throughput for r in raws), default=0.0)
-    rows = [r.row() for r in served + peers + raws]
-    for row, r in zip(rows, served + peers + raws, strict=True):
-        if r.mode != "raw" and best_raw:
-            row["served_over_best_raw"] = round(r.throughput / best_raw, 3)
-        if r in served:
-            rivals = [p for p in peers if p.concurrency == r.concurrency]
-            if rivals:
-                best = max(rivals, key=lambda p: p.throughput)
-                row["over_best_peer"] = round(r.throughput / best.throughput, 3) if best.throughput else 0.0
-                row["best_peer"] = best.mode
-                row["p99_below_best_peer"] = r.percentile(99) < best.percentile(99)
-    if as_json:
-        print(json.dumps({"model": model, "best_raw_images_per_s": round(best_raw, 1), "runs": rows}, indent=2))
-        return
-    table = Table(
-        "mode",
-        "concurrency",
-        "images/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "errors",
-        "served/raw",
-        "/best peer",
-        title=f"imaas bench {model}",
-    )
-    for row in rows:
-        table.add_row(
-            str(row["mode"]),
-            str(row["concurrency"]),
-            str(row["images_per_s"]),
-            str(row["p50_ms"]),
-            str(row["p90_ms"]),
-            str(row["p99_ms"]),
-            str(row["errors"]),
-            str(row.get("served_over_best_raw", "")),
-            str(row.get("over_best_peer", "")),
+        for c in sorted({max(1, min(c, _cores())) for c in levels}):
+
+            def measure_raw(c: int = c) -> BenchResult:
+                assert services is not None
+                return run_raw(services, model, photos, c, duration, warmup)
+
+            contenders.append(Contender("raw", "raw", c, measure_raw))
+
+    def progress(k: int, contender: Contender, r: BenchResult) -> None:
+        label = "peer " if contender.kind == "peer" else ""
+        err_console.print(
+            f"round {k + 1}/{repeat} {label}{r.mode} c={r.concurrency}: {r.throughput:.1f} img/s "
+            f"p50={r.percentile(50):.1f} ms p99={r.percentile(99):.1f} ms errors={r.errors} {r.error_samples[:1]}"
         )
+
+    try:
+        results = run_rounds(contenders, repeat, progress)
+    finally:
+        if services is not None:
+            asyncio.run(services.close())
+    rows = summarize(contenders, results)
+    best_raw = max((float(r["images_per_s"]) for r in rows if r["mode"] == "raw"), default=0.0)
+    if as_json:
+        print(json.dumps({"model": model, "rounds": repeat, "best_raw_images_per_s": best_raw, "runs": rows}, indent=2))
+        return
+    columns = {
+        "mode": "mode",
+        "concurrency": "conc",
+        "images_per_s": "images/s",
+        "p50_ms": "p50 ms",
+        "p90_ms": "p90 ms",
+        "p99_ms": "p99 ms",
+        "errors": "errors",
+        "served_over_best_raw": "/best raw",
+        "p50_over_raw_ms": "p50-raw ms",
+        "over_best_peer": "/best peer",
+        "best_raw_over_this": "raw/peer",
+    }
+    table = Table(*columns.values(), title=f"imaas bench {model} (median of {repeat} round(s))")
+    for row in rows:
+        table.add_row(*(str(row.get(key, "")) for key in columns))
     console.print(table, width=max(console.width, 140))
 
 
@@ -437,6 +431,11 @@ async def _served_run(
     async with grpc.aio.insecure_channel(grpc_target, options=options) as channel:
         senders = grpc_senders(channel, model, kind, manifest, photos, concurrency)
         return await drive(proto, senders, duration, warmup)
+
+
+def _blocking(fn: Callable[..., Awaitable[Any]], *args: Any) -> Callable[[], Any]:
+    """A function that runs a fresh ``fn(*args)`` coroutine to completion each time it is called."""
+    return lambda: _run_fast(fn(*args))
 
 
 def _run_fast(coro: Any) -> Any:

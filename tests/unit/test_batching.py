@@ -190,3 +190,24 @@ async def test_prepare_runs_on_the_worker_and_fails_only_its_item() -> None:
     assert [float(r[0][0]) for r in (results[1], results[3])] == [2.0, 6.0]  # type: ignore[index]
     assert model.sizes == [1, 2]  # the bad item did not break its batch
     assert q.stats.failed_batches == 0
+
+
+async def test_a_lone_request_runs_solo_and_a_busy_queue_does_not() -> None:
+    shared, solo = GatedModel(), GatedModel()
+    q = BatchQueue(shared, max_batch=1, workers=2, clock=FakeClock())
+    q.run_solo = solo
+    await q.start()
+    out = await q.submit(np.ones(2))  # idle server: the solo session takes it
+    np.testing.assert_array_equal(out[0], [2, 2])
+    assert (solo.sizes, shared.sizes) == ([1], [])
+    solo.gate.clear()
+    first = asyncio.create_task(q.submit(np.zeros(1)))
+    await _until(lambda: solo.entered == 2)  # the lone request holds every core...
+    second = asyncio.create_task(q.submit(np.zeros(1)))
+    await _until(lambda: shared.entered == 1)  # ...so company goes to the single-threaded session
+    solo.gate.set()
+    await asyncio.gather(first, second)
+    await q.stop()
+    assert (solo.sizes, shared.sizes) == ([1, 1], [1])
+    assert q.stats.solo_batches == 2
+    assert q.stats.batches == 3

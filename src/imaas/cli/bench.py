@@ -16,7 +16,7 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -39,6 +39,7 @@ class BenchResult:
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     error_samples: list[str] = field(default_factory=list)
+    threads: int | None = None  # raw only: intra-op threads per stream
 
     @property
     def throughput(self) -> float:
@@ -51,7 +52,7 @@ class BenchResult:
 
     def row(self) -> dict[str, float | int | str]:
         """Summary for tables and JSON."""
-        return {
+        row: dict[str, float | int | str] = {
             "mode": self.mode,
             "concurrency": self.concurrency,
             "images_per_s": round(self.throughput, 1),
@@ -61,6 +62,9 @@ class BenchResult:
             "completed": self.completed,
             "errors": self.errors,
         }
+        if self.threads is not None:
+            row["intra_op_threads"] = self.threads
+        return row
 
 
 class PeerProcess:
@@ -249,15 +253,22 @@ async def run_served(
 def run_raw(
     services: Services, model: str, photos: list[bytes], concurrency: int, duration: float, warmup: float = 1.0
 ) -> BenchResult:
-    """The in-process pipeline with ``min(concurrency, cores)`` threads at batch 1."""
+    """The in-process pipeline with ``min(concurrency, cores)`` threads at batch 1.
+
+    One stream runs with the solo session's threads when the server has solo sessions, as a
+    lone request does when served, so the two latencies compare like with like.
+    """
     version = services.registry.resolve(ModelRef.parse(model))
     config = engine_config(services.settings)
-    session = OnnxSession(services.artifacts.open_path(version.sha256), config.session)
+    streams = max(1, min(concurrency, os.cpu_count() or 1))
+    options = config.session
+    if streams == 1 and config.solo_models > 0 and config.solo_threads > max(1, options.intra_op_threads):
+        options = replace(options, intra_op_threads=config.solo_threads)
+    session = OnnxSession(services.artifacts.open_path(version.sha256), options)
     limits = decode_limits(services.settings)
     manifest = version.manifest
     assert manifest.input.name is not None
-    streams = max(1, min(concurrency, os.cpu_count() or 1))
-    result = BenchResult("raw", streams)
+    result = BenchResult("raw", streams, threads=options.intra_op_threads)
     lock = threading.Lock()
     start = time.perf_counter()
     measure_from = start + warmup

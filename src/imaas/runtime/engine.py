@@ -4,6 +4,10 @@ Loading happens in a worker thread, once per version however many requests ask a
 same time, so the event loop keeps serving while a model loads. The engine is handed a
 file path and a manifest; it never sees the registry.
 
+The first ``solo_models`` versions loaded also get a solo session (``solo_threads`` intra-op
+threads) that their batch queue uses for a request that arrives at an idle server; the
+number is capped because each one holds a second copy of the optimised weights.
+
 Example::
 
     engine = Engine(EngineConfig())
@@ -17,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,8 @@ class EngineConfig:
     max_batch: int = 8
     max_wait_s: float = 0.0
     max_queue: int = 256
+    solo_threads: int = 1
+    solo_models: int = 2
 
 
 @dataclass
@@ -50,6 +56,7 @@ class LoadedModel:
     labels: tuple[str, ...] | None
     postprocess: Postprocess
     load_seconds: float
+    solo_session: OnnxSession | None = None
 
 
 def batch_runner(session: OnnxSession, version: ModelVersion) -> Callable[[np.ndarray], list[np.ndarray]]:
@@ -72,6 +79,7 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self._models: dict[tuple[str, int], LoadedModel] = {}
         self._loading: dict[tuple[str, int], asyncio.Task[LoadedModel]] = {}
+        self._solo: set[tuple[str, int]] = set()
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="load")
 
     def get(self, key: tuple[str, int]) -> LoadedModel | None:
@@ -99,7 +107,12 @@ class Engine:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         session = await loop.run_in_executor(self._executor, OnnxSession, path, self.config.session)
-        labels = await loop.run_in_executor(self._executor, resolve_labels, version.manifest.labels)
+        solo = await self._solo_session(version, path)
+        try:
+            labels = await loop.run_in_executor(self._executor, resolve_labels, version.manifest.labels)
+        except BaseException:
+            self._solo.discard(version.key)
+            raise
         queue = BatchQueue(
             batch_runner(session, version),
             max_batch=self.config.max_batch,
@@ -116,10 +129,26 @@ class Engine:
             labels=labels,
             postprocess=postprocessor(version.manifest.task),
             load_seconds=time.perf_counter() - start,
+            solo_session=solo,
         )
+        if solo is not None:
+            queue.run_solo = batch_runner(solo, version)
         await model.queue.start()
         self._models[version.key] = model
         return model
+
+    async def _solo_session(self, version: ModelVersion, path: Path) -> OnnxSession | None:
+        """A many-threaded session for lone requests, while fewer than ``solo_models`` have one."""
+        threads = self.config.solo_threads
+        if threads <= max(1, self.config.session.intra_op_threads) or len(self._solo) >= self.config.solo_models:
+            return None
+        self._solo.add(version.key)  # reserve the slot before the executor hop
+        options = replace(self.config.session, intra_op_threads=threads)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, OnnxSession, path, options)
+        except BaseException:
+            self._solo.discard(version.key)
+            raise
 
     async def unload(self, key: tuple[str, int]) -> bool:
         """Unload a version; requests already queued fail, new ones load it again on demand."""
@@ -127,6 +156,7 @@ class Engine:
         if model is None:
             return False
         await model.queue.stop()
+        self._solo.discard(key)
         return True
 
     async def close(self) -> None:

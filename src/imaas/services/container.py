@@ -46,6 +46,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_batch=rt.max_batch,
         max_wait_s=rt.max_wait_ms / 1000.0,
         max_queue=rt.max_queue,
+        solo_threads=rt.solo_threads,
+        solo_models=rt.solo_models,
     )
 
 

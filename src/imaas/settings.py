@@ -66,7 +66,10 @@ class RuntimeSettings(BaseModel):
         description="intra-op threads for a request that arrives at an idle server; 1 turns solo sessions off",
     )
     solo_models: int = Field(
-        2, ge=0, description="loaded models that get a solo session (each holds a second copy of the weights)"
+        1,
+        ge=0,
+        description="models that may hold a solo session at once (each is a second copy of the weights); "
+        "the ones called alone most recently get them",
     )
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     load_on_startup: bool = True

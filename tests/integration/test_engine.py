@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from imaas.domain import ModelVersion
-from imaas.runtime.engine import Engine, EngineConfig
+from imaas.runtime.engine import Engine, EngineConfig, LoadedModel
 from imaas.runtime.graph import check_model_file, complete_manifest
 from imaas.schemas.manifest import Manifest
 from tests.factories import tiny_classifier
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def now(self) -> float:
+        return self.t
 
 
 def version(path: Path, name: str) -> ModelVersion:
@@ -19,23 +28,40 @@ def version(path: Path, name: str) -> ModelVersion:
     return ModelVersion(name, 1, "0" * 64, path.stat().st_size, manifest, datetime.now(UTC))
 
 
-async def test_the_first_models_get_a_solo_session_up_to_the_cap(tmp_path: Path) -> None:
-    engine = Engine(EngineConfig(solo_threads=2, solo_models=1))
+async def until_solo(model: LoadedModel) -> None:
+    for _ in range(500):
+        if model.queue.run_solo is not None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no solo session was built")
+
+
+async def test_lone_requests_earn_a_solo_session_which_idle_holders_give_up(tmp_path: Path) -> None:
+    clock = FakeClock()
+    engine = Engine(EngineConfig(solo_threads=2, solo_models=1, solo_idle_s=30.0), clock=clock)
     a_path, b_path = tiny_classifier(tmp_path / "a.onnx"), tiny_classifier(tmp_path / "b.onnx", seed=1)
     a = await engine.load(version(a_path, "a"), a_path)
     b = await engine.load(version(b_path, "b"), b_path)
+    x = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
     try:
-        assert a.solo_session is not None
-        assert a.queue.run_solo is not None
-        assert b.solo_session is None
-        assert b.queue.run_solo is None
-        x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
-        alone = await a.queue.submit(x[0])  # the idle queue uses the solo session
-        np.testing.assert_allclose(alone[0], a.session.run({"input": x})[0][0], rtol=1e-5)
+        assert a.queue.run_solo is None  # none is built before a lone request asks
+        shared = await a.queue.submit(x)
+        await until_solo(a)
+        solo = await a.queue.submit(x)
+        np.testing.assert_allclose(solo[0], shared[0], rtol=1e-5)
         assert a.queue.stats.solo_batches == 1
-        await engine.unload(a.version.key)  # its slot goes to the next model loaded
-        c = await engine.load(version(a_path, "c"), a_path)
-        assert c.solo_session is not None
+        await b.queue.submit(x)  # the holder ran solo just now: it keeps the slot
+        await asyncio.sleep(0.1)
+        assert b.queue.run_solo is None
+        assert a.queue.run_solo is not None
+        clock.t += 31  # the holder has been idle: the next lone request takes its slot
+        await b.queue.submit(x)
+        await until_solo(b)
+        assert a.queue.run_solo is None
+        assert a.solo_session is None
+        await engine.unload(b.version.key)  # unloading frees the slot for the next asker
+        await a.queue.submit(x)
+        await until_solo(a)
     finally:
         await engine.close()
 
@@ -45,6 +71,8 @@ async def test_no_solo_session_when_it_would_add_no_threads(tmp_path: Path) -> N
     path = tiny_classifier(tmp_path / "a.onnx")
     try:
         model = await engine.load(version(path, "a"), path)
-        assert model.solo_session is None
+        await model.queue.submit(np.zeros((3, 32, 32), dtype=np.float32))
+        await asyncio.sleep(0.1)
+        assert model.queue.run_solo is None
     finally:
         await engine.close()

@@ -14,7 +14,8 @@ batch while the engine is idle: only when every other worker is busy does it lin
 A lone request (nothing else queued, no other worker busy) runs on ``run_solo`` when one is
 set: a session with as many intra-op threads as cores, so an idle server answers one image
 with every core (MobileNetV2 on 2 cores: 10 -> 6.5 ms) while a loaded one keeps one
-single-threaded batch per core, which gives the most images per second.
+single-threaded batch per core, which gives the most images per second. A lone request that
+had no solo session calls ``on_lone`` (on the event loop), so the engine can give it one.
 
 A full queue refuses at once (``Overloaded``, HTTP 429 with Retry-After); a request whose
 deadline passes before its batch runs is failed with ``DeadlineExceeded`` (504) and never
@@ -84,6 +85,8 @@ class BatchQueue:
     ) -> None:
         self._run_batch = run_batch
         self.run_solo: RunBatch | None = None
+        self.on_lone: Callable[[], None] | None = None
+        self.last_solo_at = float("-inf")  # clock time of the last solo batch
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
@@ -181,9 +184,9 @@ class BatchQueue:
                 with self._lock:
                     self._busy -= 1
             assert self._loop is not None
-            solo = run is not self._run_batch
+            lone = None if not alone else run is not self._run_batch  # None: not alone; False: alone, no solo
             try:
-                self._loop.call_soon_threadsafe(self._deliver, batch, results, expired, runs, failed, solo)
+                self._loop.call_soon_threadsafe(self._deliver, batch, results, expired, runs, failed, lone)
             except RuntimeError:  # the loop closed under us: nobody is waiting any more
                 return
 
@@ -252,7 +255,13 @@ class BatchQueue:
 
     # -- back on the event loop --------------------------------------------------------------
     def _deliver(
-        self, batch: list[_Item], results: list[Result], expired: list[_Item], runs: int, failed: int, solo: bool
+        self,
+        batch: list[_Item],
+        results: list[Result],
+        expired: list[_Item],
+        runs: int,
+        failed: int,
+        lone: bool | None,
     ) -> None:
         self.stats.expired += len(expired)
         for item in expired:
@@ -261,7 +270,11 @@ class BatchQueue:
         if not batch:
             return
         self.stats.batches += runs
-        self.stats.solo_batches += runs if solo else 0
+        if lone:
+            self.stats.solo_batches += runs
+            self.last_solo_at = self.clock.now()
+        elif lone is False and self.on_lone is not None:
+            self.on_lone()
         self.stats.failed_batches += failed
         self.stats.items += len(batch)
         if len(self.stats.batch_sizes) < 10_000:

@@ -4,9 +4,10 @@ Loading happens in a worker thread, once per version however many requests ask a
 same time, so the event loop keeps serving while a model loads. The engine is handed a
 file path and a manifest; it never sees the registry.
 
-The first ``solo_models`` versions loaded also get a solo session (``solo_threads`` intra-op
-threads) that their batch queue uses for a request that arrives at an idle server; the
-number is capped because each one holds a second copy of the optimised weights.
+Solo sessions (``solo_threads`` intra-op threads) serve requests that arrive at an idle
+server with every core. At most ``solo_models`` versions hold one, since each is a second
+copy of the optimised weights: a version whose lone request found none gets one, built in
+the background, when a slot is free or its holder has not run solo for ``solo_idle_s``.
 
 Example::
 
@@ -18,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +34,8 @@ from imaas.runtime.labelsets import resolve_labels
 from imaas.runtime.session import OnnxSession, SessionOptions
 from imaas.runtime.tasks import Postprocess, postprocessor
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -43,7 +47,8 @@ class EngineConfig:
     max_wait_s: float = 0.0
     max_queue: int = 256
     solo_threads: int = 1
-    solo_models: int = 2
+    solo_models: int = 1
+    solo_idle_s: float = 30.0
 
 
 @dataclass
@@ -51,6 +56,7 @@ class LoadedModel:
     """A version ready to serve."""
 
     version: ModelVersion
+    path: Path
     session: OnnxSession
     queue: BatchQueue
     labels: tuple[str, ...] | None
@@ -79,7 +85,8 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self._models: dict[tuple[str, int], LoadedModel] = {}
         self._loading: dict[tuple[str, int], asyncio.Task[LoadedModel]] = {}
-        self._solo: set[tuple[str, int]] = set()
+        self._solo: dict[tuple[str, int], LoadedModel] = {}
+        self._solo_task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="load")
 
     def get(self, key: tuple[str, int]) -> LoadedModel | None:
@@ -107,12 +114,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         session = await loop.run_in_executor(self._executor, OnnxSession, path, self.config.session)
-        solo = await self._solo_session(version, path)
-        try:
-            labels = await loop.run_in_executor(self._executor, resolve_labels, version.manifest.labels)
-        except BaseException:
-            self._solo.discard(version.key)
-            raise
+        labels = await loop.run_in_executor(self._executor, resolve_labels, version.manifest.labels)
         queue = BatchQueue(
             batch_runner(session, version),
             max_batch=self.config.max_batch,
@@ -124,31 +126,52 @@ class Engine:
         )
         model = LoadedModel(
             version=version,
+            path=path,
             session=session,
             queue=queue,
             labels=labels,
             postprocess=postprocessor(version.manifest.task),
             load_seconds=time.perf_counter() - start,
-            solo_session=solo,
         )
-        if solo is not None:
-            queue.run_solo = batch_runner(solo, version)
+        queue.on_lone = lambda: self._offer_solo(model)
         await model.queue.start()
         self._models[version.key] = model
         return model
 
-    async def _solo_session(self, version: ModelVersion, path: Path) -> OnnxSession | None:
-        """A many-threaded session for lone requests, while fewer than ``solo_models`` have one."""
-        threads = self.config.solo_threads
-        if threads <= max(1, self.config.session.intra_op_threads) or len(self._solo) >= self.config.solo_models:
-            return None
-        self._solo.add(version.key)  # reserve the slot before the executor hop
-        options = replace(self.config.session, intra_op_threads=threads)
+    def _offer_solo(self, model: LoadedModel) -> None:
+        """On the event loop: ``model`` served a lone request without a solo session."""
+        cfg = self.config
+        if cfg.solo_threads <= max(1, cfg.session.intra_op_threads) or cfg.solo_models < 1:
+            return
+        if self._solo_task is not None or model.version.key in self._solo or self.get(model.version.key) is not model:
+            return
+        if len(self._solo) >= cfg.solo_models:
+            holder = min(self._solo.values(), key=lambda m: m.queue.last_solo_at)
+            if self.clock.now() - holder.queue.last_solo_at < cfg.solo_idle_s:
+                return  # the holders are in use: no churn
+            self._drop_solo(holder)
+        self._solo[model.version.key] = model  # the slot is taken while the session builds
+        self._solo_task = asyncio.get_running_loop().create_task(self._give_solo(model))
+
+    async def _give_solo(self, model: LoadedModel) -> None:
+        options = replace(self.config.session, intra_op_threads=self.config.solo_threads)
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, OnnxSession, path, options)
-        except BaseException:
-            self._solo.discard(version.key)
-            raise
+            session = await loop.run_in_executor(self._executor, OnnxSession, model.path, options)
+        except Exception as exc:  # the shared session still serves; keep the slot so it is not retried
+            log.warning("no solo session for %s@%s: %s", model.version.model, model.version.version, exc)
+            return
+        finally:
+            self._solo_task = None
+        if self._solo.get(model.version.key) is model:
+            model.solo_session = session
+            model.queue.last_solo_at = self.clock.now()
+            model.queue.run_solo = batch_runner(session, model.version)
+
+    def _drop_solo(self, model: LoadedModel) -> None:
+        self._solo.pop(model.version.key, None)
+        model.queue.run_solo = None  # a batch running on it keeps its own reference
+        model.solo_session = None
 
     async def unload(self, key: tuple[str, int]) -> bool:
         """Unload a version; requests already queued fail, new ones load it again on demand."""
@@ -156,11 +179,13 @@ class Engine:
         if model is None:
             return False
         await model.queue.stop()
-        self._solo.discard(key)
+        self._drop_solo(model)
         return True
 
     async def close(self) -> None:
         """Unload everything and stop the worker threads."""
+        if self._solo_task is not None:
+            self._solo_task.cancel()
         for key in list(self._models):
             await self.unload(key)
         self._executor.shutdown(wait=False, cancel_futures=True)

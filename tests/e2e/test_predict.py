@@ -7,6 +7,7 @@ import base64
 import httpx
 import pytest
 
+from imaas.client import Client
 from tests.conftest import RunningServer
 
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -95,6 +96,20 @@ def test_catalog(zoo_server: RunningServer) -> None:
     assert v["aliases"] == ["production"]
     assert v["metrics"]["onnx_parity_max_abs_diff"] < 1e-4
     assert len(v["sha256"]) == 64
+
+
+def test_catalog_pages(zoo_server: RunningServer) -> None:
+    first = httpx.get(f"{zoo_server.url}/v1/models", params={"limit": 1}).json()
+    assert ([m["name"] for m in first["models"]], first["next"]) == (["efficientnet-lite0"], "efficientnet-lite0")
+    second = httpx.get(f"{zoo_server.url}/v1/models", params={"limit": 1, "after": first["next"]}).json()
+    assert ([m["name"] for m in second["models"]], second["next"]) == (["mobilenet-v2"], None)
+    assert httpx.get(f"{zoo_server.url}/v1/models").json()["next"] is None
+    bad = httpx.get(f"{zoo_server.url}/v1/models", params={"limit": 0})
+    assert bad.status_code == 400
+    assert bad.json()["code"] == "invalid_request"
+    with Client(zoo_server.url) as c:
+        page = c.list_models(limit=1, after="efficientnet-lite0")
+    assert [m.name for m in page.models] == ["mobilenet-v2"]
 
 
 def test_health_and_openapi(zoo_server: RunningServer) -> None:

@@ -91,6 +91,9 @@ def test_list_models_and_task_conflict(registry: SqlRegistry) -> None:
     assert all(m.latest_version == 1 for m in listed)
     with pytest.raises(Conflict):
         registry.add_version("a", "d" * 64, 1, Manifest(task="embedding"))
+    assert [m.name for m in registry.list_models(limit=2)] == ["a", "b"]
+    assert [m.name for m in registry.list_models(limit=2, after="b")] == ["c"]
+    assert registry.list_models(after="c") == []
 
 
 def test_unknown_parent_version(registry: SqlRegistry) -> None:

@@ -146,10 +146,14 @@ def zoo_list() -> None:
 def models_list(url: UrlOption = DEFAULT_URL, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the models a server has."""
     from imaas.client import Client
+    from imaas.schemas.rest import ModelList
 
     try:
         with Client(url) as c:
             models = c.list_models()
+            while models.next is not None:  # every page
+                page = c.list_models(after=models.next)
+                models = ModelList(models=models.models + page.models, next=page.next)
     except ImaasError as exc:
         raise _fail(exc) from None
     if as_json:

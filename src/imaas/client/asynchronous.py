@@ -13,6 +13,7 @@ from imaas.client.common import (
     DEFAULT_URL,
     ImageSource,
     load_image,
+    page_params,
     predict_request,
     push_request,
     raise_for_problem,
@@ -51,9 +52,11 @@ class AsyncClient:
         raise_for_problem(response)
         return response.json()
 
-    async def list_models(self) -> ModelList:
-        """``GET /v1/models``."""
-        return ModelList.model_validate(await self._call("GET", url="/v1/models"))
+    async def list_models(self, limit: int | None = None, after: str | None = None) -> ModelList:
+        """``GET /v1/models``: one page (the server's default size unless ``limit``); pass the
+        answer's ``next`` as ``after`` for the following page."""
+        params = page_params(limit, after)
+        return ModelList.model_validate(await self._call("GET", url="/v1/models", params=params))
 
     async def get_model(self, name: str) -> ModelDetail:
         """``GET /v1/models/{name}``."""

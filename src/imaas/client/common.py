@@ -67,6 +67,16 @@ def predict_request(
     return kwargs
 
 
+def page_params(limit: int | None, after: str | None) -> dict[str, str | int]:
+    """Query parameters for one page of ``GET /v1/models``."""
+    params: dict[str, str | int] = {}
+    if limit is not None:
+        params["limit"] = limit
+    if after is not None:
+        params["after"] = after
+    return params
+
+
 def push_request(name: str, manifest: str | None, alias: str | None) -> dict[str, Any]:
     """Keyword arguments for ``httpx`` to push a version (the file is opened by the caller)."""
     data = {k: v for k, v in {"manifest": manifest, "alias": alias}.items() if v is not None}

@@ -148,11 +148,17 @@ class SqlRegistry:
             for r in rows
         ]
 
-    def list_models(self) -> list[ModelRecord]:
-        """All models with their latest version and aliases, by name (three queries in all)."""
+    def list_models(self, limit: int | None = None, after: str | None = None) -> list[ModelRecord]:
+        """Models by name with their latest version and aliases, up to ``limit`` whose name sorts
+        after ``after`` (keyset paging on the unique name index: three queries bounded by the
+        page, whatever the catalog's size)."""
         with self._session() as s:
-            rows = list(s.scalars(select(ModelRow).order_by(ModelRow.name)))
-            return self._records(s, rows)
+            q = select(ModelRow).order_by(ModelRow.name)
+            if after is not None:
+                q = q.where(ModelRow.name > after)
+            if limit is not None:
+                q = q.limit(limit)
+            return self._records(s, list(s.scalars(q)))
 
     def get_model(self, name: str) -> ModelRecord:
         """One model; raises ``ModelNotFound``."""

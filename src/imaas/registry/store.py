@@ -25,8 +25,8 @@ class RegistryStore(Protocol):
         """Register a version; returns it and whether it is new (same bytes+manifest is not)."""
         ...
 
-    def list_models(self) -> list[ModelRecord]:
-        """All models with their latest version and aliases, by name."""
+    def list_models(self, limit: int | None = None, after: str | None = None) -> list[ModelRecord]:
+        """Models by name with their latest version and aliases: up to ``limit``, names after ``after``."""
         ...
 
     def get_model(self, name: str) -> ModelRecord:

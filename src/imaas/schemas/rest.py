@@ -74,9 +74,10 @@ class ModelSummary(BaseModel):
 
 
 class ModelList(BaseModel):
-    """Answer of ``GET /v1/models``."""
+    """Answer of ``GET /v1/models``: one page of models by name."""
 
     models: list[ModelSummary]
+    next: str | None = Field(None, description="pass as `after` for the next page; null on the last page")
 
 
 class ModelDetail(ModelSummary):

@@ -105,9 +105,9 @@ class ModelService:
         with path.open("rb") as f:
             return self.push(name, f, manifest, **kwargs)
 
-    def list_models(self) -> list[ModelRecord]:
-        """All models, by name."""
-        return self.registry.list_models()
+    def list_models(self, limit: int | None = None, after: str | None = None) -> list[ModelRecord]:
+        """Models by name: up to ``limit`` (all by default) whose name sorts after ``after``."""
+        return self.registry.list_models(limit, after)
 
     def describe(self, name: str) -> tuple[ModelRecord, list[ModelVersion]]:
         """A model and its versions, newest first."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 
 from imaas.api.deps import Principal, principal, services
@@ -45,10 +45,20 @@ def version_info(v: ModelVersion, aliases: dict[str, int]) -> VersionInfo:
 
 
 @router.get("", response_model=ModelList, summary="List models")
-async def list_models(svc: Services = Depends(services), _p: Principal = Depends(principal)) -> ModelList:
-    """Every registered model with its latest version and aliases."""
-    records = await asyncio.to_thread(svc.models.list_models)
-    return ModelList(models=[summary(r) for r in records])
+async def list_models(
+    limit: Annotated[int, Query(ge=1, le=1000, description="models per page")] = 100,
+    after: Annotated[str | None, Query(description="the `next` of the previous page")] = None,
+    svc: Services = Depends(services),
+    _p: Principal = Depends(principal),
+) -> ModelList:
+    """Registered models by name with their latest version and aliases, a page at a time.
+
+    A page costs the same however many models are registered (keyset paging on the name).
+    """
+    records = await asyncio.to_thread(svc.models.list_models, limit + 1, after)
+    more = len(records) > limit
+    page = records[:limit]
+    return ModelList(models=[summary(r) for r in page], next=page[-1].name if more else None)
 
 
 @router.get(

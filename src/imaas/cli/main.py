@@ -391,7 +391,8 @@ def bench(
     table = Table(*columns.values(), title=f"imaas bench {model} (median of {repeat} round(s))")
     for row in rows:
         table.add_row(*(str(row.get(key, "")) for key in columns))
-    console.print(table, width=max(console.width, 140))
+    # Rich never prints wider than its console, which is 80 columns when stdout is a file or pipe
+    (console if console.is_terminal else Console(width=160)).print(table)
 
 
 async def _peer_run(spec: str, photos: list[bytes], concurrency: int, duration: float, warmup: float) -> Any:

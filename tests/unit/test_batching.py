@@ -48,6 +48,16 @@ async def _until(cond: object, limit_s: float = 5.0) -> None:
         await asyncio.sleep(0.001)
 
 
+async def _held_queue(model: GatedModel, max_batch: int) -> tuple[BatchQueue, asyncio.Task[list[np.ndarray]]]:
+    """A one-worker queue whose worker has taken a first item and is blocked on the model's gate."""
+    model.gate.clear()
+    q = BatchQueue(model, max_batch=max_batch, workers=1, clock=FakeClock())
+    await q.start()
+    first = asyncio.create_task(q.submit(np.zeros(1)))
+    await _until(lambda: model.entered == 1)
+    return q, first
+
+
 async def test_results_map_back_to_their_requests() -> None:
     model = GatedModel()
     q = BatchQueue(model, max_batch=4, workers=1, clock=FakeClock())
@@ -61,11 +71,7 @@ async def test_results_map_back_to_their_requests() -> None:
 
 async def test_waiting_requests_are_batched_up_to_max_batch() -> None:
     model = GatedModel()
-    model.gate.clear()
-    q = BatchQueue(model, max_batch=4, workers=1, clock=FakeClock())
-    await q.start()
-    first = asyncio.create_task(q.submit(np.zeros(1)))
-    await _until(lambda: model.entered == 1)  # the worker took the first one and is blocked on the gate
+    q, first = await _held_queue(model, max_batch=4)
     rest = [asyncio.create_task(q.submit(np.ones(1))) for _ in range(6)]
     await _until(lambda: q.depth == 6)
     model.gate.set()
@@ -155,11 +161,7 @@ async def test_a_failing_batch_fails_only_its_own_requests() -> None:
 
 async def test_inputs_of_different_shapes_are_not_stacked() -> None:
     model = GatedModel()
-    model.gate.clear()
-    q = BatchQueue(model, max_batch=8, workers=1, clock=FakeClock())
-    await q.start()
-    first = asyncio.create_task(q.submit(np.zeros(1)))
-    await _until(lambda: model.entered == 1)
+    q, first = await _held_queue(model, max_batch=8)
     mixed = [asyncio.create_task(q.submit(np.zeros(n))) for n in (2, 2, 3)]
     await _until(lambda: q.depth == 3)
     model.gate.set()
@@ -170,11 +172,7 @@ async def test_inputs_of_different_shapes_are_not_stacked() -> None:
 
 async def test_prepare_runs_on_the_worker_and_fails_only_its_item() -> None:
     model = GatedModel()
-    model.gate.clear()
-    q = BatchQueue(model, max_batch=4, workers=1, clock=FakeClock())
-    await q.start()
-    first = asyncio.create_task(q.submit(np.zeros(1)))
-    await _until(lambda: model.entered == 1)
+    q, first = await _held_queue(model, max_batch=4)
 
     def prepare(value: float) -> np.ndarray:
         if value < 0:

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -261,9 +261,7 @@ def run_raw(
     version = services.registry.resolve(ModelRef.parse(model))
     config = engine_config(services.settings)
     streams = max(1, min(concurrency, os.cpu_count() or 1))
-    options = config.session
-    if streams == 1 and config.solo_models > 0 and config.solo_threads > max(1, options.intra_op_threads):
-        options = replace(options, intra_op_threads=config.solo_threads)
+    options = (config.solo_session() if streams == 1 else None) or config.session
     session = OnnxSession(services.artifacts.open_path(version.sha256), options)
     limits = decode_limits(services.settings)
     manifest = version.manifest

@@ -50,6 +50,13 @@ class EngineConfig:
     solo_models: int = 1
     solo_idle_s: float = 30.0
 
+    def solo_session(self) -> SessionOptions | None:
+        """Options of a solo session, or None when solo sessions are off (none allowed, or no
+        more threads than the shared session already has)."""
+        if self.solo_models < 1 or self.solo_threads <= max(1, self.session.intra_op_threads):
+            return None
+        return replace(self.session, intra_op_threads=self.solo_threads)
+
 
 @dataclass
 class LoadedModel:
@@ -141,7 +148,7 @@ class Engine:
     def _offer_solo(self, model: LoadedModel) -> None:
         """On the event loop: ``model`` served a lone request without a solo session."""
         cfg = self.config
-        if cfg.solo_threads <= max(1, cfg.session.intra_op_threads) or cfg.solo_models < 1:
+        if cfg.solo_session() is None:
             return
         if self._solo_task is not None or model.version.key in self._solo or self.get(model.version.key) is not model:
             return
@@ -154,7 +161,8 @@ class Engine:
         self._solo_task = asyncio.get_running_loop().create_task(self._give_solo(model))
 
     async def _give_solo(self, model: LoadedModel) -> None:
-        options = replace(self.config.session, intra_op_threads=self.config.solo_threads)
+        options = self.config.solo_session()
+        assert options is not None  # _offer_solo checked
         loop = asyncio.get_running_loop()
         try:
             session = await loop.run_in_executor(self._executor, OnnxSession, model.path, options)

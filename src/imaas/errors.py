@@ -22,9 +22,10 @@ class ImaasError(Exception):
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal server error"
 
-    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+    def __init__(self, detail: str | None = None, *, retry_after: float | None = None, **extra: Any) -> None:
         self.detail = detail or self.title
         self.extra: dict[str, Any] = extra
+        self.retry_after = retry_after  # seconds; the edges send it as Retry-After when set
         super().__init__(self.detail)
 
 
@@ -42,6 +43,13 @@ class Unauthorized(ImaasError):
     status = 401
     code = "unauthorized"
     title = "Missing or invalid credentials"
+
+
+class TooManyImages(InvalidRequest):
+    """The request carries more images than ``server.max_images_per_request``."""
+
+    code = "too_many_images"
+    title = "Too many images in one request"
 
 
 class NotFound(ImaasError):
@@ -150,9 +158,8 @@ class Overloaded(ImaasError):
     code = "overloaded"
     title = "Too many requests queued for this model"
 
-    def __init__(self, detail: str | None = None, retry_after: float = 1.0, **extra: Any) -> None:
-        super().__init__(detail, **extra)
-        self.retry_after = retry_after
+    def __init__(self, detail: str | None = None, *, retry_after: float | None = 1.0, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extra)
 
 
 class ModelNotReady(ImaasError):
@@ -161,6 +168,14 @@ class ModelNotReady(ImaasError):
     status = 503
     code = "model_not_ready"
     title = "Model not ready"
+
+
+class RegistryBusy(ImaasError):
+    """The registry database stayed locked by other writers through every retry."""
+
+    status = 503
+    code = "registry_busy"
+    title = "Registry busy"
 
 
 class DeadlineExceeded(ImaasError):
@@ -177,6 +192,29 @@ class InferenceFailed(ImaasError):
     status = 500
     code = "inference_failed"
     title = "Inference failed"
+
+
+class TransportError(ImaasError):
+    """The SDK could not exchange a request with the server (raised client-side, never sent)."""
+
+    status = 503
+    code = "transport_error"
+    title = "No answer from the server"
+
+
+class ServerUnreachable(TransportError):
+    """Nothing accepted the connection at the server's URL (not started, wrong URL or port)."""
+
+    code = "server_unreachable"
+    title = "Server unreachable"
+
+
+class ServerTimeout(TransportError):
+    """The server accepted the request but did not answer within the client's timeout."""
+
+    status = 504
+    code = "server_timeout"
+    title = "The server did not answer in time"
 
 
 def all_error_classes() -> list[type[ImaasError]]:

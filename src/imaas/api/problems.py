@@ -8,6 +8,7 @@ request id and answered with a bare ``internal_error`` (no stack trace leaves th
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from imaas.api.responses import FastJSONResponse, ProblemResponse
-from imaas.errors import ImaasError, Overloaded, PayloadTooLarge
+from imaas.errors import ImaasError, PayloadTooLarge
 
 log = logging.getLogger("imaas.api")
 
@@ -67,9 +68,14 @@ async def imaas_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status >= 500:
         log.warning("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.detail)
     resp = problem(request, exc.status, exc.code, exc.title, exc.detail, **exc.extra)
-    if isinstance(exc, Overloaded):
-        resp.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if exc.retry_after is not None:
+        resp.headers["Retry-After"] = retry_after_header(exc.retry_after)
     return resp
+
+
+def retry_after_header(seconds: float) -> str:
+    """``Retry-After`` in whole seconds, at least 1 (HTTP has no fractions there)."""
+    return str(max(1, math.ceil(seconds)))
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:

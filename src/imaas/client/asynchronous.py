@@ -17,12 +17,21 @@ from imaas.client.common import (
     predict_request,
     push_request,
     raise_for_problem,
+    transport_errors,
 )
+from imaas.errors import ServerUnreachable
 from imaas.schemas.rest import ModelDetail, ModelList, PredictResponse, VersionInfo
 
 
 class AsyncClient:
-    """Async twin of ``Client``."""
+    """Async twin of ``Client``: the same methods and errors, as coroutines (``aclose`` for ``close``).
+
+    Example::
+
+        async with AsyncClient("http://127.0.0.1:8000") as c:
+            if await c.ready():
+                result = await c.predict("mobilenet-v2", "cat.jpg", top_k=1)
+    """
 
     def __init__(
         self,
@@ -47,8 +56,12 @@ class AsyncClient:
         """Close the connection pool."""
         await self._http.aclose()
 
+    async def _send(self, method: str, **kwargs: Any) -> httpx.Response:
+        with transport_errors(self._http):
+            return await self._http.request(method, **kwargs)
+
     async def _call(self, method: str, **kwargs: Any) -> Any:
-        response = await self._http.request(method, **kwargs)
+        response = await self._send(method, **kwargs)
         raise_for_problem(response)
         return response.json()
 
@@ -75,6 +88,10 @@ class AsyncClient:
         )
         return VersionInfo.model_validate(body)
 
+    async def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` at ``version``."""
+        await self._call("PUT", url=f"/v1/models/{name}/aliases/{alias}", json={"version": version})
+
     async def predict(
         self,
         model: str,
@@ -89,3 +106,14 @@ class AsyncClient:
         encoded = [load_image(i) for i in items]
         body = await self._call("POST", **predict_request(model, encoded, top_k, version, alias))
         return PredictResponse.model_validate(body)
+
+    async def ready(self) -> bool:
+        """Whether ``/readyz`` answers 200; ``False`` too while nothing answers at the URL.
+
+        So a loop can wait for a server that is still starting. A server that accepts but
+        does not answer still raises ``ServerTimeout``.
+        """
+        try:
+            return (await self._send("GET", url="/readyz")).status_code == 200
+        except ServerUnreachable:
+            return False

@@ -1,27 +1,33 @@
-"""Request building and response decoding shared by the sync and async clients."""
+"""Request building, transport-error translation and response decoding shared by both clients."""
 
 from __future__ import annotations
 
-import mimetypes
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from imaas.errors import ImaasError, error_for_code
+from imaas.errors import ImaasError, ServerTimeout, ServerUnreachable, TransportError, error_for_code
 
 ImageSource = str | Path | bytes
 DEFAULT_URL = "http://127.0.0.1:8000"
 
-_MAGIC = [
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"GIF8", "image/gif"),
-    (b"BM", "image/bmp"),
-    (b"II*\x00", "image/tiff"),
-    (b"MM\x00*", "image/tiff"),
+# Magic bytes of the image formats the server decodes. Anything else is sent as
+# application/octet-stream so the server sniffs it and answers as it does to curl; a media
+# type guessed from the file name (text/plain for notes.txt) would earn a 415 instead.
+_MAGIC: list[tuple[str, dict[int, bytes]]] = [  # media type, {offset: bytes found there}
+    ("image/jpeg", {0: b"\xff\xd8\xff"}),
+    ("image/png", {0: b"\x89PNG\r\n\x1a\n"}),
+    ("image/gif", {0: b"GIF8"}),
+    ("image/bmp", {0: b"BM"}),
+    ("image/tiff", {0: b"II*\x00"}),
+    ("image/tiff", {0: b"MM\x00*"}),
+    ("image/webp", {0: b"RIFF", 8: b"WEBP"}),  # a RIFF container whose form type is WEBP
 ]
+OCTET_STREAM = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -34,23 +40,80 @@ class EncodedImage:
 
 
 def load_image(source: ImageSource) -> EncodedImage:
-    """Read an image from a path or take raw bytes; guess the media type."""
+    """Read an image from a path or take raw bytes, with the media type its bytes show."""
     if isinstance(source, bytes):
         data, name = source, "image"
     else:
         path = Path(source)
         data, name = path.read_bytes(), path.name
-    return EncodedImage(data, name, guess_type(data, name))
+    return EncodedImage(data, name, sniff_type(data))
 
 
-def guess_type(data: bytes, name: str) -> str:
-    """Media type from magic bytes, else from the file name, else octet-stream."""
-    for magic, ctype in _MAGIC:
-        if data.startswith(magic):
+def sniff_type(data: bytes) -> str:
+    """The image media type ``data``'s magic bytes show, else ``application/octet-stream``.
+
+    The file name is deliberately ignored: the server decides what the bytes are, so a
+    file gets the same answer from the SDK, the CLI and curl.
+
+    Example::
+
+        sniff_type(b"\x89PNG\r\n\x1a\n...")  # "image/png"
+        sniff_type(b"meeting notes")        # "application/octet-stream"
+    """
+    for ctype, parts in _MAGIC:
+        if all(data[offset : offset + len(magic)] == magic for offset, magic in parts.items()):
             return ctype
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return OCTET_STREAM
+
+
+@contextmanager
+def transport_errors(http: httpx.Client | httpx.AsyncClient) -> Iterator[None]:
+    """Raise httpx's transport failures inside the block as ``imaas.errors`` classes.
+
+    This is where httpx enters the SDK, so callers catch one tree (``ImaasError`` >
+    ``TransportError`` > ``ServerUnreachable``/``ServerTimeout``) whether the server said no
+    or never answered. The httpx exception stays reachable as ``__context__`` but is not
+    chained, so a traceback shows one error, not two.
+
+    Example::
+
+        with transport_errors(self._http):
+            response = self._http.request("GET", "/v1/models")
+    """
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise translate_transport_error(exc, http) from None
+
+
+def translate_transport_error(exc: httpx.TransportError, http: httpx.Client | httpx.AsyncClient) -> TransportError:
+    """The ``imaas.errors`` class for one httpx transport failure, with a detail naming the URL.
+
+    A connection refused or never accepted (``ConnectError``, ``ConnectTimeout``) means
+    nothing answers at the URL: ``ServerUnreachable``. Any other timeout means the server
+    took the request but did not answer in time: ``ServerTimeout``. The rest (a dropped
+    connection, a URL without ``http://``) is a plain ``TransportError``.
+    """
+    base = str(http.base_url).rstrip("/")
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ServerUnreachable(f"nothing answers at {base}", url=base, reason=reason)
+    if isinstance(exc, httpx.UnsupportedProtocol):  # the URL itself is wrong, e.g. no http://
+        return TransportError(f"cannot send to {base}: {reason}", url=base, reason=reason)
+    request = _request_line(exc)
+    if isinstance(exc, httpx.TimeoutException):
+        seconds = http.timeout.read
+        within = f" within {seconds:g} s" if seconds is not None else ""
+        return ServerTimeout(f"{base} sent no answer to {request}{within}", url=base, reason=reason)
+    return TransportError(f"{request} to {base} failed: {reason}", url=base, reason=reason)
+
+
+def _request_line(exc: httpx.TransportError) -> str:
+    try:
+        request = exc.request
+    except RuntimeError:  # httpx sets it for every request it sends; this is only a guard
+        return "the request"
+    return f"{request.method} {request.url.raw_path.decode('ascii', 'replace')}"
 
 
 def predict_request(
@@ -100,4 +163,6 @@ def raise_for_problem(response: httpx.Response) -> None:
     err.extra.update({"status": response.status_code, "code": code, "request_id": body.get("request_id")})
     if response.headers.get("retry-after"):
         err.extra["retry_after"] = response.headers["retry-after"]
+        with suppress(ValueError):  # seconds, as the server sends them; an HTTP-date stays only in extra
+            err.retry_after = float(response.headers["retry-after"])
     raise err

@@ -16,12 +16,24 @@ from imaas.client.common import (
     predict_request,
     push_request,
     raise_for_problem,
+    transport_errors,
 )
+from imaas.errors import ServerUnreachable
 from imaas.schemas.rest import ModelDetail, ModelList, PredictResponse, VersionInfo
 
 
 class Client:
-    """Talks to an imaas server. Errors are raised as ``imaas.errors`` classes by ``code``."""
+    """Talks to an imaas server.
+
+    A server's problem is raised as the ``imaas.errors`` class its ``code`` names
+    (``ModelNotFound``...); a server that never answers as ``TransportError``
+    (``ServerUnreachable``, ``ServerTimeout``). No httpx exception leaves the client.
+
+    Example::
+
+        with Client("http://127.0.0.1:8000", timeout=10) as c:
+            top = c.predict("mobilenet-v2", "cat.jpg", top_k=1).results[0].predictions[0]
+    """
 
     def __init__(
         self,
@@ -44,8 +56,12 @@ class Client:
         """Close the connection pool."""
         self._http.close()
 
+    def _send(self, method: str, **kwargs: Any) -> httpx.Response:
+        with transport_errors(self._http):
+            return self._http.request(method, **kwargs)
+
     def _call(self, method: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, **kwargs)
+        response = self._send(method, **kwargs)
         raise_for_problem(response)
         return response.json()
 
@@ -91,5 +107,12 @@ class Client:
         return PredictResponse.model_validate(body)
 
     def ready(self) -> bool:
-        """Whether ``/readyz`` answers 200."""
-        return self._http.get("/readyz").status_code == 200
+        """Whether ``/readyz`` answers 200; ``False`` too while nothing answers at the URL.
+
+        So a loop can wait for a server that is still starting. A server that accepts but
+        does not answer still raises ``ServerTimeout``.
+        """
+        try:
+            return self._send("GET", url="/readyz").status_code == 200
+        except ServerUnreachable:
+            return False

@@ -1,28 +1,49 @@
-"""``POST /v1/models/{name}:predict``: raw image body, multipart files or base64 JSON."""
+"""``POST /v1/models/{name}:predict``: raw image body, multipart files or base64 JSON.
+
+The route documents the endpoint and serves multipart and JSON bodies; raw image bodies
+are answered earlier by the fast path (``api/fastpath.py``). Both call ``answer_predict``,
+which reads the query and the body itself, so the parameters below are described in the
+OpenAPI document rather than parsed a second time by FastAPI.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from typing import Annotated, Any
+from typing import Any
 
-import orjson
-from fastapi import APIRouter, Depends, Query, Request
-from pydantic import ValidationError
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
+from fastapi import APIRouter, Request
+from starlette.responses import Response
 
-from imaas.api.deps import Principal, principal, services
-from imaas.api.responses import FastJSONResponse
-from imaas.domain import ModelRef
-from imaas.errors import InvalidRequest, UnsupportedMediaType
+from imaas.api.predict_call import MAX_TOP_K, answer_predict
 from imaas.schemas.rest import PredictRequest, PredictResponse
-from imaas.services.container import Services
-from imaas.services.inference import ImageInput
 
 router = APIRouter(prefix="/v1/models", tags=["inference"])
 
+_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "top_k",
+        "in": "query",
+        "required": False,
+        "description": "how many classes to return per image (default: the manifest's top_k)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K},
+    },
+    {
+        "name": "version",
+        "in": "query",
+        "required": False,
+        "description": "a version number (default: the production alias)",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    {
+        "name": "alias",
+        "in": "query",
+        "required": False,
+        "description": "an alias such as production or staging",
+        "schema": {"type": "string"},
+    },
+]
+
 _BODY_DOC: dict[str, Any] = {
+    "parameters": _PARAMETERS,
     "requestBody": {
         "required": True,
         "description": "One image as the raw body, several as multipart files, or base64 images in JSON.",
@@ -41,7 +62,7 @@ _BODY_DOC: dict[str, Any] = {
                 "example": {"images": [{"data": "<base64 of a JPEG>", "filename": "cat.jpg"}], "top_k": 3},
             },
         },
-    }
+    },
 }
 
 _RESPONSE_EXAMPLE = {
@@ -75,66 +96,6 @@ _RESPONSE_EXAMPLE = {
         504: {"description": "deadline_exceeded"},
     },
 )
-async def predict(
-    name: str,
-    request: Request,
-    top_k: Annotated[int | None, Query(ge=1, le=1000, description="how many classes to return")] = None,
-    version: Annotated[int | None, Query(ge=1, description="a version number (default: production)")] = None,
-    alias: Annotated[str | None, Query(description="an alias such as production or staging")] = None,
-    svc: Services = Depends(services),
-    _p: Principal = Depends(principal),
-) -> FastJSONResponse:
+async def predict(name: str, request: Request) -> Response:
     """Run the model on each image. ``name`` may carry ``@version`` or ``:alias`` too."""
-    ref = ModelRef.parse(name, version=version, alias=alias)
-    images, body_top_k = await read_images(request)
-    result = await svc.inference.predict(ref, images, top_k or body_top_k)
-    return FastJSONResponse(result)
-
-
-async def read_images(request: Request) -> tuple[list[ImageInput], int | None]:
-    """Images from the body, whatever of the three forms it takes."""
-    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if ctype.startswith("image/") or ctype == "application/octet-stream":
-        return [ImageInput(await request.body())], None
-    if ctype == "multipart/form-data":
-        return await _multipart(request), None
-    if ctype == "application/json":
-        return _json_images(await request.body())
-    raise UnsupportedMediaType(
-        f"Content-Type {ctype or '(none)'!r} is not accepted; send image/*, multipart/form-data or application/json"
-    )
-
-
-async def _multipart(request: Request) -> list[ImageInput]:
-    limit = request.app.state.services.settings.server.max_images_per_request
-    try:
-        form = await request.form(max_files=limit, max_fields=limit)
-    except MultiPartException as exc:
-        raise InvalidRequest(f"malformed multipart body: {exc.message}") from None
-    images: list[ImageInput] = []
-    try:
-        for _key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                images.append(ImageInput(await value.read(), value.filename))
-    finally:
-        await form.close()
-    if not images:
-        raise InvalidRequest("the multipart body has no file part")
-    return images
-
-
-def _json_images(body: bytes) -> tuple[list[ImageInput], int | None]:
-    try:
-        req = PredictRequest.model_validate(orjson.loads(body))
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
-    except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise InvalidRequest(detail) from None
-    images = []
-    for i, im in enumerate(req.images):
-        try:
-            images.append(ImageInput(base64.b64decode(im.data, validate=True), im.filename))
-        except (binascii.Error, ValueError):
-            raise InvalidRequest(f"images.{i}.data is not valid base64") from None
-    return images, req.top_k
+    return await answer_predict(request, name)

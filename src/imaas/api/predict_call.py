@@ -1,0 +1,142 @@
+"""One reader and one answer for ``POST /v1/models/{name}:predict``, whichever path serves it.
+
+Two edges receive predict calls: the raw-image fast path (plain ASGI, ``api/fastpath.py``)
+and the FastAPI route (multipart and JSON bodies, and the endpoint's OpenAPI description).
+Both call ``answer_predict``, so the caller's identity, the query parameters, the body in
+each of its three forms, the service call and the response are written once, here: what
+later issues add to a predict call (authentication, quotas, metering, tracing) goes here too.
+
+Large JSON bodies are parsed on a worker thread (``api/offload.py``).
+
+Example::
+
+    response = await answer_predict(request, "mobilenet-v2@3")
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+import orjson
+from pydantic import ValidationError
+from starlette.datastructures import QueryParams, UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imaas.api.deps import principal
+from imaas.api.offload import parse_sized
+from imaas.api.responses import FastJSONResponse
+from imaas.domain import ModelRef, parse_decimal
+from imaas.errors import InvalidRequest, UnsupportedMediaType
+from imaas.schemas.rest import PredictRequest
+from imaas.services.container import Services
+from imaas.services.inference import ImageInput, too_many_images
+
+MAX_TOP_K = 1000
+
+
+@dataclass(frozen=True)
+class PredictCall:
+    """What a predict request asks for, whatever form its body took."""
+
+    ref: ModelRef
+    images: list[ImageInput]
+    top_k: int | None
+
+
+def body_kind(content_type: str) -> str:
+    """``raw`` (one encoded image), ``multipart``, ``json``, or ``""`` for anything else."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype.startswith("image/") or ctype == "application/octet-stream":
+        return "raw"
+    if ctype == "multipart/form-data":
+        return "multipart"
+    if ctype == "application/json":
+        return "json"
+    return ""
+
+
+def query_int(query: QueryParams, name: str, low: int, high: int | None = None) -> int | None:
+    """An optional integer query parameter within ``[low, high]``; ``InvalidRequest`` otherwise."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    value = parse_decimal(raw)
+    if value is None or value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise InvalidRequest(f"query.{name}: must be an integer {bounds}")
+    return value
+
+
+async def read_predict(request: Request, name: str, services: Services) -> PredictCall:
+    """The model reference, images and ``top_k`` of a predict request."""
+    query = request.query_params
+    ref = ModelRef.parse(name, version=query_int(query, "version", 1), alias=query.get("alias"))
+    top_k = query_int(query, "top_k", 1, MAX_TOP_K)
+    kind = body_kind(request.headers.get("content-type", ""))
+    limit = services.settings.server.max_images_per_request
+    if kind == "raw":
+        return PredictCall(ref, [ImageInput(await request.body())], top_k)
+    if kind == "multipart":
+        return PredictCall(ref, await _multipart(request, limit), top_k)
+    if kind == "json":
+        body = await request.body()
+        images, body_top_k = await parse_sized(len(body), _json_images, body, limit)
+        return PredictCall(ref, images, top_k or body_top_k)
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip()
+    raise UnsupportedMediaType(
+        f"Content-Type {ctype[:100] or '(none)'!r} is not accepted; "
+        "send image/*, multipart/form-data or application/json"
+    )
+
+
+async def answer_predict(request: Request, name: str) -> Response:
+    """Authenticate, read, predict and render one predict call; errors are raised for the caller to render."""
+    await principal(request)
+    services: Services = request.app.state.services
+    call = await read_predict(request, name, services)
+    result = await services.inference.predict(call.ref, call.images, call.top_k)
+    return FastJSONResponse(result)
+
+
+async def _multipart(request: Request, limit: int) -> list[ImageInput]:
+    try:
+        form = await request.form(max_files=limit, max_fields=limit)
+    except MultiPartException as exc:
+        if exc.message.startswith("Too many files"):
+            raise too_many_images(limit) from None
+        raise InvalidRequest(f"malformed multipart body: {exc.message}") from None
+    images: list[ImageInput] = []
+    try:
+        for _key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                images.append(ImageInput(await value.read(), value.filename))
+    finally:
+        await form.close()
+    if not images:
+        raise InvalidRequest("the multipart body has no file part")
+    return images
+
+
+def _json_images(body: bytes, limit: int) -> tuple[list[ImageInput], int | None]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("images"), list) and len(doc["images"]) > limit:
+        raise too_many_images(limit)
+    try:
+        req = PredictRequest.model_validate(doc)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequest(detail[:2000]) from None
+    images = []
+    for i, im in enumerate(req.images):
+        try:
+            images.append(ImageInput(base64.b64decode(im.data, validate=True), im.filename))
+        except (binascii.Error, ValueError):
+            raise InvalidRequest(f"images.{i}.data is not valid base64") from None
+    return images, req.top_k

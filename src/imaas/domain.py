@@ -14,6 +14,21 @@ from imaas.schemas.manifest import Manifest
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 PRODUCTION = "production"
+_DECIMAL = re.compile(r"[0-9]{1,18}")
+
+
+def parse_decimal(text: str) -> int | None:
+    """The value of ``text`` when it is a plain ASCII decimal of at most 18 digits, else None.
+
+    ``str.isdigit()`` accepts characters ``int()`` refuses (superscript two, other scripts'
+    digits) and ``int()`` refuses strings past 4,300 digits: both used to reach a 500.
+
+    Example::
+
+        parse_decimal("42")  # 42
+        parse_decimal("²")   # None
+    """
+    return int(text) if _DECIMAL.fullmatch(text) else None
 
 
 def check_name(name: str) -> str:
@@ -45,11 +60,12 @@ class ModelRef:
         name = text
         if "@" in text:
             name, _, v = text.partition("@")
-            if not v.isdigit():
+            number = parse_decimal(v)
+            if number is None:
                 raise InvalidRequest(f"invalid version in {text!r}: expected name@<integer>")
-            if version is not None and version != int(v):
+            if version is not None and version != number:
                 raise InvalidRequest("version given twice with different values")
-            version = int(v)
+            version = number
         elif ":" in text:
             name, _, a = text.partition(":")
             if alias is not None and alias != a:

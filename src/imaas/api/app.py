@@ -49,16 +49,24 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         owned = services is None
         svc: Services = services if services is not None else await asyncio.to_thread(build_services, settings)
         app.state.services = svc
+        grpc_server = None
+        if settings.server.grpc_port is not None:
+            from imaas.api.grpc_server import start_grpc
+
+            try:
+                grpc_server, app.state.grpc_port = await start_grpc(
+                    svc, settings.server.host, settings.server.grpc_port
+                )
+            except OSError as exc:
+                log.error("%s", exc)  # one readable line before uvicorn's startup-failure report
+                if owned:
+                    await svc.close()
+                raise
         warm: asyncio.Task[None] | None = None
         if settings.runtime.load_on_startup:
             warm = asyncio.create_task(svc.inference.warm())
         else:
             svc.inference.assume_warm()
-        grpc_server = None
-        if settings.server.grpc_port is not None:
-            from imaas.api.grpc_server import start_grpc
-
-            grpc_server, app.state.grpc_port = await start_grpc(svc, settings.server.host, settings.server.grpc_port)
         try:
             yield
         finally:
@@ -90,7 +98,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     def limit_for(path: str) -> int:
         return upload_limit if path.endswith("/versions") else body_limit
 
-    app.add_middleware(PredictFastPath, fastapi_app=app)
+    app.add_middleware(PredictFastPath)
     app.add_middleware(BodyLimit, limit_for=limit_for)
     app.add_middleware(RequestContext)
     return app

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -24,10 +25,11 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from imaas.api.offload import parse_sized
 from imaas.errors import ImaasError, InvalidInput, InvalidRequest
 from imaas.services.container import Services
 from imaas.services.oip import InferRequest, InTensor, OipService, OutSpec
-from imaas.services.tensors import element_count, from_json_data, from_raw, to_raw
+from imaas.services.tensors import ElementBudget, from_json_data, from_raw, to_raw
 
 log = logging.getLogger("imaas.grpc")
 T = TypeVar("T")
@@ -69,6 +71,8 @@ def _rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         try:
             return await method(self, request, context)
         except ImaasError as exc:
+            if exc.retry_after is not None:  # as REST's Retry-After header, in the trailing metadata
+                context.set_trailing_metadata((("retry-after", str(max(1, math.ceil(exc.retry_after)))),))
             await context.abort(_STATUS.get(exc.status, grpc.StatusCode.INTERNAL), exc.detail)
         except Exception:
             log.exception("unhandled error in %s", method.__name__)
@@ -78,29 +82,32 @@ def _rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     return wrapper
 
 
-def _input(t: Any, raw: bytes | None) -> InTensor:
+def _input(t: Any, raw: bytes | None, budget: ElementBudget) -> InTensor:
     shape = list(t.shape)
     if raw is not None:
-        return InTensor(t.name, t.datatype, shape, from_raw(t.datatype, shape, raw))
+        return InTensor(t.name, t.datatype, shape, from_raw(t.datatype, shape, raw, budget))
     field = _CONTENTS.get(t.datatype)
     if field is None:
-        raise InvalidInput(f"input {t.name!r}: {t.datatype} data must be sent in raw_input_contents")
-    values = list(getattr(t.contents, field))
-    if t.datatype == "BYTES":
-        data = np.empty(len(values), dtype=object)
-        data[:] = values
-        if len(values) != element_count(shape):
-            raise InvalidInput(f"shape {shape} needs {element_count(shape)} elements, the data has {len(values)}")
-        return InTensor(t.name, t.datatype, shape, data.reshape(shape))
-    return InTensor(t.name, t.datatype, shape, from_json_data(t.datatype, shape, values))
+        raise InvalidInput(f"input {t.name[:64]!r}: {t.datatype[:16]} data must be sent in raw_input_contents")
+    contents = getattr(t.contents, field)
+    if t.datatype != "BYTES":
+        return InTensor(t.name, t.datatype, shape, from_json_data(t.datatype, shape, list(contents), budget))
+    n = budget.take(shape)
+    if len(contents) != n:
+        raise InvalidInput(f"shape {shape} needs {n} elements, the data has {len(contents)}")
+    data = np.empty(n, dtype=object)
+    data[:] = list(contents)
+    return InTensor(t.name, t.datatype, shape, data.reshape(shape))
 
 
-def parse_infer(request: Any) -> InferRequest:
-    """A protocol-neutral request from a ``ModelInferRequest``."""
+def parse_infer(request: Any, max_elements: int) -> InferRequest:
+    """A protocol-neutral request from a ``ModelInferRequest``; shapes are charged to one
+    ``ElementBudget`` of ``max_elements`` and checked against their data before allocation."""
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise InvalidRequest(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
-    inputs = [_input(t, raw[i] if raw else None) for i, t in enumerate(request.inputs)]
+    budget = ElementBudget(max_elements)
+    inputs = [_input(t, raw[i] if raw else None, budget) for i, t in enumerate(request.inputs)]
     outputs = None
     if request.outputs:
         outputs = []
@@ -119,8 +126,9 @@ def parse_infer(request: Any) -> InferRequest:
 class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """OIP RPCs; the Triton-only ones answer UNIMPLEMENTED (the base class)."""
 
-    def __init__(self, oip: OipService) -> None:
+    def __init__(self, oip: OipService, max_elements: int) -> None:
         self.oip = oip
+        self.max_elements = max_elements
 
     @_rpc
     async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -159,7 +167,8 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     @_rpc
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        response = await self.oip.infer(parse_infer(request))
+        parsed = await parse_sized(request.ByteSize(), parse_infer, request, self.max_elements)
+        response = await self.oip.infer(parsed)
         return pb.ModelInferResponse(
             model_name=response.model_name,
             model_version=response.model_version,
@@ -188,15 +197,31 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
 
 async def start_grpc(services: Services, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Start the gRPC server on ``host:port`` (0 picks a free port); returns it and its port."""
-    limit = services.settings.server.max_body_bytes
+    """Start the gRPC server on ``host:port`` (0 picks a free port); returns it and its port.
+
+    SO_REUSEPORT is off (gRPC turns it on by default): a second server on a taken port must
+    fail, not share the port and answer half of the first one's clients from its own registry.
+    Raises ``OSError`` when the port cannot be bound.
+    """
+    server_settings = services.settings.server
+    limit = server_settings.max_body_bytes
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(OipServicer(services.oip), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    servicer = OipServicer(services.oip, server_settings.max_tensor_elements)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # grpcio raises RuntimeError("Failed to bind ...") on a taken port
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot bind gRPC to {host}:{port}")
+        raise OSError(
+            f"cannot bind the gRPC port {host}:{port}: it is taken or not available (use --grpc-port or --no-grpc)"
+        )
     await server.start()
     log.info("gRPC (Open Inference Protocol) listening on %s:%d", host, bound)
     return server, bound

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imaas.api.responses import ProblemResponse
+from imaas.domain import parse_decimal
 from imaas.errors import ImaasError, PayloadTooLarge
 
 
@@ -70,8 +71,9 @@ class BodyLimit:
         limit = self.limit_for(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if value.isdigit() and int(value) > limit:
-                    exc = PayloadTooLarge(f"the body is {int(value)} bytes; the limit is {limit}")
+                declared = parse_decimal(value.decode("latin-1"))
+                if declared is not None and declared > limit:
+                    exc = PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
                     await _problem(exc, scope, send)
                     return
                 break

@@ -9,42 +9,32 @@ same way.
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import orjson
 
-from imaas.errors import InvalidInput, InvalidRequest, PayloadTooLarge
+from imaas.domain import parse_decimal
+from imaas.errors import InvalidInput, InvalidRequest
 from imaas.services.oip import InferRequest, InferResponse, InTensor, OutSpec
-from imaas.services.tensors import from_json_data, from_raw, to_json_data, to_raw
+from imaas.services.tensors import ElementBudget, from_json_data, from_raw, to_json_data, to_raw
 
 HEADER_LENGTH = "inference-header-content-length"
 
 
-def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo ``Content-Encoding`` gzip/deflate, refusing output past ``limit`` bytes (zip bombs)."""
-    if not encoding or encoding == "identity":
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise InvalidRequest(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
-    d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidRequest(f"the {encoding} body is corrupt: {exc}") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise PayloadTooLarge(f"the decompressed body exceeds {limit} bytes")
-    return out
+def parse_request(
+    model: str, version: str | None, body: bytes, header_length: str | None, max_elements: int
+) -> InferRequest:
+    """Parse an infer body into a protocol-neutral request.
 
-
-def parse_request(model: str, version: str | None, body: bytes, header_length: str | None) -> InferRequest:
-    """Parse an infer body into a protocol-neutral request."""
+    Every input's declared shape is charged to one ``ElementBudget`` of ``max_elements`` and
+    checked against the bytes it carries before its array is built.
+    """
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        split = parse_decimal(header_length)
+        if split is None or split > len(body):
             raise InvalidRequest(
-                f"Inference-Header-Content-Length {header_length!r} does not fit a {len(body)}-byte body"
+                f"Inference-Header-Content-Length {header_length[:40]!r} does not fit a {len(body)}-byte body"
             )
-        split = int(header_length)
         head, binary = body[:split], memoryview(body)[split:]
     else:
         head, binary = body, memoryview(b"")
@@ -58,6 +48,7 @@ def parse_request(model: str, version: str | None, body: bytes, header_length: s
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidRequest("'inputs' must be a non-empty list")
     inputs: list[InTensor] = []
+    budget = ElementBudget(max_elements)
     pos = 0
     for i, t in enumerate(raw_inputs):
         if not isinstance(t, dict):
@@ -68,16 +59,17 @@ def parse_request(model: str, version: str | None, body: bytes, header_length: s
         params = t.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
-            if not isinstance(size, int) or size < 0 or pos + size > len(binary):
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or pos + size > len(binary):
                 raise InvalidInput(
-                    f"input {name!r}: binary_data_size {size} exceeds the {len(binary) - pos} binary bytes left"
+                    f"input {name[:64]!r}: binary_data_size {str(size)[:20]} exceeds "
+                    f"the {len(binary) - pos} binary bytes left"
                 )
-            data = from_raw(datatype, shape, bytes(binary[pos : pos + size]))
+            data = from_raw(datatype, shape, bytes(binary[pos : pos + size]), budget)
             pos += size
         elif "data" in t:
-            data = from_json_data(datatype, shape, t["data"])
+            data = from_json_data(datatype, shape, t["data"], budget)
         else:
-            raise InvalidRequest(f"input {name!r} has neither 'data' nor binary_data_size")
+            raise InvalidRequest(f"input {name[:64]!r} has neither 'data' nor binary_data_size")
         inputs.append(InTensor(name=name, datatype=datatype, shape=shape, data=data))
     if pos != len(binary):
         raise InvalidInput(f"{len(binary) - pos} bytes of binary data were not claimed by any input")

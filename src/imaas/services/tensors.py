@@ -1,6 +1,10 @@
 """Open Inference Protocol tensors: datatypes, JSON data, binary data and BYTES elements.
 
-Protocol-neutral pure functions shared by the REST and gRPC edges.
+Protocol-neutral pure functions shared by the REST and gRPC edges. A declared shape is
+checked before anything is allocated for it: its rank, its element count against the
+request's ``ElementBudget``, and the count against the data actually received (a BYTES
+element takes at least 4 bytes, so ``[2000000000]`` with a kilobyte of data is refused
+before an array of two billion objects exists).
 
 Example::
 
@@ -15,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from imaas.errors import InvalidInput
+from imaas.errors import InvalidInput, PayloadTooLarge
 
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -43,14 +47,48 @@ ONNX_TO_OIP = {
 }
 
 
+MAX_RANK = 16
+BYTES_PREFIX = 4  # the uint32 length before each serialized BYTES element
+
+
+class ElementBudget:
+    """How many tensor elements one request may still declare (all its inputs together).
+
+    Example::
+
+        budget = ElementBudget(8_388_608)
+        budget.take([1, 3, 224, 224])  # 150528; raises PayloadTooLarge past the budget
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def take(self, shape: list[int]) -> int:
+        """Check ``shape`` and charge its element count; returns the count."""
+        n = element_count(shape)
+        if n > self.left:
+            raise PayloadTooLarge(f"shape {_short(shape)} declares {n} elements; the limit is {self.limit} per request")
+        self.left -= n
+        return n
+
+
 def element_count(shape: list[int]) -> int:
-    """Elements in a tensor of ``shape``; raises ``InvalidInput`` for negative dims."""
+    """Elements in a tensor of ``shape``; raises ``InvalidInput`` for a bad rank or dims."""
+    if not isinstance(shape, list) or len(shape) > MAX_RANK:
+        rank = len(shape) if isinstance(shape, list) else "?"
+        raise InvalidInput(f"invalid shape: rank {rank}; tensors have at most {MAX_RANK} dimensions")
     n = 1
     for d in shape:
         if not isinstance(d, int) or isinstance(d, bool) or d < 0:
-            raise InvalidInput(f"invalid shape {shape}: dimensions must be non-negative integers")
+            raise InvalidInput(f"invalid shape {_short(shape)}: dimensions must be non-negative integers")
         n *= d
     return n
+
+
+def _short(shape: list[Any]) -> str:
+    text = str(shape)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -71,9 +109,11 @@ def _flatten(data: Any) -> list[Any]:
     return data
 
 
-def from_json_data(datatype: str, shape: list[int], data: Any) -> np.ndarray:
+def from_json_data(datatype: str, shape: list[int], data: Any, budget: ElementBudget | None = None) -> np.ndarray:
     """The tensor that JSON ``data`` (flat or nested, row-major) describes."""
-    n = element_count(shape)
+    n = budget.take(shape) if budget is not None else element_count(shape)
+    if datatype != "BYTES":
+        _dtype(datatype)
     flat = _flatten(data)
     if len(flat) != n:
         raise InvalidInput(f"shape {shape} needs {n} elements, the data has {len(flat)}")
@@ -97,9 +137,9 @@ def from_json_data(datatype: str, shape: list[int], data: Any) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def from_raw(datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
+def from_raw(datatype: str, shape: list[int], raw: bytes, budget: ElementBudget | None = None) -> np.ndarray:
     """The tensor in binary form (little-endian; BYTES as 4-byte-length-prefixed elements)."""
-    n = element_count(shape)
+    n = budget.take(shape) if budget is not None else element_count(shape)
     if datatype == "BYTES":
         return decode_bytes_elements(raw, n).reshape(shape)
     dtype = _dtype(datatype)
@@ -109,7 +149,15 @@ def from_raw(datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
 
 
 def decode_bytes_elements(raw: bytes, count: int) -> np.ndarray:
-    """Split serialized BYTES (uint32 little-endian length + bytes, repeated) into ``count`` elements."""
+    """Split serialized BYTES (uint32 little-endian length + bytes, repeated) into ``count`` elements.
+
+    Each element takes at least its 4-byte length, so a count the data cannot hold is refused
+    before the array is allocated.
+    """
+    if count * BYTES_PREFIX > len(raw):
+        raise InvalidInput(
+            f"BYTES data of {len(raw)} bytes cannot hold {count} elements (each takes at least {BYTES_PREFIX})"
+        )
     out = np.empty(count, dtype=object)
     pos = 0
     view = memoryview(raw)

@@ -7,8 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request
 from starlette.responses import Response
 
+from imaas.api.bodies import read_body
 from imaas.api.deps import Principal, principal, services
-from imaas.api.oip_codec import HEADER_LENGTH, decompress, encode_response, parse_request
+from imaas.api.offload import parse_sized
+from imaas.api.oip_codec import HEADER_LENGTH, encode_response, parse_request
 from imaas.api.responses import FastJSONResponse
 from imaas.services.container import Services
 
@@ -85,9 +87,12 @@ async def infer(
     _p: Principal = Depends(principal),
 ) -> Response:
     """Run the model; JSON and binary tensor data, and the classification extension."""
-    body = await request.body()
-    body = decompress(body, request.headers.get("content-encoding"), svc.settings.server.max_body_bytes)
-    parsed = parse_request(model, version, body, request.headers.get(HEADER_LENGTH))
+    server = svc.settings.server
+    body = await read_body(request, server.max_body_bytes)
+    header_length = request.headers.get(HEADER_LENGTH)
+    parsed = await parse_sized(
+        len(body), parse_request, model, version, body, header_length, server.max_tensor_elements
+    )
     content, headers = encode_response(await svc.oip.infer(parsed))
     return Response(content, headers=headers, media_type=headers["Content-Type"])
 

@@ -30,7 +30,10 @@ class ServerSettings(BaseModel):
     grpc_port: int | None = Field(8001, ge=0, le=65535, description="OIP gRPC port; unset to disable")
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest predict request body")
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0, description="largest model push body")
-    max_images_per_request: int = Field(64, gt=0)
+    max_images_per_request: int = Field(64, gt=0, description="images in one request, in every body format")
+    max_tensor_elements: int = Field(
+        8 * 1024 * 1024, gt=0, description="elements all OIP input tensors of one request may declare together"
+    )
 
 
 class ImageSettings(BaseModel):
@@ -39,6 +42,15 @@ class ImageSettings(BaseModel):
     max_pixels: int = Field(50_000_000, gt=0, description="width*height above this is refused")
     max_side: int = Field(20_000, gt=0)
     min_side: int = Field(8, gt=0, description="images narrower or shorter than this are refused")
+    max_request_pixels: int = Field(
+        100_000_000, gt=0, description="pixels all images of one request may decode to together (JPEGs count reduced)"
+    )
+    max_downscale: float = Field(
+        400.0,
+        gt=1,
+        description="a PNG/WebP/BMP/GIF/TIFF over 4 megapixels with more than this many times the pixels "
+        "the model reads is refused (they cannot be decoded reduced; JPEG can)",
+    )
 
 
 class RuntimeSettings(BaseModel):

@@ -1,9 +1,17 @@
 """Safe image decoding: limits checked before pixels are decoded, EXIF honoured.
 
 Pillow reads only the header in ``Image.open``; the size is checked against the limits
-before ``load()`` so a 30000x30000 PNG bomb costs microseconds, not gigabytes. JPEGs are
-decoded straight to the smallest DCT scale (1/2, 1/4, 1/8) that still covers the size the
-model needs (Pillow's draft mode over libjpeg-turbo), which is most of a photo's decode cost.
+before ``load()`` so a 30000x30000 PNG bomb costs microseconds, not gigabytes, and is
+refused with this project's limit and wording (Pillow's own guard, at 179 million pixels,
+is switched off so that ours decides). JPEGs are decoded straight to the smallest DCT scale
+(1/2, 1/4, 1/8) that still covers the size the model needs (Pillow's draft mode over
+libjpeg-turbo), which is most of a photo's decode cost.
+
+Formats that cannot be decoded reduced (PNG, WebP, BMP, GIF, TIFF) are refused when their
+full size is more than ``max_downscale`` times the pixels the model reads (a 7000x7000 PNG
+for a 224x224 model would be decoded whole only to be thrown away), unless it is small
+anyway (``DOWNSCALE_FREE_PIXELS``). The pixels a request may decode in all, after JPEG
+reduction, are bounded by a ``PixelBudget``.
 
 Example::
 
@@ -13,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +42,7 @@ _TRANSPOSE = {
     8: [Image.Transpose.ROTATE_90],
 }
 Color = Literal["RGB", "BGR", "L"]
+DOWNSCALE_FREE_PIXELS = 4_000_000  # decodes in ~20 ms whatever the model needs
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,42 @@ class DecodeLimits:
     max_pixels: int = 50_000_000
     max_side: int = 20_000
     min_side: int = 8
+    max_request_pixels: int = 100_000_000
+    max_downscale: float = 400.0
+
+
+class PixelBudget:
+    """The pixels one request's images may decode in all; charged before each decode.
+
+    Shared by the worker threads that decode a request's images, so it is locked.
+
+    Example::
+
+        budget = PixelBudget(100_000_000)
+        budget.charge(4000 * 3000)  # raises ImageTooLarge once the request's total passes the limit
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def charge(self, pixels: int) -> None:
+        """Reserve ``pixels``; raises ``ImageTooLarge`` (and reserves nothing) past the limit."""
+        with self._lock:
+            if self.used + pixels > self.limit:
+                raise ImageTooLarge(
+                    f"the request's images decode to more than {self.limit} pixels together "
+                    f"({self.used} so far, {pixels} more for this one); send fewer or smaller images"
+                )
+            self.used += pixels
+
+
+def _lift_pillow_guard() -> None:
+    """Switch Pillow's process-wide bomb guard off: ``open_checked`` applies the configured
+    limits, with this project's messages, before anything is decoded."""
+    if Image.MAX_IMAGE_PIXELS is not None:
+        Image.MAX_IMAGE_PIXELS = None
 
 
 def open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
@@ -52,10 +98,9 @@ def open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
     """
     if not data:
         raise InvalidImage("the image is empty (0 bytes)")
+    _lift_pillow_guard()
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
-    except Image.DecompressionBombError as exc:  # Pillow's own guard, far above ours
-        raise ImageTooLarge(f"image exceeds the pixel limit: {exc}") from None
     except Exception as exc:  # Pillow raises many types for hostile headers
         raise InvalidImage(
             f"not a decodable image ({type(exc).__name__}); supported: JPEG, PNG, WebP, BMP, GIF, TIFF"
@@ -75,16 +120,28 @@ def open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
     return img
 
 
-def decode_image(data: bytes, limits: DecodeLimits, min_size: int | None = None, color: Color = "RGB") -> Image.Image:
+def decode_image(
+    data: bytes,
+    limits: DecodeLimits,
+    min_size: int | None = None,
+    color: Color = "RGB",
+    budget: PixelBudget | None = None,
+) -> Image.Image:
     """Decode ``data`` to an upright image in ``color`` (``BGR`` decodes as ``RGB``).
 
     ``min_size`` is the smallest side the caller needs; a JPEG is DCT-scaled down as far as
-    it can be while both sides stay at least that large.
+    it can be while both sides stay at least that large, and another format is refused when
+    it is more than ``limits.max_downscale`` times larger than that. The pixels actually
+    decoded are charged to ``budget`` first.
     """
     img = open_checked(data, limits)
     orientation = _orientation(img)
     if img.format == "JPEG" and min_size is not None:
         img.draft("L" if color == "L" else "RGB", (min_size, min_size))
+    elif min_size is not None:
+        _check_downscale(img, min_size, limits)
+    if budget is not None:
+        budget.charge(img.size[0] * img.size[1])
     try:
         img.load()
     except Exception as exc:
@@ -93,6 +150,21 @@ def decode_image(data: bytes, limits: DecodeLimits, min_size: int | None = None,
         for op in _TRANSPOSE[orientation]:
             img = img.transpose(op)
     return to_color(img, "L" if color == "L" else "RGB")
+
+
+def _check_downscale(img: Image.Image, min_size: int, limits: DecodeLimits) -> None:
+    """Refuse a full decode the model would mostly throw away (formats without reduced decoding)."""
+    w, h = img.size
+    pixels = w * h
+    needed = min_size * min_size
+    if pixels > DOWNSCALE_FREE_PIXELS and pixels > limits.max_downscale * needed:
+        raise ImageTooLarge(
+            f"a {w}x{h} {img.format} image is {pixels / needed:.0f} times the pixels this model reads "
+            f"({min_size}x{min_size}); the limit is {limits.max_downscale:g} times for formats that cannot be "
+            "decoded reduced: resize it first, or send it as JPEG",
+            width=w,
+            height=h,
+        )
 
 
 def _orientation(img: Image.Image) -> int:

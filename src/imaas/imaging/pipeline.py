@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imaas.imaging.decode import DecodeLimits, decode_image
+from imaas.imaging.decode import DecodeLimits, PixelBudget, decode_image
 from imaas.imaging.transforms import (
     center_crop,
     letterbox,
@@ -28,16 +28,19 @@ def needed_side(spec: InputSpec, pre: Preprocess) -> int | None:
     return max(spec.size)
 
 
-def image_to_tensor(data: bytes, spec: InputSpec, pre: Preprocess, limits: DecodeLimits) -> np.ndarray:
+def image_to_tensor(
+    data: bytes, spec: InputSpec, pre: Preprocess, limits: DecodeLimits, budget: PixelBudget | None = None
+) -> np.ndarray:
     """Decode ``data`` and pre-process it into one input tensor (no batch axis).
 
     The manifest must be complete (``size``, ``layout`` and ``dtype`` set), which push
-    guarantees by inferring them from the graph.
+    guarantees by inferring them from the graph. The decoded pixels are charged to ``budget``
+    (the request's) before decoding.
     """
     assert spec.size is not None
     assert spec.layout is not None
     assert spec.dtype is not None
-    img = decode_image(data, limits, min_size=needed_side(spec, pre), color=spec.color)
+    img = decode_image(data, limits, min_size=needed_side(spec, pre), color=spec.color, budget=budget)
     size = spec.size
     if pre.resize == "shorter" and pre.crop == "center":
         img = resize_shorter_center_crop(img, pre.resize_to or max(size), size, pre.interpolation)

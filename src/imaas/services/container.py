@@ -54,7 +54,13 @@ def engine_config(settings: Settings) -> EngineConfig:
 def decode_limits(settings: Settings) -> DecodeLimits:
     """Image limits from settings."""
     im = settings.images
-    return DecodeLimits(max_pixels=im.max_pixels, max_side=im.max_side, min_side=im.min_side)
+    return DecodeLimits(
+        max_pixels=im.max_pixels,
+        max_side=im.max_side,
+        min_side=im.min_side,
+        max_request_pixels=im.max_request_pixels,
+        max_downscale=im.max_downscale,
+    )
 
 
 def build_services(settings: Settings) -> Services:

@@ -42,6 +42,7 @@ def test_push_then_predict(server: RunningServer, tmp_path: Path) -> None:
         "size": [32, 32],
         "color": "RGB",
         "dtype": "float32",
+        "batch": None,
     }
     red = httpx.post(
         f"{server.url}/v1/models/colors:predict", content=solid((250, 10, 10)), headers={"Content-Type": "image/png"}

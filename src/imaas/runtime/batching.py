@@ -20,7 +20,9 @@ had no solo session calls ``on_lone`` (on the event loop), so the engine can giv
 A full queue refuses at once (``Overloaded``, HTTP 429 with Retry-After); a request whose
 deadline passes before its batch runs is failed with ``DeadlineExceeded`` (504) and never
 computed; an exception fails only the request (``prepare``) or the batch (model) it came
-from.
+from. Anything else that goes wrong in a worker fails the batch in hand and the worker
+carries on; a worker that dies all the same is replaced, so no request waits for a thread
+that is gone. ``stop(drain=True)`` (an unload) lets the workers finish what is queued.
 
 Example::
 
@@ -32,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -41,7 +44,9 @@ from typing import Any
 import numpy as np
 
 from imaas.domain import Clock, SystemClock
-from imaas.errors import DeadlineExceeded, ImaasError, InferenceFailed, Overloaded
+from imaas.errors import DeadlineExceeded, ImaasError, InferenceFailed, ModelNotReady, Overloaded
+
+log = logging.getLogger(__name__)
 
 RunBatch = Callable[[np.ndarray], list[np.ndarray]]
 Prepare = Callable[[Any], np.ndarray]
@@ -66,6 +71,8 @@ class QueueStats:
     rejected: int = 0
     failed_batches: int = 0
     solo_batches: int = 0
+    worker_errors: int = 0  # batches failed by an error outside the model and the items' preparation
+    worker_restarts: int = 0  # workers that died and were replaced
     batch_sizes: list[int] = field(default_factory=list)
 
 
@@ -99,7 +106,9 @@ class BatchQueue:
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._draining = False
         self._busy = 0
+        self._serial = 0
         self.stats = QueueStats()
 
     @property
@@ -113,26 +122,41 @@ class BatchQueue:
             return
         self._loop = asyncio.get_running_loop()
         self._stopping = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{self.name}-{i}", daemon=True) for i in range(self.workers)
-        ]
+        self._draining = False
+        with self._lock:
+            self._threads = [self._new_thread() for _ in range(self.workers)]
         for t in self._threads:
             t.start()
 
-    async def stop(self) -> None:
-        """Stop the workers after their current batch; requests still queued fail."""
+    def _new_thread(self) -> threading.Thread:
+        self._serial += 1
+        return threading.Thread(target=self._work, name=f"{self.name}-{self._serial}", daemon=True)
+
+    async def stop(self, drain: bool = False) -> None:
+        """Stop the workers after their current batch.
+
+        With ``drain`` they first run everything already queued (each request still bounded
+        by its deadline); without, requests still queued fail with ``ModelNotReady`` (503).
+        """
         with self._lock:
             self._stopping = True
-            left = list(self._items)
-            self._items.clear()
+            self._draining = drain
+            left = [] if drain else list(self._items)
+            if not drain:
+                self._items.clear()
             for cond in self._idle:
                 cond.notify()
-        threads, self._threads = self._threads, []
+            threads, self._threads = self._threads, []
         for t in threads:
             await asyncio.to_thread(t.join, 30)
+        with self._lock:  # a drain cut short by the join timeout
+            left += list(self._items)
+            self._items.clear()
         for item in left:
             if not item.future.done():
-                item.future.set_exception(InferenceFailed("the model was unloaded while the request waited"))
+                item.future.set_exception(
+                    ModelNotReady("the model was unloaded while the request waited; retry", retry_after=1)
+                )
 
     async def submit(
         self, payload: Any, deadline: float | None = None, prepare: Prepare | None = None
@@ -143,7 +167,7 @@ class BatchQueue:
         """
         loop = self._loop
         if not self._threads or loop is None or self._stopping:
-            raise InferenceFailed("the batch queue is not running")
+            raise ModelNotReady("the model is being unloaded; retry", retry_after=1)
         future: asyncio.Future[list[np.ndarray]] = loop.create_future()
         with self._lock:
             if len(self._items) >= self.max_queue:
@@ -166,15 +190,45 @@ class BatchQueue:
     # -- worker threads ---------------------------------------------------------------------
     def _work(self) -> None:
         cond = threading.Condition(self._lock)
-        while True:
+        try:
+            while self._serve_one(cond):
+                pass
+        except BaseException:  # _serve_one contains its errors; this is the last line of defence
+            log.exception(
+                "batch worker %s of %s died; starting a replacement", threading.current_thread().name, self.name
+            )
+            self._replace(threading.current_thread())
+
+    def _replace(self, dead: threading.Thread) -> None:
+        with self._lock:
+            if self._stopping or dead not in self._threads:
+                return
+            thread = self._new_thread()
+            self._threads[self._threads.index(dead)] = thread
+            self.stats.worker_restarts += 1
+        thread.start()
+
+    def _serve_one(self, cond: threading.Condition) -> bool:
+        """Wait for work, run one batch and hand its results to the event loop.
+
+        Returns False when the worker should exit (the queue stopped, or the event loop is
+        gone). Whatever fails outside the model and the items' preparation fails the batch
+        in hand, never the worker, so every request taken gets an answer.
+        """
+        batch: list[_Item] = []
+        expired: list[_Item] = []
+        results: list[Result] = []
+        runs = failed = 0
+        lone: bool | None = None
+        try:
             with self._lock:
                 while not self._items and not self._stopping:
                     self._wait(cond)
-                if self._stopping:
-                    return
+                if self._stopping and not (self._draining and self._items):
+                    return False
                 if self.max_wait_s > 0 and self._busy > 0 and len(self._items) < self.max_batch:
                     self._linger(cond)
-                batch, expired = self._take()
+                self._take(batch, expired)
                 alone = len(batch) == 1 and not self._items and self._busy == 0
                 run = self.run_solo if alone and self.run_solo is not None else self._run_batch
                 self._busy += 1
@@ -183,12 +237,19 @@ class BatchQueue:
             finally:
                 with self._lock:
                     self._busy -= 1
-            assert self._loop is not None
             lone = None if not alone else run is not self._run_batch  # None: not alone; False: alone, no solo
-            try:
-                self._loop.call_soon_threadsafe(self._deliver, batch, results, expired, runs, failed, lone)
-            except RuntimeError:  # the loop closed under us: nobody is waiting any more
-                return
+        except BaseException as exc:
+            log.exception("batch worker of %s failed outside the model; failing its batch of %d", self.name, len(batch))
+            error = InferenceFailed(f"the batch worker failed ({type(exc).__name__}); retry")
+            results, runs, failed, lone = [error] * len(batch), 0, 0, None
+            with self._lock:
+                self.stats.worker_errors += 1
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, batch, results, expired, runs, failed, lone)
+        except RuntimeError:  # the loop closed under us: nobody is waiting any more
+            return False
+        return True
 
     def _wait(self, cond: threading.Condition, timeout: float | None = None) -> None:
         """Sleep (lock held) on the idle stack until an item arrives, the queue stops or ``timeout``."""
@@ -208,10 +269,9 @@ class BatchQueue:
                 return
             self._wait(cond, left)
 
-    def _take(self) -> tuple[list[_Item], list[_Item]]:
-        """Up to max_batch live items (lock held), and the expired ones met on the way."""
-        batch: list[_Item] = []
-        expired: list[_Item] = []
+    def _take(self, batch: list[_Item], expired: list[_Item]) -> None:
+        """Move up to max_batch live items into ``batch`` (lock held), and the expired ones met
+        on the way into ``expired`` (the caller's lists, so nothing taken is lost if this fails)."""
         now = self.clock.now()
         while self._items and len(batch) < self.max_batch:
             item = self._items.popleft()
@@ -221,7 +281,6 @@ class BatchQueue:
                 expired.append(item)
                 continue
             batch.append(item)
-        return batch, expired
 
     def _execute(self, batch: list[_Item], run: RunBatch) -> tuple[list[Result], int, int]:
         """Prepare each item and run same-shaped tensors together with ``run``.
@@ -263,22 +322,9 @@ class BatchQueue:
         failed: int,
         lone: bool | None,
     ) -> None:
-        self.stats.expired += len(expired)
         for item in expired:
             if not item.future.done():
                 item.future.set_exception(DeadlineExceeded("the deadline passed while the request was queued"))
-        if not batch:
-            return
-        self.stats.batches += runs
-        if lone:
-            self.stats.solo_batches += runs
-            self.last_solo_at = self.clock.now()
-        elif lone is False and self.on_lone is not None:
-            self.on_lone()
-        self.stats.failed_batches += failed
-        self.stats.items += len(batch)
-        if len(self.stats.batch_sizes) < 10_000:
-            self.stats.batch_sizes.append(len(batch))
         for item, result in zip(batch, results, strict=True):
             if item.future.done():
                 continue
@@ -286,6 +332,23 @@ class BatchQueue:
                 item.future.set_exception(result)
             else:
                 item.future.set_result(result)
+        # bookkeeping after every future is resolved: a failure here must not strand a request
+        self.stats.expired += len(expired)
+        if not batch:
+            return
+        self.stats.batches += runs
+        self.stats.failed_batches += failed
+        self.stats.items += len(batch)
+        if len(self.stats.batch_sizes) < 10_000:
+            self.stats.batch_sizes.append(len(batch))
+        if lone:
+            self.stats.solo_batches += runs
+            self.last_solo_at = self.clock.now()
+        elif lone is False and self.on_lone is not None:
+            try:
+                self.on_lone()
+            except Exception:
+                log.exception("on_lone of %s failed", self.name)
 
 
 def _expire(future: asyncio.Future[list[np.ndarray]], timeout: float) -> None:

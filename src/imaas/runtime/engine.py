@@ -73,15 +73,29 @@ class LoadedModel:
 
 
 def batch_runner(session: OnnxSession, version: ModelVersion) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """The function a batch queue calls (in an executor thread) to run one stacked batch."""
+    """The function a batch queue calls (on a worker thread) to run one stacked batch.
+
+    A graph with a fixed batch size gets exactly that many rows: a smaller batch is padded
+    with zeros and the padding's outputs are dropped (the queue never stacks more).
+    """
     input_name = version.manifest.input.name
     assert input_name is not None
     outputs = [version.manifest.postprocess.output or session.output_names[0]]
+    fixed = session.fixed_batch(input_name)
 
     def run(batch: np.ndarray) -> list[np.ndarray]:
         return session.run({input_name: batch}, outputs)
 
-    return run
+    def run_padded(batch: np.ndarray) -> list[np.ndarray]:
+        assert fixed is not None
+        n = len(batch)
+        if n == fixed:
+            return session.run({input_name: batch}, outputs)
+        padded = np.zeros((fixed, *batch.shape[1:]), dtype=batch.dtype)
+        padded[:n] = batch
+        return [o[:n] for o in session.run({input_name: padded}, outputs)]
+
+    return run if fixed is None else run_padded
 
 
 class Engine:
@@ -99,6 +113,10 @@ class Engine:
     def get(self, key: tuple[str, int]) -> LoadedModel | None:
         """The loaded model for ``key``, if it is loaded."""
         return self._models.get(key)
+
+    def is_loading(self, key: tuple[str, int]) -> bool:
+        """Whether a load of ``key`` is under way."""
+        return key in self._loading
 
     @property
     def loaded(self) -> list[ModelVersion]:
@@ -122,9 +140,10 @@ class Engine:
         start = time.perf_counter()
         session = await loop.run_in_executor(self._executor, OnnxSession, path, self.config.session)
         labels = await loop.run_in_executor(self._executor, resolve_labels, version.manifest.labels)
+        fixed = session.fixed_batch(version.manifest.input.name or "")
         queue = BatchQueue(
             batch_runner(session, version),
-            max_batch=self.config.max_batch,
+            max_batch=min(self.config.max_batch, fixed or self.config.max_batch),
             max_wait_s=self.config.max_wait_s,
             max_queue=self.config.max_queue,
             workers=self.config.workers,
@@ -182,11 +201,12 @@ class Engine:
         model.solo_session = None
 
     async def unload(self, key: tuple[str, int]) -> bool:
-        """Unload a version; requests already queued fail, new ones load it again on demand."""
+        """Unload a version: requests already queued still run (each within its deadline); new
+        ones load it again on demand."""
         model = self._models.pop(key, None)
         if model is None:
             return False
-        await model.queue.stop()
+        await model.queue.stop(drain=True)
         self._drop_solo(model)
         return True
 

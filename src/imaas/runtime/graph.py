@@ -112,11 +112,15 @@ def complete_manifest(manifest: Manifest, graph: GraphInfo) -> Manifest:
             if have is not None and want != have:
                 side = "height" if axis == 0 else "width"
                 raise InvalidManifest(f"input.size: manifest {side} {want} but the graph expects {have}")
+    batch = tensor.shape[0]
+    if spec.batch is not None and spec.batch != batch:
+        graph_batch = "dynamic" if batch is None else f"fixed at {batch}"
+        raise InvalidManifest(f"input.batch: manifest says {spec.batch} but the graph's batch axis is {graph_batch}")
     out, top_k = _check_outputs(manifest, graph)
     return manifest.model_copy(
         update={
             "input": spec.model_copy(
-                update={"name": tensor.name, "layout": layout, "size": size, "dtype": tensor.dtype}
+                update={"name": tensor.name, "layout": layout, "size": size, "dtype": tensor.dtype, "batch": batch}
             ),
             "postprocess": manifest.postprocess.model_copy(update={"output": out, "top_k": top_k}),
         }

@@ -48,6 +48,13 @@ class OnnxSession:
             raise InvalidModel(f"ONNX Runtime cannot load the model: {str(exc)[:300]}") from None
         self.providers: list[str] = list(self._session.get_providers())
         self.output_names: list[str] = [o.name for o in self._session.get_outputs()]
+        self._input_shapes: dict[str, list[Any]] = {i.name: list(i.shape) for i in self._session.get_inputs()}
+
+    def fixed_batch(self, input_name: str) -> int | None:
+        """The batch size the graph fixes for ``input_name``, or None when the axis is dynamic."""
+        shape = self._input_shapes.get(input_name) or [None]
+        first = shape[0] if shape else None
+        return first if isinstance(first, int) and first > 0 else None
 
     def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
         """Run the graph on ``feeds``; returns the requested outputs (all by default)."""

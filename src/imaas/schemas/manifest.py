@@ -29,13 +29,19 @@ class _Strict(BaseModel):
 
 
 class InputSpec(_Strict):
-    """The image tensor the model takes. ``size`` is ``[height, width]``."""
+    """The image tensor the model takes. ``size`` is ``[height, width]``.
+
+    ``batch`` is the graph's fixed batch size, or None when its batch axis is dynamic; push
+    reads it from the graph. A model with a fixed batch never gets more images stacked than
+    that, and smaller batches are padded to it.
+    """
 
     name: str | None = None
     layout: Literal["NCHW", "NHWC"] | None = None
     size: tuple[int, int] | None = None
     color: Literal["RGB", "BGR", "L"] = "RGB"
     dtype: Literal["float32", "float16", "uint8"] | None = None
+    batch: int | None = Field(None, ge=1, le=4096)
 
     @field_validator("size")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -48,8 +48,11 @@ class PredictRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, le=1000)
 
 
+LoadState = Literal["loaded", "loading", "failed", "not_loaded"]
+
+
 class VersionInfo(BaseModel):
-    """One immutable version of a model."""
+    """One immutable version of a model, and whether this server has it loaded."""
 
     version: int
     sha256: str
@@ -60,6 +63,8 @@ class VersionInfo(BaseModel):
     source: str | None = None
     parent_version: int | None = None
     aliases: list[str] = Field(default_factory=list)
+    state: LoadState = Field("not_loaded", description="on this server: loaded, loading, failed or not_loaded")
+    load_error: str | None = Field(None, description="why the last load failed (state failed)")
 
 
 class ModelSummary(BaseModel):

@@ -2,8 +2,14 @@
 
 Images are decoded and pre-processed on the batch queue's worker threads right before
 their batch runs (Pillow and ONNX Runtime release the GIL), and the event loop only moves
-bytes. Resolved references are cached until
-the model service reports a change, so a predict does not touch the database.
+bytes. Resolved references are cached until the model service reports a change, so a
+predict does not touch the database.
+
+A version that fails to load is remembered with its reason: requests get 503 at once with
+the reason and a Retry-After instead of each retrying the load, and the load is tried
+again after a backoff that doubles per failure (1 s up to 5 min), or at once for another
+version. Readiness means the server can serve: warm-up has finished and nothing is still
+loading; versions that failed are listed, not waited for.
 
 Example::
 
@@ -13,22 +19,62 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from imaas.domain import PRODUCTION, Clock, ModelRef, ModelVersion, SystemClock
-from imaas.errors import ImaasError, InvalidRequest, ModelNotReady
-from imaas.imaging.decode import DecodeLimits
+from imaas.errors import ImaasError, InvalidRequest, ModelNotReady, TooManyImages
+from imaas.imaging.decode import DecodeLimits, PixelBudget
 from imaas.imaging.pipeline import image_to_tensor
 from imaas.registry.artifacts.local import LocalArtifactStore
 from imaas.registry.store import RegistryStore
 from imaas.runtime.engine import Engine, LoadedModel
+from imaas.schemas.rest import LoadState
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def too_many_images(limit: int) -> TooManyImages:
+    """The one answer to a request over the image limit, in every body format and protocol."""
+    return TooManyImages(f"the request has more than {limit} images; the limit is {limit} per request")
+
+
+async def all_or_none(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Await every call; when one fails, withdraw the others (a queued item whose future is
+    cancelled is skipped by the batch workers) and raise its error."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why a version could not be loaded, and when the next attempt may be made."""
+
+    reason: str
+    attempts: int
+    failed_at: float
+    retry_at: float
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What ``/readyz`` reports: whether the server can serve, and each production version's state."""
+
+    ready: bool
+    loaded: list[str]
+    missing: list[str]
+    failed: dict[str, LoadFailure]
 
 
 @dataclass(frozen=True)
@@ -52,6 +98,8 @@ class InferenceService:
         request_timeout_s: float = 30.0,
         max_images: int = 64,
         clock: Clock | None = None,
+        retry_base_s: float = 1.0,
+        retry_max_s: float = 300.0,
     ) -> None:
         self.registry = registry
         self.artifacts = artifacts
@@ -61,8 +109,11 @@ class InferenceService:
         self.max_images = max_images
         self.clock: Clock = clock or SystemClock()
         self._resolved: dict[ModelRef, ModelVersion] = {}
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
         self._warm: set[tuple[str, int]] | None = None
         self._unloaded: set[tuple[str, int]] = set()
+        self._failures: dict[tuple[str, int], LoadFailure] = {}
 
     def invalidate(self, name: str) -> None:
         """Forget cached resolutions of ``name`` (after a push or an alias move)."""
@@ -78,19 +129,62 @@ class InferenceService:
         return version
 
     async def model(self, version: ModelVersion) -> LoadedModel:
-        """The loaded model of ``version``, loading it now if needed."""
-        loaded = self.engine.get(version.key)
+        """The loaded model of ``version``, loading it now if needed.
+
+        Raises ``ModelNotReady`` (503, with ``retry_after``) when the version failed to load
+        and its backoff has not passed, or when this attempt fails.
+        """
+        key = version.key
+        loaded = self.engine.get(key)
         if loaded is not None:
             return loaded
-        self._unloaded.discard(version.key)
+        now = self.clock.now()
+        failure = self._failures.get(key)
+        if failure is not None and now < failure.retry_at:
+            raise self._not_ready(version, failure, now)
+        self._unloaded.discard(key)
         try:
             path = self.artifacts.open_path(version.sha256)
-            return await self.engine.load(version, path)
-        except ImaasError:
-            raise
+            model = await self.engine.load(version, path)
         except Exception as exc:
-            log.exception("loading %s@%s failed", version.model, version.version)
-            raise ModelNotReady(f"{version.model}@{version.version} could not be loaded: {exc}") from None
+            raise self._not_ready(version, self._record_failure(version, exc, now), self.clock.now()) from None
+        self._failures.pop(key, None)
+        return model
+
+    def _record_failure(self, version: ModelVersion, exc: Exception, started: float) -> LoadFailure:
+        """Remember a failed load (once, however many requests were waiting on it)."""
+        previous = self._failures.get(version.key)
+        if previous is not None and previous.failed_at >= started:  # a request sharing this load recorded it
+            return previous
+        reason = exc.detail if isinstance(exc, ImaasError) else f"{type(exc).__name__}: {exc}"
+        attempts = previous.attempts + 1 if previous is not None else 1
+        now = self.clock.now()
+        backoff = min(self.retry_max_s, self.retry_base_s * 2 ** (attempts - 1))
+        failure = LoadFailure(reason=reason[:500], attempts=attempts, failed_at=now, retry_at=now + backoff)
+        self._failures[version.key] = failure
+        if isinstance(exc, ImaasError):
+            log.error("loading %s@%s failed: %s", version.model, version.version, failure.reason)
+        else:
+            log.exception("loading %s@%s failed", version.model, version.version, exc_info=exc)
+        return failure
+
+    @staticmethod
+    def _not_ready(version: ModelVersion, failure: LoadFailure, now: float) -> ModelNotReady:
+        wait = max(0.0, failure.retry_at - now)
+        return ModelNotReady(
+            f"{version.model}@{version.version} could not be loaded: {failure.reason} "
+            f"(attempt {failure.attempts}; next attempt in {wait:.0f} s)",
+            retry_after=max(1.0, wait),
+        )
+
+    def load_state(self, key: tuple[str, int]) -> tuple[LoadState, LoadFailure | None]:
+        """``loaded``, ``loading``, ``failed`` (with the failure) or ``not_loaded``."""
+        if self.engine.get(key) is not None:
+            return "loaded", None
+        if self.engine.is_loading(key):
+            return "loading", self._failures.get(key)
+        failure = self._failures.get(key)
+        return ("failed", failure) if failure is not None else ("not_loaded", None)
 
     def deadline(self) -> float:
         """The deadline of a request that starts now."""
@@ -101,22 +195,27 @@ class InferenceService:
         if n < 1:
             raise InvalidRequest("no image in the request")
         if n > self.max_images:
-            raise InvalidRequest(f"{n} images in one request; the limit is {self.max_images}")
+            raise too_many_images(self.max_images)
 
     def preparer(
-        self, version: ModelVersion, index: int | None = None, filename: str | None = None
+        self,
+        version: ModelVersion,
+        budget: PixelBudget,
+        index: int | None = None,
+        filename: str | None = None,
     ) -> Callable[[bytes], np.ndarray]:
         """The decode + pre-process function for one image of ``version``'s model.
 
-        It runs on a batch worker thread; ``index`` and ``filename`` (the image's place in a
-        multi-image request) are added to its error details.
+        It runs on a batch worker thread and charges the pixels it decodes to ``budget``, the
+        request's; ``index`` and ``filename`` (the image's place in a multi-image request)
+        are added to its error details.
         """
         manifest = version.manifest
         limits = self.limits
 
         def prepare(data: bytes) -> np.ndarray:
             try:
-                return image_to_tensor(data, manifest.input, manifest.preprocess, limits)
+                return image_to_tensor(data, manifest.input, manifest.preprocess, limits, budget)
             except ImaasError as exc:
                 if index is not None:
                     exc.detail = f"image {index} ({filename or 'unnamed'}): {exc.detail}"
@@ -127,17 +226,26 @@ class InferenceService:
     async def run_images(
         self, version: ModelVersion, model: LoadedModel, images: list[ImageInput]
     ) -> list[list[np.ndarray]]:
-        """Each image through the model's batch queue (decoded on the worker); outputs in order."""
+        """Each image through the model's batch queue (decoded on the worker); outputs in order.
+
+        The request's images share one ``PixelBudget``; when one image fails, the others that
+        have not run yet are withdrawn from the queue.
+        """
         self.check_count(len(images))
         deadline = self.deadline()
-        many = len(images) > 1
-        calls = [
-            model.queue.submit(im.data, deadline, self.preparer(version, i if many else None, im.filename))
+        budget = PixelBudget(self.limits.max_request_pixels)
+        if len(images) == 1:
+            return [await model.queue.submit(images[0].data, deadline, self.preparer(version, budget))]
+        return await all_or_none(
+            model.queue.submit(im.data, deadline, self.preparer(version, budget, i, im.filename))
             for i, im in enumerate(images)
-        ]
-        if not many:
-            return [await calls[0]]
-        return list(await asyncio.gather(*calls))
+        )
+
+    async def run_tensors(self, model: LoadedModel, rows: list[np.ndarray]) -> list[list[np.ndarray]]:
+        """Each pre-processed input row through the model's batch queue; outputs in order."""
+        self.check_count(len(rows))
+        deadline = self.deadline()
+        return await all_or_none(model.queue.submit(row, deadline) for row in rows)
 
     async def predict(self, ref: ModelRef, images: list[ImageInput], top_k: int | None = None) -> dict[str, Any]:
         """Predict every image with the model ``ref`` names; results keep the request's order."""
@@ -154,26 +262,39 @@ class InferenceService:
         return {"model": version.model, "version": version.version, "task": manifest.task, "results": results}
 
     async def warm(self, alias: str = PRODUCTION) -> None:
-        """Load every version ``alias`` points at; the server is ready once this returns."""
-        versions = await asyncio.to_thread(self.registry.aliased_versions, alias)
+        """Load every version ``alias`` points at; the server is ready once this returns.
+
+        A version that fails is remembered (``load_state``) and does not stop the others; a
+        registry that cannot be read leaves the models to load on their first request.
+        """
+        try:
+            versions = await asyncio.to_thread(self.registry.aliased_versions, alias)
+        except Exception:
+            log.exception("warm-up could not read the registry; models will load on their first request")
+            self._warm = set()
+            return
         for version in versions:
-            try:
+            with contextlib.suppress(ModelNotReady):  # remembered with its reason, and logged
                 await self.model(version)
-            except ImaasError as exc:
-                log.error("could not load %s@%s: %s", version.model, version.version, exc.detail)
         self._warm = {v.key for v in versions}
 
     def assume_warm(self) -> None:
         """Skip warm-up: models load on their first request, and the server is ready at once."""
         self._warm = set()
 
-    def ready(self) -> tuple[bool, list[str]]:
-        """Whether warm-up finished and every production version is loaded; and what is missing."""
+    def readiness(self) -> Readiness:
+        """Ready once warm-up finished and every production version is loaded or has failed.
+
+        A failed version does not hold readiness back (the server serves every other model,
+        and that one answers 503 with its reason); it is listed in ``failed``.
+        """
+        loaded = sorted(f"{v.model}@{v.version}" for v in self.engine.loaded)
+        failed = {f"{n}@{v}": f for (n, v), f in sorted(self._failures.items()) if self.engine.get((n, v)) is None}
         if self._warm is None:
-            return False, ["warm-up still running"]
-        wanted = self._warm - self._unloaded
-        missing = [f"{n}@{v}" for n, v in sorted(wanted) if self.engine.get((n, v)) is None]
-        return not missing, missing
+            return Readiness(False, loaded, ["warm-up still running"], failed)
+        wanted = sorted(self._warm - self._unloaded)
+        missing = [f"{n}@{v}" for n, v in wanted if self.load_state((n, v))[0] in ("loading", "not_loaded")]
+        return Readiness(not missing, loaded, missing, failed)
 
     async def unload(self, key: tuple[str, int]) -> bool:
         """Unload a version on an operator's request; readiness no longer waits for it."""

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from imaas import __version__
-from imaas.domain import ModelRef, ModelVersion
+from imaas.domain import ModelRef, ModelVersion, parse_decimal
 from imaas.errors import InvalidInput, InvalidRequest, ModelNotFound
 from imaas.runtime.engine import LoadedModel
 from imaas.runtime.graph import GraphInfo, check_model_file
@@ -96,9 +96,10 @@ def image_input_name(version: ModelVersion) -> str:
 def parse_ref(name: str, version: str | None) -> ModelRef:
     """A model reference from OIP's model name and optional version string."""
     if version is not None and version != "":
-        if not version.isdigit() or int(version) < 1:
+        number = parse_decimal(version)
+        if number is None or number < 1:
             raise InvalidRequest(f"invalid model version {version!r}: versions are positive integers")
-        return ModelRef.parse(name, version=int(version))
+        return ModelRef.parse(name, version=number)
     return ModelRef.parse(name)
 
 
@@ -117,7 +118,7 @@ class OipService:
 
     def server_ready(self) -> bool:
         """Ready once every production model is loaded."""
-        return self.inference.ready()[0]
+        return self.inference.readiness().ready
 
     async def model_ready(self, name: str, version: str | None) -> bool:
         """Whether the designated version is loaded."""
@@ -172,9 +173,7 @@ class OipService:
         if tensor.name == image_input_name(version):
             results = await self.inference.run_images(version, model, self._images(tensor))
         else:
-            deadline = self.inference.deadline()
-            rows = self._raw_rows(version, tensor)
-            results = list(await asyncio.gather(*(model.queue.submit(r, deadline) for r in rows)))
+            results = await self.inference.run_tensors(model, self._raw_rows(version, tensor))
         raw = np.stack([r[0] for r in results])
         return InferResponse(
             model_name=version.model,
@@ -203,6 +202,7 @@ class OipService:
             raise InvalidInput(f"input {tensor.name!r} must be BYTES (encoded image files), not {tensor.datatype}")
         if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
             raise InvalidInput(f"input {tensor.name!r} has shape {tensor.shape}; use [N] or [N, 1]")
+        self.inference.check_count(tensor.shape[0])
         return [ImageInput(bytes(b)) for b in tensor.data.reshape(-1)]
 
     def _raw_rows(self, version: ModelVersion, tensor: InTensor) -> list[np.ndarray]:
@@ -218,7 +218,6 @@ class OipService:
             raise InvalidInput(
                 f"input {tensor.name!r} has shape {tensor.shape}; expected [N, {', '.join(map(str, item))}]"
             )
-        self.inference.check_count(tensor.shape[0])
         return [np.ascontiguousarray(row) for row in tensor.data]
 
     def _outputs(
@@ -260,15 +259,17 @@ class OipService:
                 version = await self.inference.resolve(ModelRef(record.name))
             except ModelNotFound:
                 continue
-            loaded = self.inference.engine.get(version.key) is not None
+            state, failure = self.inference.load_state(version.key)
+            loaded = state == "loaded"
             if ready_only and not loaded:
                 continue
+            reason = "" if loaded else (f"failed: {failure.reason}" if failure is not None else state)
             index.append(
                 {
                     "name": record.name,
                     "version": str(version.version),
-                    "state": "READY" if loaded else "UNAVAILABLE",
-                    "reason": "" if loaded else "unloaded",
+                    "state": "READY" if loaded else ("LOADING" if state == "loading" else "UNAVAILABLE"),
+                    "reason": reason,
                 }
             )
         return index

@@ -21,12 +21,21 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: every production model is loaded",
-    responses={503: {"description": "still loading (or a production model failed to load)"}},
+    summary="Readiness: the server can serve",
+    responses={503: {"description": "production models are still loading"}},
 )
 async def readyz(svc: Services = Depends(services)) -> Any:
-    """200 once warm-up has loaded every model's ``production`` version, else 503."""
-    ready, missing = svc.inference.ready()
-    loaded = [f"{v.model}@{v.version}" for v in svc.inference.engine.loaded]
-    body = {"status": "ready" if ready else "loading", "loaded": sorted(loaded), "missing": missing}
-    return FastJSONResponse(body, status_code=200 if ready else 503)
+    """200 once warm-up has loaded, or failed to load, every model's ``production`` version; else 503.
+
+    A version that failed to load does not hold readiness back: it is listed under
+    ``failed`` with its reason, and its requests answer 503 ``model_not_ready`` until a
+    retry succeeds.
+    """
+    r = svc.inference.readiness()
+    body = {
+        "status": "ready" if r.ready else "loading",
+        "loaded": r.loaded,
+        "missing": r.missing,
+        "failed": [{"model": ref, "reason": f.reason, "attempts": f.attempts} for ref, f in r.failed.items()],
+    }
+    return FastJSONResponse(body, status_code=200 if r.ready else 503)

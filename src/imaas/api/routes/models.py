@@ -29,9 +29,12 @@ def summary(record: ModelRecord) -> ModelSummary:
     )
 
 
-def version_info(v: ModelVersion, aliases: dict[str, int]) -> VersionInfo:
-    """Wire form of a version, with the aliases that point at it."""
+def version_info(v: ModelVersion, aliases: dict[str, int], svc: Services) -> VersionInfo:
+    """Wire form of a version, with the aliases that point at it and its load state here."""
+    state, failure = svc.inference.load_state(v.key)
     return VersionInfo(
+        state=state,
+        load_error=failure.reason if failure is not None else None,
         version=v.version,
         sha256=v.sha256,
         size_bytes=v.size_bytes,
@@ -71,7 +74,9 @@ async def get_model(name: str, svc: Services = Depends(services), _p: Principal 
     """A model with all its versions (newest first), manifests and aliases."""
     check_name(name)
     record, versions = await asyncio.to_thread(svc.models.describe, name)
-    return ModelDetail(**summary(record).model_dump(), versions=[version_info(v, record.aliases) for v in versions])
+    return ModelDetail(
+        **summary(record).model_dump(), versions=[version_info(v, record.aliases, svc) for v in versions]
+    )
 
 
 @router.post(
@@ -105,7 +110,7 @@ async def push_version(
         svc.models.push, name, model.file, manifest, source=f"upload:{model.filename or 'model.onnx'}", alias=alias
     )
     record = await asyncio.to_thread(svc.models.registry.get_model, name)
-    body = version_info(version, record.aliases).model_dump(mode="json")
+    body = version_info(version, record.aliases, svc).model_dump(mode="json")
     return JSONResponse(body, status_code=201 if created else 200)
 
 

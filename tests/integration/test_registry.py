@@ -1,21 +1,23 @@
-"""The SQL registry on a real SQLite file, migrated by Alembic."""
+"""The SQL registry on a real SQLite file and a real PostgreSQL database, migrated by Alembic."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, make_url, text
 
 from imaas.domain import ModelRef
 from imaas.errors import AliasNotFound, Conflict, ModelNotFound, VersionNotFound
+from imaas.registry.engine import registry_url as parse_registry_url
 from imaas.registry.sql import SqlRegistry, open_registry
 from imaas.schemas.manifest import Manifest
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> SqlRegistry:
-    reg = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+def registry(registry_url: str) -> Iterator[SqlRegistry]:
+    reg = open_registry(registry_url)
     yield reg
     reg.close()
 
@@ -23,16 +25,29 @@ def registry(tmp_path: Path) -> SqlRegistry:
 M = Manifest(labels=["a", "b"])
 
 
-def test_migrations_create_the_schema_in_wal_mode(registry: SqlRegistry) -> None:
+def test_migrations_create_the_schema_in_wal_mode(tmp_path: Path) -> None:
+    registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
     tables = set(inspect(registry.engine).get_table_names())
     assert {"models", "model_versions", "aliases", "alias_events", "alembic_version"} <= tables
     with registry.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    registry.close()
 
 
-def test_reopening_an_existing_database_keeps_data(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'r.db'}"
+def test_a_postgresql_url_without_a_driver_uses_psycopg(postgres_url: str) -> None:
+    assert parse_registry_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
+    assert parse_registry_url("sqlite:////tmp/r.db").drivername == "sqlite"
+    plain = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    registry = open_registry(plain)  # psycopg2 is not installed: this fails unless psycopg 3 is picked
+    registry.add_version("m", "a" * 64, 10, M)
+    assert registry.engine.dialect.driver == "psycopg"
+    assert [m.name for m in registry.list_models()] == ["m"]
+    registry.close()
+
+
+def test_reopening_an_existing_database_keeps_data(registry_url: str) -> None:
+    url = registry_url
     first = open_registry(url)
     first.add_version("m", "a" * 64, 10, M)
     first.close()

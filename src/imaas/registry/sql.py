@@ -3,6 +3,12 @@
 ``open_registry(url)`` creates the engine and upgrades the schema with Alembic, so a new
 ``IMAAS_HOME`` and an old one both end up at the current schema.
 
+Every write runs in one transaction that takes the write lock first (``BEGIN IMMEDIATE`` on
+SQLite, a row lock on the model on PostgreSQL), so concurrent pushes and alias moves of one
+model queue up instead of colliding. A write that still finds the database locked after
+SQLite's busy timeout is run again after a backoff (``WriteRetry``); when every attempt met
+a lock it raises ``RegistryBusy`` (503 with Retry-After), never a raw database error.
+
 Example::
 
     store = open_registry("sqlite:////tmp/imaas/registry.db")
@@ -11,60 +17,77 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import URL, Engine, func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imaas.domain import PRODUCTION, ModelRecord, ModelRef, ModelVersion
-from imaas.errors import AliasNotFound, Conflict, ModelNotFound, VersionNotFound
+from imaas.errors import AliasNotFound, Conflict, ModelNotFound, RegistryBusy, VersionNotFound
+from imaas.registry.engine import DEFAULT_BUSY_TIMEOUT_S, is_busy, make_engine, writer
 from imaas.registry.tables import AliasEventRow, AliasRow, ModelRow, VersionRow, utcnow
 from imaas.schemas.manifest import Manifest
 
+__all__ = ["SqlRegistry", "WriteRetry", "make_engine", "open_registry", "upgrade_schema"]
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
+T = TypeVar("T")
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
+@dataclass(frozen=True)
+class WriteRetry:
+    """How often, and after which pauses, a write that met a locked database is run again.
 
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    ``attempts`` counts the first run. The pause before retry ``n`` (from 1) is
+    ``first_delay_s * factor ** (n - 1)``, capped at ``max_delay_s``; SQLite has already
+    waited up to its busy timeout inside each attempt. ``retry_after_s`` is what the client
+    is told to wait when every attempt failed.
+
+    >>> WriteRetry(attempts=4, first_delay_s=0.05).delays()
+    [0.05, 0.1, 0.2]
+    """
+
+    attempts: int = 4
+    first_delay_s: float = 0.05
+    factor: float = 2.0
+    max_delay_s: float = 1.0
+    retry_after_s: float = 1.0
+
+    def delays(self) -> list[float]:
+        """The pauses between attempts, in order (one fewer than ``attempts``)."""
+        return [min(self.first_delay_s * self.factor**n, self.max_delay_s) for n in range(self.attempts - 1)]
 
 
 def upgrade_schema(engine: Engine) -> None:
-    """Bring the database to the newest Alembic revision."""
+    """Bring the database to the newest Alembic revision (in one write transaction)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    with writer(engine).begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
 
-def open_registry(url: str) -> SqlRegistry:
-    """Open (and migrate) the registry at ``url``."""
-    engine = make_engine(url)
+def open_registry(
+    url: str | URL,
+    *,
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    retry: WriteRetry | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SqlRegistry:
+    """Open (and migrate) the registry at ``url``; see ``SqlRegistry`` for the write options."""
+    engine = make_engine(url, busy_timeout_s=busy_timeout_s)
     upgrade_schema(engine)
-    return SqlRegistry(engine)
+    return SqlRegistry(engine, retry=retry, sleep=sleep)
 
 
 def _aware(dt: datetime) -> datetime:
@@ -72,16 +95,59 @@ def _aware(dt: datetime) -> datetime:
 
 
 class SqlRegistry:
-    """``RegistryStore`` over SQLAlchemy."""
+    """``RegistryStore`` over SQLAlchemy.
 
-    def __init__(self, engine: Engine) -> None:
+    ``retry`` says how a write that met a locked database is rerun and ``sleep`` waits
+    between attempts (tests pass one that does not really sleep). Pass an engine from
+    ``make_engine``, which makes SQLite writes begin with ``BEGIN IMMEDIATE``.
+    """
+
+    def __init__(
+        self, engine: Engine, *, retry: WriteRetry | None = None, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.engine = engine
+        self.retry = retry or WriteRetry()
+        self._sleep = sleep
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(writer(engine), expire_on_commit=False)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session
+
+    def _write(self, work: Callable[[Session], T], what: str) -> T:
+        """Run ``work`` in one write transaction, rerunning it when it lost a race.
+
+        A locked database (after SQLite's busy timeout) is retried after the backoff of
+        ``self.retry``; a unique constraint that a concurrent writer took first (two first
+        pushes creating one model) is retried at once, and the rerun sees that writer's rows.
+        """
+        delays = iter(self.retry.delays())
+        conflicts = 0
+        while True:
+            try:
+                with self._write_sessions.begin() as session:
+                    return work(session)
+            except IntegrityError:
+                conflicts += 1
+                if conflicts >= self.retry.attempts:
+                    raise Conflict(f"{what} kept colliding with concurrent writes; retry") from None
+            except DBAPIError as exc:
+                if not is_busy(exc):
+                    raise
+                delay = next(delays, None)
+                if delay is None:
+                    raise RegistryBusy(
+                        f"{what}: the registry database stayed locked by other writers through "
+                        f"{self.retry.attempts} attempts",
+                        retry_after=self.retry.retry_after_s,
+                    ) from exc
+                self._sleep(delay)
+
+    def _lock_model(self, s: Session, name: str) -> ModelRow | None:
+        """The model row, locked until commit on PostgreSQL (SQLite already holds the write lock)."""
+        return s.scalar(select(ModelRow).where(ModelRow.name == name).with_for_update())
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -224,15 +290,14 @@ class SqlRegistry:
     ) -> tuple[ModelVersion, bool]:
         """Register a version. The same bytes with the same manifest return the existing one."""
         data = manifest.model_dump(mode="json")
-        for _attempt in range(3):
-            try:
-                return self._add_version(name, sha256, size_bytes, data, source, parent_version, metrics)
-            except IntegrityError:  # a concurrent push took the same version number: retry
-                continue
-        raise Conflict(f"could not allocate a version for {name!r}; retry")
+        return self._write(
+            lambda s: self._add_version(s, name, sha256, size_bytes, data, source, parent_version, metrics),
+            f"adding a version to {name!r}",
+        )
 
     def _add_version(
         self,
+        s: Session,
         name: str,
         sha256: str,
         size_bytes: int,
@@ -241,69 +306,84 @@ class SqlRegistry:
         parent_version: int | None,
         metrics: dict[str, Any] | None,
     ) -> tuple[ModelVersion, bool]:
-        with self._session() as s:
-            model = s.scalar(select(ModelRow).where(ModelRow.name == name))
-            if model is None:
-                model = ModelRow(
-                    name=name, task=manifest["task"], description=manifest.get("description", ""), created_at=utcnow()
-                )
-                s.add(model)
-                s.flush()
-            elif model.task != manifest["task"]:
-                raise Conflict(f"model {name!r} is a {model.task} model; a {manifest['task']} version cannot join it")
-            for existing in s.scalars(
-                select(VersionRow).where(VersionRow.model_id == model.id, VersionRow.sha256 == sha256)
-            ):
-                if existing.manifest == manifest:
-                    return self._to_version(name, existing), False
-            parent_id = None
-            if parent_version is not None:
-                parent_id = s.scalar(
-                    select(VersionRow.id).where(VersionRow.model_id == model.id, VersionRow.version == parent_version)
-                )
-                if parent_id is None:
-                    raise VersionNotFound(f"parent version {parent_version} of {name!r} does not exist")
-            number = (s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)) or 0) + 1
-            row = VersionRow(
-                model_id=model.id,
-                version=number,
-                sha256=sha256,
-                size_bytes=size_bytes,
-                manifest=manifest,
-                metrics=metrics or {},
-                source=source,
-                parent_version_id=parent_id,
-                created_at=utcnow(),
+        model = self._lock_model(s, name)
+        if model is None:
+            model = ModelRow(
+                name=name, task=manifest["task"], description=manifest.get("description", ""), created_at=utcnow()
             )
-            s.add(row)
-            if manifest.get("description"):
-                model.description = manifest["description"]
+            s.add(model)
             s.flush()
-            return self._to_version(
-                name, row, {parent_id: parent_version} if parent_id and parent_version else None
-            ), True
-
-    def set_alias(self, name: str, alias: str, version: int, actor: str | None = None) -> None:
-        """Point ``alias`` of ``name`` at ``version`` and record the move."""
-        with self._session() as s:
-            model = self._model_row(s, name)
-            vid = s.scalar(select(VersionRow.id).where(VersionRow.model_id == model.id, VersionRow.version == version))
-            if vid is None:
-                raise VersionNotFound(f"model {name!r} has no version {version}")
-            row = s.scalar(select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.name == alias))
-            previous = row.version_id if row else None
-            if row is None:
-                s.add(AliasRow(model_id=model.id, name=alias, version_id=vid, updated_at=utcnow()))
-            else:
-                row.version_id = vid
-                row.updated_at = utcnow()
-            s.add(
-                AliasEventRow(
-                    model_id=model.id,
-                    alias=alias,
-                    version_id=vid,
-                    previous_version_id=previous,
-                    actor=actor,
-                    at=utcnow(),
-                )
+        elif model.task != manifest["task"]:
+            raise Conflict(f"model {name!r} is a {model.task} model; a {manifest['task']} version cannot join it")
+        for existing in s.scalars(
+            select(VersionRow).where(VersionRow.model_id == model.id, VersionRow.sha256 == sha256)
+        ):
+            # compare in today's form: a row stored before a field was added lacks its default
+            if Manifest.model_validate(existing.manifest).model_dump(mode="json") == manifest:
+                return self._to_version(name, existing), False
+        parent_id = None
+        if parent_version is not None:
+            parent_id = s.scalar(
+                select(VersionRow.id).where(VersionRow.model_id == model.id, VersionRow.version == parent_version)
             )
+            if parent_id is None:
+                raise VersionNotFound(f"parent version {parent_version} of {name!r} does not exist")
+        number = (s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)) or 0) + 1
+        row = VersionRow(
+            model_id=model.id,
+            version=number,
+            sha256=sha256,
+            size_bytes=size_bytes,
+            manifest=manifest,
+            metrics=metrics or {},
+            source=source,
+            parent_version_id=parent_id,
+            created_at=utcnow(),
+        )
+        s.add(row)
+        if manifest.get("description"):
+            model.description = manifest["description"]
+        s.flush()
+        return self._to_version(name, row, {parent_id: parent_version} if parent_id and parent_version else None), True
+
+    def set_alias(
+        self, name: str, alias: str, version: int, actor: str | None = None, *, if_absent: bool = False
+    ) -> bool:
+        """Point ``alias`` of ``name`` at ``version`` and record the move; returns whether it moved.
+
+        Concurrent moves of one model's aliases run one after the other (the last one wins)
+        and each writes its history row naming the version it replaced. With ``if_absent``
+        an alias that already exists is left alone (the first of several racing first pushes
+        becomes ``production``, not the last).
+        """
+        return self._write(
+            lambda s: self._set_alias(s, name, alias, version, actor, if_absent), f"moving alias {alias!r} of {name!r}"
+        )
+
+    def _set_alias(self, s: Session, name: str, alias: str, version: int, actor: str | None, if_absent: bool) -> bool:
+        model = self._lock_model(s, name)
+        if model is None:
+            raise ModelNotFound(f"no model named {name!r}")
+        vid = s.scalar(select(VersionRow.id).where(VersionRow.model_id == model.id, VersionRow.version == version))
+        if vid is None:
+            raise VersionNotFound(f"model {name!r} has no version {version}")
+        row = s.scalar(select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.name == alias))
+        if row is not None and if_absent:
+            return False
+        previous = row.version_id if row else None
+        if row is None:
+            s.add(AliasRow(model_id=model.id, name=alias, version_id=vid, updated_at=utcnow()))
+        else:
+            row.version_id = vid
+            row.updated_at = utcnow()
+        s.add(
+            AliasEventRow(
+                model_id=model.id,
+                alias=alias,
+                version_id=vid,
+                previous_version_id=previous,
+                actor=actor,
+                at=utcnow(),
+            )
+        )
+        return True

@@ -41,8 +41,11 @@ class RegistryStore(Protocol):
         """The version ``ref`` designates; raises ``ModelNotFound``/``VersionNotFound``/``AliasNotFound``."""
         ...
 
-    def set_alias(self, name: str, alias: str, version: int, actor: str | None = None) -> None:
-        """Point ``alias`` at ``version`` and record the change."""
+    def set_alias(
+        self, name: str, alias: str, version: int, actor: str | None = None, *, if_absent: bool = False
+    ) -> bool:
+        """Point ``alias`` at ``version`` and record the change (unless ``if_absent`` and it
+        exists); returns whether it moved."""
         ...
 
     def aliased_versions(self, alias: str) -> list[ModelVersion]:

@@ -1,4 +1,9 @@
-"""SQLAlchemy tables of the registry. Alembic migrations create them; keep both in step."""
+"""SQLAlchemy tables of the registry. Alembic migrations create them; keep both in step.
+
+``tests/integration/test_migrations.py`` compares these tables (types and server defaults
+included) with a database the migrations built, on SQLite and PostgreSQL: a column added
+here without a migration fails it.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ class ModelRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True, nullable=False)
     task: Mapped[str] = mapped_column(String(32), nullable=False)
-    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 
@@ -45,7 +50,7 @@ class VersionRow(Base):
     parent_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     dataset: Mapped[str | None] = mapped_column(String(255))
     job_id: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="ready")
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="ready", server_default="ready")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 
@@ -59,7 +64,7 @@ class AliasRow(Base):
     name: Mapped[str] = mapped_column(String(32), nullable=False)
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), nullable=False)
     canary_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
-    canary_weight: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    canary_weight: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 

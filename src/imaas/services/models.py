@@ -90,10 +90,8 @@ class ModelService:
         version, created = self.registry.add_version(
             name, staged.sha256, staged.size, complete, source=source, metrics=metrics
         )
-        record = self.registry.get_model(name)
-        if PRODUCTION not in record.aliases:
-            self.registry.set_alias(name, PRODUCTION, version.version, actor="push")
-        if alias is not None and record.aliases.get(alias) != version.version:
+        self.registry.set_alias(name, PRODUCTION, version.version, actor="push", if_absent=True)
+        if alias is not None and self.registry.get_model(name).aliases.get(alias) != version.version:
             self.registry.set_alias(name, alias, version.version, actor="push")
         self._changed(name)
         return version, created

@@ -14,15 +14,20 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from imaas.errors import NotFound, PayloadTooLarge
+from imaas.errors import InvalidRequest, NotFound, PayloadTooLarge
 
 CHUNK = 1024 * 1024
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+log = logging.getLogger(__name__)
 
 
 class LocalArtifactStore:
@@ -32,7 +37,14 @@ class LocalArtifactStore:
         self.root = root
 
     def path(self, sha256: str) -> Path:
-        """Where the artifact ``sha256`` lives (it may not exist)."""
+        """Where the artifact ``sha256`` lives (it may not exist).
+
+        Only a sha256 hex digest (64 lowercase hex characters) names an artifact; anything
+        else (``../../etc/passwd``) raises ``InvalidRequest`` before a path is built, so no
+        caller can reach a file outside the store.
+        """
+        if not _DIGEST.fullmatch(sha256):
+            raise InvalidRequest(f"sha256: expected 64 lowercase hex characters, got {sha256[:80]!r}")
         return self.root / sha256[:2] / sha256
 
     def exists(self, sha256: str) -> bool:
@@ -40,10 +52,15 @@ class LocalArtifactStore:
         return self.path(sha256).is_file()
 
     def open_path(self, sha256: str) -> Path:
-        """The path of a stored artifact; raises ``NotFound`` if it is missing."""
+        """The path of a stored artifact; raises ``NotFound`` if it is missing.
+
+        The error names only the digest: where the server keeps its files is logged for the
+        operator, never sent to a client.
+        """
         p = self.path(sha256)
         if not p.is_file():
-            raise NotFound(f"artifact {sha256} is missing from {self.root}")
+            log.warning("artifact %s is missing: expected at %s", sha256, p)
+            raise NotFound(f"artifact {sha256} is missing from the artifact store")
         return p
 
     def stage(self, stream: BinaryIO, max_bytes: int | None = None) -> Staged:

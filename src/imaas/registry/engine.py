@@ -1,0 +1,105 @@
+"""Database engines for the registry: SQLite (WAL) by default, PostgreSQL in a cluster.
+
+SQLite in WAL mode lets readers run beside one writer, but a *deferred* transaction that
+reads first and writes later fails at once with ``SQLITE_BUSY`` ("database is locked") when
+another writer committed after its read began: the busy timeout cannot help, because waiting
+would not make its snapshot current. So the registry takes over ``BEGIN`` (SQLAlchemy's
+pysqlite recipe): a connection whose execution options carry ``WRITE_OPTION`` begins with
+``BEGIN IMMEDIATE``, taking the write lock before its first read and waiting for it under the
+busy timeout; every other connection begins a plain deferred transaction, so reads keep
+running beside writes. PostgreSQL needs none of this and gets no SQLite-only SQL.
+
+Example::
+
+    engine = make_engine("sqlite:////tmp/imaas/registry.db", busy_timeout_s=5.0)
+    with writer(engine).begin() as conn:  # BEGIN IMMEDIATE on SQLite
+        ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError
+
+WRITE_OPTION = "imaas_write"
+"""Execution option marking a connection whose transactions will write."""
+
+DEFAULT_BUSY_TIMEOUT_S = 5.0
+"""How long SQLite waits for another writer's lock before answering "database is locked"."""
+
+# SQLite primary result codes (the low byte of extended codes such as SQLITE_BUSY_SNAPSHOT).
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+# PostgreSQL SQLSTATEs that mean "run the transaction again": serialization failure,
+# deadlock detected, lock not available.
+_PG_RETRYABLE = frozenset({"40001", "40P01", "55P03"})
+
+
+def registry_url(url: str | URL) -> URL:
+    """``url`` parsed, with PostgreSQL pointed at psycopg 3 unless a driver is named.
+
+    SQLAlchemy's default PostgreSQL driver is psycopg2, which imaas does not install, so a
+    plain ``postgresql://host/db`` means ``postgresql+psycopg://host/db`` here.
+
+    >>> registry_url("postgresql://postgres@127.0.0.1/test").drivername
+    'postgresql+psycopg'
+    """
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str | URL, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Engine:
+    """An engine for ``url``.
+
+    SQLite gets WAL, foreign keys, ``busy_timeout_s`` and ``BEGIN IMMEDIATE`` for
+    connections marked by ``writer``; PostgreSQL gets psycopg 3 and pre-ping.
+    """
+    parsed = registry_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": busy_timeout_s})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # sqlite3 would BEGIN (deferred) by itself before DML and never before SELECT;
+        # ``_begin`` emits every BEGIN instead.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN")
+
+    return engine
+
+
+def writer(engine: Engine) -> Engine:
+    """``engine`` (same pool) whose transactions take SQLite's write lock when they begin."""
+    return engine.execution_options(**{WRITE_OPTION: True})
+
+
+def is_busy(exc: DBAPIError) -> bool:
+    """Whether ``exc`` says the database was locked by others, so the transaction may be rerun.
+
+    SQLite: ``SQLITE_BUSY``/``SQLITE_LOCKED`` ("database is locked"); PostgreSQL: a
+    serialization failure, a deadlock or an unavailable lock.
+    """
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    if getattr(orig, "sqlstate", None) in _PG_RETRYABLE:
+        return True
+    message = str(orig).lower()
+    return "database is locked" in message or "database table is locked" in message

@@ -22,10 +22,13 @@ from dataclasses import dataclass
 import orjson
 from pydantic import ValidationError
 from starlette.datastructures import QueryParams, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message
 
+from imaas.api.bodies import read_body
 from imaas.api.deps import principal
 from imaas.api.offload import parse_sized
 from imaas.api.responses import FastJSONResponse
@@ -77,13 +80,16 @@ async def read_predict(request: Request, name: str, services: Services) -> Predi
     ref = ModelRef.parse(name, version=query_int(query, "version", 1), alias=query.get("alias"))
     top_k = query_int(query, "top_k", 1, MAX_TOP_K)
     kind = body_kind(request.headers.get("content-type", ""))
-    limit = services.settings.server.max_images_per_request
+    server = services.settings.server
+    limit = server.max_images_per_request
     if kind == "raw":
-        return PredictCall(ref, [ImageInput(await request.body())], top_k)
+        return PredictCall(ref, [ImageInput(await read_body(request, server.max_body_bytes))], top_k)
     if kind == "multipart":
+        if "content-encoding" in request.headers:  # the form parser reads the stream: give it the inflated body
+            request = _with_body(request, await read_body(request, server.max_body_bytes))
         return PredictCall(ref, await _multipart(request, limit), top_k)
     if kind == "json":
-        body = await request.body()
+        body = await read_body(request, server.max_body_bytes)
         images, body_top_k = await parse_sized(len(body), _json_images, body, limit)
         return PredictCall(ref, images, top_k or body_top_k)
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip()
@@ -102,13 +108,28 @@ async def answer_predict(request: Request, name: str) -> Response:
     return FastJSONResponse(result)
 
 
+def _with_body(request: Request, body: bytes) -> Request:
+    """A request like ``request`` whose stream yields ``body`` (already read and decoded)."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)
+
+
 async def _multipart(request: Request, limit: int) -> list[ImageInput]:
     try:
         form = await request.form(max_files=limit, max_fields=limit)
-    except MultiPartException as exc:
-        if exc.message.startswith("Too many files"):
+    except (MultiPartException, HTTPException) as exc:  # Starlette re-raises the first as the second in an app
+        message = exc.message if isinstance(exc, MultiPartException) else str(exc.detail)
+        if message.startswith("Too many files"):
             raise too_many_images(limit) from None
-        raise InvalidRequest(f"malformed multipart body: {exc.message}") from None
+        raise InvalidRequest(f"malformed multipart body: {message}") from None
     images: list[ImageInput] = []
     try:
         for _key, value in form.multi_items():

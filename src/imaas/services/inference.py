@@ -128,11 +128,12 @@ class InferenceService:
             self._resolved[ref] = version
         return version
 
-    async def model(self, version: ModelVersion) -> LoadedModel:
+    async def model(self, version: ModelVersion, deadline: float | None = None) -> LoadedModel:
         """The loaded model of ``version``, loading it now if needed.
 
         Raises ``ModelNotReady`` (503, with ``retry_after``) when the version failed to load
-        and its backoff has not passed, or when this attempt fails.
+        and its backoff has not passed, when this attempt fails, or when the load is still
+        running at ``deadline`` (the load goes on; a later request finds it done).
         """
         key = version.key
         loaded = self.engine.get(key)
@@ -145,7 +146,15 @@ class InferenceService:
         self._unloaded.discard(key)
         try:
             path = self.artifacts.open_path(version.sha256)
-            model = await self.engine.load(version, path)
+            loading = self.engine.load(version, path)
+            if deadline is None:
+                model = await loading
+            else:
+                model = await asyncio.wait_for(loading, max(0.0, deadline - now))
+        except TimeoutError:
+            raise ModelNotReady(
+                f"{version.model}@{version.version} is still loading; retry shortly", retry_after=1
+            ) from None
         except Exception as exc:
             raise self._not_ready(version, self._record_failure(version, exc, now), self.clock.now()) from None
         self._failures.pop(key, None)
@@ -224,7 +233,7 @@ class InferenceService:
         return prepare
 
     async def run_images(
-        self, version: ModelVersion, model: LoadedModel, images: list[ImageInput]
+        self, version: ModelVersion, model: LoadedModel, images: list[ImageInput], deadline: float | None = None
     ) -> list[list[np.ndarray]]:
         """Each image through the model's batch queue (decoded on the worker); outputs in order.
 
@@ -232,7 +241,7 @@ class InferenceService:
         have not run yet are withdrawn from the queue.
         """
         self.check_count(len(images))
-        deadline = self.deadline()
+        deadline = deadline if deadline is not None else self.deadline()
         budget = PixelBudget(self.limits.max_request_pixels)
         if len(images) == 1:
             return [await model.queue.submit(images[0].data, deadline, self.preparer(version, budget))]
@@ -241,20 +250,23 @@ class InferenceService:
             for i, im in enumerate(images)
         )
 
-    async def run_tensors(self, model: LoadedModel, rows: list[np.ndarray]) -> list[list[np.ndarray]]:
+    async def run_tensors(
+        self, model: LoadedModel, rows: list[np.ndarray], deadline: float | None = None
+    ) -> list[list[np.ndarray]]:
         """Each pre-processed input row through the model's batch queue; outputs in order."""
         self.check_count(len(rows))
-        deadline = self.deadline()
+        deadline = deadline if deadline is not None else self.deadline()
         return await all_or_none(model.queue.submit(row, deadline) for row in rows)
 
     async def predict(self, ref: ModelRef, images: list[ImageInput], top_k: int | None = None) -> dict[str, Any]:
         """Predict every image with the model ``ref`` names; results keep the request's order."""
         if top_k is not None and not 1 <= top_k <= 1000:
             raise InvalidRequest("top_k must be between 1 and 1000")
+        deadline = self.deadline()
         version = await self.resolve(ref)
-        model = await self.model(version)
+        model = await self.model(version, deadline)
         manifest = version.manifest
-        outputs = await self.run_images(version, model, images)
+        outputs = await self.run_images(version, model, images, deadline)
         results = [
             {"filename": im.filename, **model.postprocess(out, manifest, model.labels, top_k)}
             for im, out in zip(images, outputs, strict=True)

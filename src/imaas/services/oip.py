@@ -167,13 +167,14 @@ class OipService:
     # -- inference ----------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
         """Run one request through the model's batch queue."""
+        deadline = self.inference.deadline()
         version = await self.inference.resolve(parse_ref(request.model, request.version))
-        model = await self.inference.model(version)
+        model = await self.inference.model(version, deadline)
         tensor = self._input(version, request.inputs)
         if tensor.name == image_input_name(version):
-            results = await self.inference.run_images(version, model, self._images(tensor))
+            results = await self.inference.run_images(version, model, self._images(tensor), deadline)
         else:
-            results = await self.inference.run_tensors(model, self._raw_rows(version, tensor))
+            results = await self.inference.run_tensors(model, self._raw_rows(version, tensor), deadline)
         raw = np.stack([r[0] for r in results])
         return InferResponse(
             model_name=version.model,

@@ -69,6 +69,11 @@ def _rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
         try:
+            for key, value in context.invocation_metadata() or ():
+                if key == "x-request-id":  # echoed like REST's header, so a caller can match its logs
+                    if isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable():
+                        await context.send_initial_metadata(((key, value),))
+                    break
             return await method(self, request, context)
         except ImaasError as exc:
             if exc.retry_after is not None:  # as REST's Retry-After header, in the trailing metadata

@@ -51,7 +51,7 @@ async def test_lone_requests_earn_a_solo_session_which_idle_holders_give_up(tmp_
         np.testing.assert_allclose(solo[0], shared[0], rtol=1e-5)
         assert a.queue.stats.solo_batches == 1
         await b.queue.submit(x)  # the holder ran solo just now: it keeps the slot
-        await asyncio.sleep(0.1)
+        assert engine.solo_holders == {a.version.key}  # decided when b's lone request was delivered
         assert b.queue.run_solo is None
         assert a.queue.run_solo is not None
         clock.t += 31  # the holder has been idle: the next lone request takes its slot
@@ -72,7 +72,8 @@ async def test_no_solo_session_when_it_would_add_no_threads(tmp_path: Path) -> N
     try:
         model = await engine.load(version(path, "a"), path)
         await model.queue.submit(np.zeros((3, 32, 32), dtype=np.float32))
-        await asyncio.sleep(0.1)
+        assert model.queue.stats.batches == 1  # a lone request was delivered...
+        assert engine.solo_holders == set()  # ...and no solo session was asked for
         assert model.queue.run_solo is None
     finally:
         await engine.close()

@@ -114,6 +114,12 @@ class Engine:
         """The loaded model for ``key``, if it is loaded."""
         return self._models.get(key)
 
+    @property
+    def solo_holders(self) -> set[tuple[str, int]]:
+        """Versions that hold a solo session or are having one built (decided on the event loop
+        when a lone request is delivered, so it is current as soon as that request returns)."""
+        return set(self._solo)
+
     def is_loading(self, key: tuple[str, int]) -> bool:
         """Whether a load of ``key`` is under way."""
         return key in self._loading

@@ -18,6 +18,17 @@ from imaas.imaging.samples import sample_photos
 from imaas.settings import Settings
 
 
+ZOO_FIXTURES = frozenset({"zoo_home", "home_copy", "zoo_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the model zoo ``slow`` (it exports the models with PyTorch
+    once per session), so ``pytest -m "not slow"`` is the fast inner loop."""
+    for item in items:
+        if ZOO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def photos() -> dict[str, bytes]:
     """scikit-image's sample photos as JPEG (chelsea is a tabby cat)."""

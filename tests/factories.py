@@ -19,21 +19,21 @@ def tiny_classifier(
     dtype: int = 1,
     softmax: bool = False,
     seed: int = 0,
+    batch: int | None = None,
 ) -> Path:
     """A real ONNX classifier: global average pool, then a linear layer to ``classes`` scores.
 
-    Its scores depend on the mean colour, so a red image and a blue image get different classes.
+    Its scores depend on the mean colour, so a red image and a blue image get different classes
+    (``tiny_weights`` gives the same weights for computing the expected scores independently).
+    ``batch`` fixes the batch axis (dynamic by default).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     h, w = size
-    shape = ["batch", 3, h, w] if layout == "NCHW" else ["batch", h, w, 3]
-    rng = np.random.default_rng(seed)
-    weight = rng.standard_normal((3, classes)).astype(np.float32)
-    weight[:, 0] = [4, -2, -2]  # class 0 likes red
-    if classes > 1:
-        weight[:, 1] = [-2, -2, 4]  # class 1 likes blue
+    n: int | str = batch if batch is not None else "batch"
+    shape = [n, 3, h, w] if layout == "NCHW" else [n, h, w, 3]
+    weight = tiny_weights(classes, seed)
     nodes = []
     x = "input"
     if dtype != TensorProto.FLOAT:
@@ -48,7 +48,7 @@ def tiny_classifier(
         nodes,
         "tiny",
         [helper.make_tensor_value_info("input", dtype, shape)],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [n, classes])],
         initializer=[
             numpy_helper.from_array(weight, "weight"),
             numpy_helper.from_array(np.array(axes, dtype=np.int64), "axes"),
@@ -59,6 +59,16 @@ def tiny_classifier(
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def tiny_weights(classes: int = 4, seed: int = 0) -> np.ndarray:
+    """The (3, classes) weights of ``tiny_classifier``: logits = mean RGB in [0, 1] @ weights."""
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((3, classes)).astype(np.float32)
+    weight[:, 0] = [4, -2, -2]  # class 0 likes red
+    if classes > 1:
+        weight[:, 1] = [-2, -2, 4]  # class 1 likes blue
+    return weight
 
 
 def solid(color: tuple[int, int, int], size: tuple[int, int] = (64, 48), fmt: str = "PNG", mode: str = "RGB") -> bytes:

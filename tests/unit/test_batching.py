@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from imaas.errors import DeadlineExceeded, InferenceFailed, InvalidImage, Overloaded
+from imaas.errors import DeadlineExceeded, InferenceFailed, InvalidImage, ModelNotReady, Overloaded
 from imaas.runtime.batching import BatchQueue
 
 
@@ -209,3 +209,82 @@ async def test_a_lone_request_runs_solo_and_a_busy_queue_does_not() -> None:
     assert (solo.sizes, shared.sizes) == ([1, 1], [1])
     assert q.stats.solo_batches == 2
     assert q.stats.batches == 3
+
+
+class Injected(BaseException):
+    """Not an ``Exception``: it escapes the per-item and per-batch handlers, as a bug would."""
+
+
+async def test_an_error_outside_the_model_fails_the_batch_and_the_worker_carries_on() -> None:
+    model = GatedModel()
+    q, first = await _held_queue(model, max_batch=4)
+
+    def prepare(value: float) -> np.ndarray:
+        if value < 0:
+            raise Injected
+        return np.full(1, value, dtype=np.float32)
+
+    items = [asyncio.create_task(q.submit(v, prepare=prepare)) for v in (1.0, -1.0)]
+    await _until(lambda: q.depth == 2)
+    model.gate.set()
+    results = await asyncio.gather(first, *items, return_exceptions=True)
+    assert all(isinstance(r, InferenceFailed) for r in results[1:])  # its whole batch, resolved
+    after = await asyncio.wait_for(q.submit(np.full(1, 5.0)), timeout=5)  # the only worker still serves
+    await q.stop()
+    assert float(after[0][0]) == 10.0
+    assert (q.stats.worker_errors, q.stats.worker_restarts) == (1, 0)
+
+
+async def test_a_worker_that_dies_is_replaced() -> None:
+    model = GatedModel()
+    q = BatchQueue(model, max_batch=1, workers=1, clock=FakeClock())
+    serve_one = q._serve_one
+    died = threading.Event()
+
+    def die_once(cond: threading.Condition) -> bool:
+        if not died.is_set():
+            died.set()
+            raise Injected
+        return serve_one(cond)
+
+    q._serve_one = die_once  # type: ignore[method-assign]
+    await q.start()
+    out = await asyncio.wait_for(q.submit(np.ones(1)), timeout=5)  # served by the replacement
+    await q.stop()
+    np.testing.assert_array_equal(out[0], [2.0])
+    assert died.is_set()
+    assert q.stats.worker_restarts == 1
+
+
+async def test_a_failing_callback_does_not_strand_the_batch() -> None:
+    model = GatedModel()
+    q = BatchQueue(model, max_batch=1, workers=1, clock=FakeClock())
+
+    def broken() -> None:
+        raise RuntimeError("listener bug")
+
+    q.on_lone = broken
+    await q.start()
+    out = await asyncio.wait_for(q.submit(np.ones(1)), timeout=5)
+    await q.stop()
+    np.testing.assert_array_equal(out[0], [2.0])
+
+
+async def test_stop_with_drain_runs_what_is_queued_and_without_fails_it_retryably() -> None:
+    for drain in (True, False):
+        model = GatedModel()
+        q, first = await _held_queue(model, max_batch=1)
+        queued = [asyncio.create_task(q.submit(np.full(1, v))) for v in (1.0, 2.0)]
+        await _until(lambda q=q: q.depth == 2)  # type: ignore[misc]
+        stopping = asyncio.create_task(q.stop(drain=drain))
+        await _until(lambda q=q: q._stopping)  # type: ignore[misc]
+        with pytest.raises(ModelNotReady):  # nothing new is taken once stopping
+            await q.submit(np.zeros(1))
+        model.gate.set()
+        await stopping
+        results = await asyncio.gather(first, *queued, return_exceptions=True)
+        if drain:
+            assert [float(r[0][0]) for r in results] == [0.0, 2.0, 4.0]  # type: ignore[index]
+        else:
+            assert all(isinstance(r, ModelNotReady) for r in results[1:])
+            assert results[1].retry_after == 1  # type: ignore[union-attr]

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from imaas.errors import ImageTooLarge, ImageTooSmall, InvalidImage
-from imaas.imaging.decode import DecodeLimits, decode_image, open_checked, to_color
+from imaas.imaging.decode import DecodeLimits, PixelBudget, decode_image, open_checked, to_color
 from tests.factories import png_header_only, solid
 
 LIMITS = DecodeLimits(max_pixels=10_000_000, max_side=10_000, min_side=8)
@@ -99,12 +99,44 @@ def test_truncated_image(fmt: str) -> None:
         decode_image(data[: len(data) // 2], LIMITS)
 
 
-def test_bomb_is_refused_before_decoding() -> None:
-    with pytest.raises(ImageTooLarge):
+def test_bomb_is_refused_before_decoding_with_our_limit_and_wording() -> None:
+    with pytest.raises(ImageTooLarge) as far_over:  # over Pillow's own guard (179 MP) too
         open_checked(png_header_only(30000, 30000), LIMITS)
+    assert str(far_over.value) == (
+        "image is 30000x30000 (900000000 pixels); the limit is 10000000 pixels and 10000 per side"
+    )
+    assert (far_over.value.extra["width"], far_over.value.extra["height"]) == (30000, 30000)
     with pytest.raises(ImageTooLarge) as info:
         open_checked(png_header_only(5000, 5000), LIMITS)  # under Pillow's guard, over ours
     assert info.value.extra["width"] == 5000
+
+
+def test_a_configured_limit_above_pillows_guard_is_honoured() -> None:
+    roomy = DecodeLimits(max_pixels=400_000_000, max_side=30_000)
+    img = open_checked(png_header_only(15000, 15000), roomy)  # 225 MP: Pillow alone would refuse it
+    assert img.size == (15000, 15000)
+
+
+def test_formats_that_cannot_be_decoded_reduced_are_refused_past_the_downscale_ratio() -> None:
+    limits = DecodeLimits(max_pixels=60_000_000, max_side=10_000, max_downscale=400)
+    with pytest.raises(ImageTooLarge, match=r"7000x7000 PNG image is 748 times the pixels this model reads"):
+        decode_image(png_header_only(7000, 7000), limits, min_size=256)  # refused before its data is read
+    small_model = decode_image(solid((9, 9, 9), size=(1800, 1800)), limits, min_size=28)
+    assert small_model.size == (1800, 1800)  # 4,000 times 28x28, but under 4 MP: cheap, allowed
+    no_resize = decode_image(solid((9, 9, 9), size=(300, 300)), limits, min_size=None)
+    assert no_resize.size == (300, 300)
+
+
+def test_the_request_budget_is_charged_the_pixels_actually_decoded() -> None:
+    budget = PixelBudget(1_000_000)
+    out = decode_image(solid((10, 200, 10), size=(4096, 2048), fmt="JPEG"), LIMITS, min_size=256, budget=budget)
+    assert out.size == (512, 256)
+    assert budget.used == 512 * 256  # the JPEG decoded at 1/8 scale costs 1/64 of its pixels
+    decode_image(solid((9, 9, 9), size=(600, 600)), LIMITS, budget=budget)
+    assert budget.used == 512 * 256 + 600 * 600
+    with pytest.raises(ImageTooLarge, match="more than 1000000 pixels together"):
+        decode_image(solid((9, 9, 9), size=(800, 800)), LIMITS, budget=budget)
+    assert budget.used == 512 * 256 + 600 * 600  # a refused image reserves nothing
 
 
 def test_zero_width_image() -> None:

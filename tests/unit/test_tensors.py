@@ -1,0 +1,64 @@
+"""OIP tensors: declared shapes are bounded before anything is allocated for them."""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from imaas.errors import InvalidInput, PayloadTooLarge
+from imaas.services.tensors import MAX_RANK, ElementBudget, from_json_data, from_raw, to_raw
+
+
+def peak_bytes(fn: object) -> int:
+    """Peak bytes Python allocated while ``fn`` ran (it may raise)."""
+    tracemalloc.start()
+    try:
+        fn()  # type: ignore[operator]
+    except (InvalidInput, PayloadTooLarge):
+        pass
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+def test_a_huge_bytes_shape_with_a_kilobyte_of_data_allocates_nothing_for_it() -> None:
+    raw = struct.pack("<I", 1000) + b"x" * 1000
+    with pytest.raises(InvalidInput, match="cannot hold 2000000000 elements"):
+        from_raw("BYTES", [2_000_000_000], raw)
+    assert peak_bytes(lambda: from_raw("BYTES", [2_000_000_000], raw)) < 100_000  # was a 16 GB object array
+
+
+def test_the_element_budget_is_shared_by_a_requests_inputs() -> None:
+    budget = ElementBudget(100)
+    assert budget.take([2, 30]) == 60
+    with pytest.raises(PayloadTooLarge, match="declares 60 elements; the limit is 100 per request"):
+        budget.take([60])
+    with pytest.raises(PayloadTooLarge):
+        from_json_data("FP32", [10**12], [0.0], ElementBudget(1000))
+
+
+@pytest.mark.parametrize(
+    "shape", [[1] * (MAX_RANK + 1), [1] * 65, [-1, 3], [2.0], [True], "3", [[3]]], ids=lambda s: str(s)[:20]
+)
+def test_bad_shapes_are_invalid_input(shape: object) -> None:
+    with pytest.raises(InvalidInput):
+        from_json_data("FP32", shape, [0.0])  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        from_raw("FP32", shape, b"\0\0\0\0")  # type: ignore[arg-type]
+
+
+def test_the_highest_rank_still_works() -> None:
+    shape = [1] * MAX_RANK
+    np.testing.assert_array_equal(from_json_data("INT32", shape, [7]).reshape(-1), [7])
+
+
+def test_round_trip_and_length_checks() -> None:
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(from_raw("FP32", [2, 3], to_raw(array, "FP32")), array)
+    with pytest.raises(InvalidInput, match="needs 24"):
+        from_raw("FP32", [2, 3], to_raw(array, "FP32")[:-1])
+    with pytest.raises(InvalidInput, match="unsupported datatype"):
+        from_json_data("FP128", [1], [1.0])

@@ -126,3 +126,21 @@ def test_upload_limit(tmp_path: Path, serve: Callable[..., RunningServer]) -> No
     r = _push(server, "big", big)
     assert r.status_code == 413
     assert r.json()["code"] == "payload_too_large"
+
+
+def test_concurrent_pushes_of_one_new_model_over_http(server: RunningServer, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = [tiny_classifier(tmp_path / f"m{i}.onnx", seed=i).read_bytes() for i in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda f: _push(server, "race", f, "labels: [a, b, c, d]", alias="staging"), files))
+    assert [r.status_code for r in answers] == [201] * 6, [r.text for r in answers if r.status_code != 201]
+    assert sorted(r.json()["version"] for r in answers) == [1, 2, 3, 4, 5, 6]
+    model = httpx.get(f"{server.url}/v1/models/race").json()
+    assert model["latest_version"] == 6
+    assert model["aliases"]["production"] in range(1, 7)
+    assert model["aliases"]["staging"] in range(1, 7)
+    served = httpx.post(
+        f"{server.url}/v1/models/race:predict", content=solid((250, 0, 0)), headers={"Content-Type": "image/png"}
+    )
+    assert served.status_code == 200, served.text

@@ -11,10 +11,13 @@ from typing import Any, Protocol
 from imaas.errors import InvalidRequest
 from imaas.schemas.manifest import Manifest
 
+# Matched with ``fullmatch``: ``$`` alone would let a trailing newline through. The patterns
+# are also published in the OpenAPI description, so they stay ECMA-262 compatible.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 PRODUCTION = "production"
 _DECIMAL = re.compile(r"[0-9]{1,18}")
+MAX_VERSION = 2**53 - 1  # versions stay exact in a JSON number (a double), whatever parses them
 
 
 def parse_decimal(text: str) -> int | None:
@@ -33,7 +36,7 @@ def parse_decimal(text: str) -> int | None:
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid model name, else raise ``InvalidRequest``."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidRequest(f"invalid model name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-'")
     return name
 
@@ -76,7 +79,9 @@ class ModelRef:
             raise InvalidRequest("give a version or an alias, not both")
         if version is not None and version < 1:
             raise InvalidRequest("versions start at 1")
-        if alias is not None and not ALIAS_RE.match(alias):
+        if version is not None and version > MAX_VERSION:
+            raise InvalidRequest(f"version {version} is too large: versions go up to {MAX_VERSION}")
+        if alias is not None and not ALIAS_RE.fullmatch(alias):
             raise InvalidRequest(f"invalid alias {alias!r}")
         return cls(name=name, version=version, alias=alias)
 

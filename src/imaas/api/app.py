@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from imaas import __version__
-from imaas.api import problems
+from imaas.api import openapi, problems
 from imaas.api.fastpath import PredictFastPath
 from imaas.api.middleware import BodyLimit, RequestContext
 from imaas.api.responses import FastJSONResponse
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         default_response_class=FastJSONResponse,
     )
     problems.install(app)
+    openapi.install(app, settings)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(predict.router)

@@ -6,9 +6,10 @@ import itertools
 import uuid
 from collections.abc import Callable
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imaas.api.responses import ProblemResponse
+from imaas.api import problems
 from imaas.domain import parse_decimal
 from imaas.errors import ImaasError, PayloadTooLarge
 
@@ -93,16 +94,9 @@ class BodyLimit:
 
 
 async def _problem(exc: ImaasError, scope: Scope, send: Send) -> None:
-    rid = scope.get("state", {}).get("request_id")
-    body = {
-        "type": f"https://imaas.dev/problems/{exc.code}",
-        "title": exc.title,
-        "status": exc.status,
-        "detail": exc.detail,
-        "code": exc.code,
-        "request_id": rid,
-    }
-    response = ProblemResponse(body, status_code=exc.status, headers={"Connection": "close"})
+    # The one renderer: a problem on /v1, the protocol's {"error": ...} under /v2.
+    response = await problems.imaas_error(Request(scope), exc)
+    response.headers["Connection"] = "close"
     await response(scope, _no_body, send)
 
 

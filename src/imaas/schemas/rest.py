@@ -34,10 +34,18 @@ class PredictResponse(BaseModel):
     results: list[ImageResult]
 
 
+# RFC 4648 base64 (standard alphabet, padded). Documentation only: the server decodes with
+# ``base64.b64decode(validate=True)``, which also tolerates extra ``=`` after a full quantum.
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
 class Base64Image(BaseModel):
     """An image carried in JSON."""
 
-    data: str = Field(description="base64 of the encoded image file (JPEG, PNG, WebP, ...)")
+    data: str = Field(
+        description="base64 of the encoded image file (JPEG, PNG, WebP, ...)",
+        json_schema_extra={"pattern": BASE64_PATTERN, "contentEncoding": "base64"},
+    )
     filename: str | None = None
 
 
@@ -89,6 +97,23 @@ class ModelDetail(ModelSummary):
     """Answer of ``GET /v1/models/{name}``: versions newest first, with manifests."""
 
     versions: list[VersionInfo]
+
+
+class FailedLoad(BaseModel):
+    """A production version that could not be loaded, and why."""
+
+    model: str = Field(description="name@version")
+    reason: str
+    attempts: int
+
+
+class Readiness(BaseModel):
+    """Answer of ``GET /readyz``: 200 ``ready`` once warm-up is over, else 503 ``loading``."""
+
+    status: Literal["ready", "loading"]
+    loaded: list[str] = Field(description="name@version of every loaded version")
+    missing: list[str] = Field(description="production versions not loaded yet, or `warm-up still running`")
+    failed: list[FailedLoad] = Field(description="production versions whose load failed (retried with backoff)")
 
 
 class Problem(BaseModel):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 
 from imaas.api.deps import services
 from imaas.api.responses import FastJSONResponse
+from imaas.schemas.rest import Readiness
 from imaas.services.container import Services
 
 router = APIRouter(tags=["health"])
@@ -22,7 +23,11 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: the server can serve",
-    responses={503: {"description": "production models are still loading"}},
+    response_model=None,
+    responses={
+        200: {"model": Readiness, "description": "every production version is loaded or has failed to load"},
+        503: {"model": Readiness, "description": "production models are still loading"},
+    },
 )
 async def readyz(svc: Services = Depends(services)) -> Any:
     """200 once warm-up has loaded, or failed to load, every model's ``production`` version; else 503.

@@ -7,14 +7,36 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from imaas.api.deps import Principal, principal, services
-from imaas.domain import ALIAS_RE, ModelRecord, ModelVersion, check_name
-from imaas.errors import InvalidRequest
+from imaas.api.openapi import AliasName, ModelName, problem_responses
+from imaas.domain import ALIAS_RE, MAX_VERSION, ModelRecord, ModelVersion, check_name
+from imaas.errors import (
+    Conflict,
+    InvalidManifest,
+    InvalidModel,
+    InvalidRequest,
+    ModelNotFound,
+    RegistryBusy,
+    VersionNotFound,
+)
 from imaas.schemas.rest import ModelDetail, ModelList, ModelSummary, VersionInfo
 from imaas.services.container import Services
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+class _SegmentWithoutColon(StringConvertor):
+    """A path segment without ``:``, so ``GET /v1/models/{name}`` never claims ``/v1/models/{name}:predict``
+    (a GET there is 405 with ``Allow: POST``, as the OpenAPI description says)."""
+
+    regex = "[^/:]+"
+
+
+register_url_convertor("imaas_model", _SegmentWithoutColon())
+
+WRITE_ERRORS = (Conflict, RegistryBusy)  # a registry write can collide with another, or find it locked
 
 
 def summary(record: ModelRecord) -> ModelSummary:
@@ -47,7 +69,7 @@ def version_info(v: ModelVersion, aliases: dict[str, int], svc: Services) -> Ver
     )
 
 
-@router.get("", response_model=ModelList, summary="List models")
+@router.get("", response_model=ModelList, summary="List models", responses=problem_responses(InvalidRequest))
 async def list_models(
     limit: Annotated[int, Query(ge=1, le=1000, description="models per page")] = 100,
     after: Annotated[str | None, Query(description="the `next` of the previous page")] = None,
@@ -65,12 +87,14 @@ async def list_models(
 
 
 @router.get(
-    "/{name}",
+    "/{name:imaas_model}",
     response_model=ModelDetail,
     summary="Describe a model",
-    responses={404: {"description": "model_not_found"}},
+    responses=problem_responses(InvalidRequest, ModelNotFound),
 )
-async def get_model(name: str, svc: Services = Depends(services), _p: Principal = Depends(principal)) -> ModelDetail:
+async def get_model(
+    name: ModelName, svc: Services = Depends(services), _p: Principal = Depends(principal)
+) -> ModelDetail:
     """A model with all its versions (newest first), manifests and aliases."""
     check_name(name)
     record, versions = await asyncio.to_thread(svc.models.describe, name)
@@ -85,16 +109,19 @@ async def get_model(name: str, svc: Services = Depends(services), _p: Principal 
     status_code=201,
     summary="Push a new version (ONNX file + manifest)",
     responses={
-        200: {"description": "the same bytes and manifest were already registered: that version"},
-        413: {"description": "payload_too_large"},
-        422: {"description": "invalid_model / invalid_manifest"},
+        200: {"model": VersionInfo, "description": "the same bytes and manifest were already registered: that version"},
+        # a body that is not multipart/form-data lacks the `model` file: 400 invalid_request
+        **problem_responses(InvalidRequest, InvalidModel, InvalidManifest, *WRITE_ERRORS),
     },
 )
 async def push_version(
-    name: str,
+    name: ModelName,
     model: Annotated[UploadFile, File(description="the ONNX file")],
     manifest: Annotated[str | None, Form(description="manifest as YAML or JSON; omitted fields are inferred")] = None,
-    alias: Annotated[str | None, Form(description="also point this alias at the new version")] = None,
+    alias: Annotated[
+        str | None,
+        Form(description="also point this alias at the new version", json_schema_extra={"pattern": ALIAS_RE.pattern}),
+    ] = None,
     svc: Services = Depends(services),
     _p: Principal = Depends(principal),
 ) -> Any:
@@ -104,7 +131,7 @@ async def push_version(
     bytes and manifest again is idempotent: the existing version is returned with 200.
     """
     check_name(name)
-    if alias is not None and not ALIAS_RE.match(alias):
+    if alias is not None and not ALIAS_RE.fullmatch(alias):
         raise InvalidRequest(f"invalid alias {alias!r}")
     version, created = await asyncio.to_thread(
         svc.models.push, name, model.file, manifest, source=f"upload:{model.filename or 'model.onnx'}", alias=alias
@@ -114,17 +141,22 @@ async def push_version(
     return JSONResponse(body, status_code=201 if created else 200)
 
 
-@router.put("/{name}/aliases/{alias}", response_model=ModelSummary, summary="Point an alias at a version")
+@router.put(
+    "/{name}/aliases/{alias}",
+    response_model=ModelSummary,
+    summary="Point an alias at a version",
+    responses=problem_responses(InvalidRequest, ModelNotFound, VersionNotFound, *WRITE_ERRORS),
+)
 async def set_alias(
-    name: str,
-    alias: str,
-    version: Annotated[int, Body(embed=True, ge=1)],
+    name: ModelName,
+    alias: AliasName,
+    version: Annotated[int, Body(embed=True, ge=1, le=MAX_VERSION)],
     svc: Services = Depends(services),
     _p: Principal = Depends(principal),
 ) -> ModelSummary:
     """Move ``alias`` (e.g. ``production``) to ``version``; later requests use it at once."""
     check_name(name)
-    if not ALIAS_RE.match(alias):
+    if not ALIAS_RE.fullmatch(alias):
         raise InvalidRequest(f"invalid alias {alias!r}")
     await asyncio.to_thread(svc.models.set_alias, name, alias, version, "api")
     return summary(await asyncio.to_thread(svc.models.registry.get_model, name))

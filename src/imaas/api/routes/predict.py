@@ -13,8 +13,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from imaas.api.openapi import LOOKUP_ERRORS, SERVING_ERRORS, ModelRefPath, problem_responses, ref
 from imaas.api.predict_call import MAX_TOP_K, answer_predict
-from imaas.schemas.rest import PredictRequest, PredictResponse
+from imaas.domain import ALIAS_RE, MAX_VERSION
+from imaas.errors import ImageTooLarge, ImageTooSmall, InvalidImage, TooManyImages, UnsupportedMediaType
+from imaas.schemas.rest import PredictResponse
 
 router = APIRouter(prefix="/v1/models", tags=["inference"])
 
@@ -30,36 +33,41 @@ _PARAMETERS: list[dict[str, Any]] = [
         "name": "version",
         "in": "query",
         "required": False,
-        "description": "a version number (default: the production alias)",
-        "schema": {"type": "integer", "minimum": 1},
+        "description": "a version number (default: the production alias); not with `alias` or a suffix in `name`",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
     },
     {
         "name": "alias",
         "in": "query",
         "required": False,
-        "description": "an alias such as production or staging",
-        "schema": {"type": "string"},
+        "description": "an alias such as production or staging; not with `version` or a suffix in `name`",
+        "schema": {"type": "string", "pattern": ALIAS_RE.pattern},
     },
 ]
+
+# An 8x8 orange PNG: the example body really gets an answer.
+_TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8UaHBgA0wMeAAg1MCAB4nAXgllso1AAAAAElFTkSuQmCC"
+_RAW_IMAGE = {"schema": {"type": "string", "format": "binary"}}
 
 _BODY_DOC: dict[str, Any] = {
     "parameters": _PARAMETERS,
     "requestBody": {
         "required": True,
-        "description": "One image as the raw body, several as multipart files, or base64 images in JSON.",
+        "description": (
+            "One image as the raw body (any `image/*` type, or `application/octet-stream`), several as "
+            "multipart file parts, or base64 images in JSON. `Content-Encoding: gzip` or `deflate` is undone "
+            "within the body limit."
+        ),
         "content": {
-            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "image/webp": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-                }
-            },
+            "image/jpeg": _RAW_IMAGE,
+            "image/png": _RAW_IMAGE,
+            "image/webp": _RAW_IMAGE,
+            "image/*": _RAW_IMAGE,
+            "application/octet-stream": _RAW_IMAGE,
+            "multipart/form-data": {"schema": ref("PredictUpload")},
             "application/json": {
-                "schema": PredictRequest.model_json_schema(),
-                "example": {"images": [{"data": "<base64 of a JPEG>", "filename": "cat.jpg"}], "top_k": 3},
+                "schema": ref("PredictRequest"),
+                "example": {"images": [{"data": _TINY_PNG, "filename": "orange.png"}], "top_k": 3},
             },
         },
     },
@@ -88,14 +96,17 @@ _RESPONSE_EXAMPLE = {
     openapi_extra=_BODY_DOC,
     responses={
         200: {"content": {"application/json": {"example": _RESPONSE_EXAMPLE}}},
-        404: {"description": "model_not_found / version_not_found / alias_not_found"},
-        413: {"description": "payload_too_large"},
-        415: {"description": "unsupported_media_type"},
-        422: {"description": "invalid_image / image_too_large / image_too_small"},
-        429: {"description": "overloaded (see Retry-After)"},
-        504: {"description": "deadline_exceeded"},
+        **problem_responses(
+            *LOOKUP_ERRORS,
+            TooManyImages,
+            UnsupportedMediaType,
+            InvalidImage,
+            ImageTooLarge,
+            ImageTooSmall,
+            *SERVING_ERRORS,
+        ),
     },
 )
-async def predict(name: str, request: Request) -> Response:
+async def predict(name: ModelRefPath, request: Request) -> Response:
     """Run the model on each image. ``name`` may carry ``@version`` or ``:alias`` too."""
     return await answer_predict(request, name)

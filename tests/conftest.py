@@ -17,7 +17,6 @@ from imaas.api.app import create_app
 from imaas.imaging.samples import sample_photos
 from imaas.settings import Settings
 
-
 ZOO_FIXTURES = frozenset({"zoo_home", "home_copy", "zoo_server"})
 
 

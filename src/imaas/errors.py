@@ -21,11 +21,13 @@ class ImaasError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal server error"
+    default_retry_after: ClassVar[float | None] = None  # errors worth retrying say when, by default
 
     def __init__(self, detail: str | None = None, *, retry_after: float | None = None, **extra: Any) -> None:
         self.detail = detail or self.title
         self.extra: dict[str, Any] = extra
-        self.retry_after = retry_after  # seconds; the edges send it as Retry-After when set
+        # seconds; the edges send it as Retry-After (gRPC: trailing metadata) when set
+        self.retry_after = retry_after if retry_after is not None else self.default_retry_after
         super().__init__(self.detail)
 
 
@@ -157,9 +159,7 @@ class Overloaded(ImaasError):
     status = 429
     code = "overloaded"
     title = "Too many requests queued for this model"
-
-    def __init__(self, detail: str | None = None, *, retry_after: float | None = 1.0, **extra: Any) -> None:
-        super().__init__(detail, retry_after=retry_after, **extra)
+    default_retry_after = 1.0
 
 
 class ModelNotReady(ImaasError):
@@ -168,6 +168,7 @@ class ModelNotReady(ImaasError):
     status = 503
     code = "model_not_ready"
     title = "Model not ready"
+    default_retry_after = 1.0
 
 
 class RegistryBusy(ImaasError):
@@ -176,6 +177,7 @@ class RegistryBusy(ImaasError):
     status = 503
     code = "registry_busy"
     title = "Registry busy"
+    default_retry_after = 1.0
 
 
 class DeadlineExceeded(ImaasError):

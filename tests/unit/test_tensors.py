@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import tracemalloc
 
@@ -15,10 +16,8 @@ from imaas.services.tensors import MAX_RANK, ElementBudget, from_json_data, from
 def peak_bytes(fn: object) -> int:
     """Peak bytes Python allocated while ``fn`` ran (it may raise)."""
     tracemalloc.start()
-    try:
+    with contextlib.suppress(InvalidInput, PayloadTooLarge):
         fn()  # type: ignore[operator]
-    except (InvalidInput, PayloadTooLarge):
-        pass
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return peak

@@ -94,8 +94,10 @@ def _outputs(raw: Any) -> list[OutSpec] | None:
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             raise InvalidRequest(f"outputs[{i}] needs a 'name'")
         p = o.get("parameters") or {}
+        if not isinstance(p, dict):
+            raise InvalidRequest(f"outputs[{i}]: 'parameters' must be an object")
         classification = p.get("classification", 0)
-        if not isinstance(classification, int) or classification < 0:
+        if not isinstance(classification, int) or isinstance(classification, bool) or classification < 0:
             raise InvalidRequest(f"outputs[{i}]: classification must be a non-negative integer")
         binary = p.get("binary_data")
         specs.append(OutSpec(o["name"], classification, None if binary is None else bool(binary)))

@@ -61,3 +61,29 @@ def test_round_trip_and_length_checks() -> None:
         from_raw("FP32", [2, 3], to_raw(array, "FP32")[:-1])
     with pytest.raises(InvalidInput, match="unsupported datatype"):
         from_json_data("FP128", [1], [1.0])
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data"),
+    [
+        ("UINT8", [1] * 64 + [1.9]),  # a float anywhere, not only in the first values
+        ("INT32", ["1"]),
+        ("FP32", ["1.5"]),
+        ("FP32", [None]),
+        ("UINT8", [300]),
+        ("UINT8", [-1]),
+        ("INT64", [2**63]),
+        ("BOOL", [1]),
+        ("FP32", [{"a": 1}]),
+    ],
+)
+def test_json_data_is_taken_as_sent_or_refused(datatype: str, data: list[object]) -> None:
+    with pytest.raises(InvalidInput):
+        from_json_data(datatype, [len(data)], data)
+
+
+def test_json_integers_are_exact_across_the_whole_range() -> None:
+    values = [0, 2**64 - 1, 2**63]
+    np.testing.assert_array_equal(from_json_data("UINT64", [3], values), np.array(values, dtype=np.uint64))
+    np.testing.assert_array_equal(from_json_data("FP32", [2], [1, 2.5]), [1.0, 2.5])
+    assert from_json_data("INT8", [0], []).shape == (0,)

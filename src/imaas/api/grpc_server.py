@@ -118,7 +118,10 @@ def parse_infer(request: Any, max_elements: int) -> InferRequest:
         outputs = []
         for o in request.outputs:
             p = o.parameters.get("classification")
-            outputs.append(OutSpec(o.name, int(p.int64_param) if p is not None else 0))
+            classification = int(p.int64_param) if p is not None else 0
+            if classification < 0:
+                raise InvalidRequest(f"output {o.name[:64]!r}: classification must be a non-negative integer")
+            outputs.append(OutSpec(o.name, classification))
     return InferRequest(
         model=request.model_name,
         version=request.model_version or None,

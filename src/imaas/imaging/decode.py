@@ -197,11 +197,16 @@ def to_color(img: Image.Image, color: Literal["RGB", "L"]) -> Image.Image:
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
-    arr = np.asarray(img, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf from a float TIFF are replaced below
+        arr = np.asarray(img, dtype=np.float64)
+    finite = np.isfinite(arr)
+    if not finite.all():  # a float TIFF may hold NaN or infinities: they become black, not undefined
+        arr = np.where(finite, arr, 0.0)
     if img.mode.startswith("I;16"):
         arr = arr / 257.0
     else:
         lo, hi = float(arr.min()), float(arr.max())
         if lo < 0 or hi > 255:
-            arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+            with np.errstate(over="ignore"):  # a range wider than float64 can scale becomes inf, then 255
+                arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")

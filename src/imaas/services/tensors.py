@@ -47,6 +47,9 @@ ONNX_TO_OIP = {
 }
 
 
+# what JSON numbers may fill a tensor of each NumPy kind: floats take any number, integers
+# integers (and booleans), booleans only booleans
+_JSON_KINDS = {"f": "biuf", "i": "biu", "u": "biu", "b": "b"}
 MAX_RANK = 16
 BYTES_PREFIX = 4  # the uint32 length before each serialized BYTES element
 
@@ -128,13 +131,24 @@ def from_json_data(datatype: str, shape: list[int], data: Any, budget: ElementBu
                 raise InvalidInput("BYTES data must be strings")
         return out.reshape(shape)
     dtype = _dtype(datatype)
-    try:
-        arr = np.asarray(flat, dtype=dtype)
+    if n == 0:
+        return np.empty(shape, dtype=dtype)
+    try:  # let NumPy infer first: strings, nulls, objects and floats for integers are refused, not coerced
+        inferred = np.asarray(flat)
     except (TypeError, ValueError, OverflowError):
         raise InvalidInput(f"the data is not all {datatype} values") from None
-    if dtype.kind in "iub" and any(isinstance(v, float) for v in flat[:64]):
-        raise InvalidInput(f"the data has floating-point values for a {datatype} tensor")
-    return arr.reshape(shape)
+    kind = inferred.dtype.kind
+    if dtype.kind in "iu" and kind == "f" and not any(isinstance(v, float) for v in flat):
+        kind = "u"  # Python ints past int64 beside smaller ones infer as float64; NumPy converts them exactly
+    if kind not in _JSON_KINDS[dtype.kind]:
+        raise InvalidInput(f"the data is not all {datatype} values")
+    if dtype.kind in "iu":
+        try:  # from the Python ints: exact, and OverflowError for anything outside the type's range
+            return np.asarray(flat, dtype=dtype).reshape(shape)
+        except (OverflowError, TypeError, ValueError):
+            info = np.iinfo(dtype)
+            raise InvalidInput(f"the data has values outside the {datatype} range [{info.min}, {info.max}]") from None
+    return inferred.astype(dtype, copy=False).reshape(shape)
 
 
 def from_raw(datatype: str, shape: list[int], raw: bytes, budget: ElementBudget | None = None) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -204,6 +205,28 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         return pb.RepositoryModelUnloadResponse()
 
 
+def grpc_port_taken(host: str, port: int) -> str:
+    """The one message for a gRPC port that cannot be bound (the server's start and the CLI's check)."""
+    return f"cannot bind gRPC to {host}:{port}: the port is taken (choose another with --grpc-port, or --no-grpc)"
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a TCP listener could bind ``host:port`` now (SO_REUSEADDR, as gRPC binds, so a
+    port in TIME_WAIT counts as free and only a live listener as taken)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return True  # an unresolvable host fails at bind with its own message
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError:
+                return False
+    return True
+
+
 async def start_grpc(services: Services, host: str, port: int) -> tuple[grpc.aio.Server, int]:
     """Start the gRPC server on ``host:port`` (0 picks a free port); returns it and its port.
 
@@ -227,9 +250,7 @@ async def start_grpc(services: Services, host: str, port: int) -> tuple[grpc.aio
     except RuntimeError:  # grpcio raises RuntimeError("Failed to bind ...") on a taken port
         bound = 0
     if bound == 0:
-        raise OSError(
-            f"cannot bind the gRPC port {host}:{port}: it is taken or not available (use --grpc-port or --no-grpc)"
-        )
+        raise OSError(grpc_port_taken(host, port))
     await server.start()
     log.info("gRPC (Open Inference Protocol) listening on %s:%d", host, bound)
     return server, bound

@@ -132,6 +132,15 @@ def serve(
         settings.server.grpc_port = grpc_port
     if no_grpc:
         settings.server.grpc_port = None
+    grpc_at = settings.server.grpc_port
+    if grpc_at:  # fail in one line, before loading anything, rather than in a startup traceback
+        from imaas.api.grpc_server import grpc_port_taken, port_is_free
+
+        if not port_is_free(settings.server.host, grpc_at):
+            err_console.print(
+                f"[red]error[/red]: {escape(grpc_port_taken(settings.server.host, grpc_at))}", soft_wrap=True
+            )
+            raise typer.Exit(code=1)
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,

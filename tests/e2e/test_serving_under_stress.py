@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import json
 import threading
 import time
 import zlib
@@ -203,6 +204,16 @@ def test_a_model_that_fails_to_load_is_remembered_retried_with_backoff_and_recov
     good = artifact.read_bytes()
     artifact.write_bytes(b"this is not an onnx file any more")
     server = serve(settings(home))  # ready although its only model failed: the server can serve
+    loader = server.app.state.services.inference.loader
+
+    class Clock:
+        t = loader.failures[KEY].failed_at  # time stands still from the first failure on
+
+        def now(self) -> float:
+            return self.t
+
+    clock = Clock()
+    loader.clock = clock
 
     ready = httpx.get(f"{server.url}/readyz").json()
     assert ready["status"] == "ready"
@@ -212,38 +223,100 @@ def test_a_model_that_fails_to_load_is_remembered_retried_with_backoff_and_recov
     assert failed.status_code == 503
     assert failed.json()["code"] == "model_not_ready"
     assert "could not be loaded" in failed.json()["detail"]
-    assert int(failed.headers["retry-after"]) >= 1
+    assert failed.headers["retry-after"] == "1"  # the first backoff, 1 s, is all still ahead
     version = httpx.get(f"{server.url}/v1/models/tiny").json()["versions"][0]
     assert version["state"] == "failed"
     assert "cannot load" in version["load_error"]
     index = httpx.post(f"{server.url}/v2/repository/index", json={}).json()
     assert index[0]["state"] == "UNAVAILABLE"
     assert index[0]["reason"].startswith("failed:")
+    surfaces = failed.text + json.dumps(ready) + json.dumps(version) + json.dumps(index)
+    assert str(tmp_path) not in surfaces  # ONNX Runtime's message names the file; it is not passed on
+    assert "/artifacts" not in surfaces
 
-    inference = server.app.state.services.inference
-
-    class Clock:
-        t = time.monotonic()
-
-        def now(self) -> float:
-            return self.t
-
-    clock = Clock()
-    inference.clock = clock
     assert post_image(server.url).status_code == 503  # within the backoff: no new attempt
-    assert httpx.get(f"{server.url}/readyz").json()["failed"][0]["attempts"] == 1
+    assert loader.failures[KEY].attempts == 1
     clock.t += 1.01  # first backoff (1 s) over: the next request tries again, and fails again
-    assert post_image(server.url).status_code == 503
-    assert httpx.get(f"{server.url}/readyz").json()["failed"][0]["attempts"] == 2
+    again = post_image(server.url)
+    assert again.status_code == 503
+    assert again.headers["retry-after"] == "2"  # the backoff doubled
+    assert loader.failures[KEY].attempts == 2
     artifact.write_bytes(good)
     clock.t += 1.0  # the second backoff is 2 s: not yet
     assert post_image(server.url).status_code == 503
+    assert loader.failures[KEY].attempts == 2
     clock.t += 1.01
     recovered = post_image(server.url)
     assert recovered.status_code == 200, recovered.text
     ready = httpx.get(f"{server.url}/readyz").json()
     assert ready["failed"] == []
     assert ready["loaded"] == ["tiny@1"]
+
+
+def test_an_operators_load_skips_the_backoff_and_a_retry_keeps_the_server_ready(
+    tmp_path: Path, serve: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = make_home(tmp_path)
+    artifact = next(p for p in (home / "artifacts").rglob("*") if p.is_file() and p.parent.name != "tmp")
+    good = artifact.read_bytes()
+    artifact.write_bytes(b"broken")
+    server = serve(settings(home, request_timeout_s=0.2))
+    loader = server.app.state.services.inference.loader
+    assert loader.failures[KEY].attempts == 1
+
+    from imaas.runtime import engine
+    from imaas.runtime.session import OnnxSession
+
+    release = threading.Event()
+
+    class SlowSession(OnnxSession):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            release.wait(30)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "OnnxSession", SlowSession)
+    artifact.write_bytes(good)
+    with ThreadPoolExecutor(1) as one:
+        forced = one.submit(httpx.post, f"{server.url}/v2/repository/models/tiny/load", timeout=30)
+        until(lambda: loader.state(KEY)[0] == "loading", "the operator's load started within the backoff")
+        during = httpx.get(f"{server.url}/readyz")
+        assert during.status_code == 200  # a failed version being retried does not make the server unready
+        assert [f["model"] for f in during.json()["failed"]] == ["tiny@1"]
+        assert post_image(server.url).status_code == 503  # still loading at this request's deadline
+        release.set()
+        assert forced.result().status_code == 200
+    assert loader.failures == {}
+    assert post_image(server.url).status_code == 200
+
+
+def test_a_load_that_fails_after_every_waiter_gave_up_is_still_remembered(
+    tmp_path: Path, serve: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve(settings(make_home(tmp_path), request_timeout_s=0.2, load_on_startup=False))
+    loader = server.app.state.services.inference.loader
+    from imaas.errors import InvalidModel
+    from imaas.runtime import engine
+
+    release = threading.Event()
+    calls = []
+
+    class FailingLate:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            calls.append(1)
+            release.wait(30)
+            raise InvalidModel("the graph is broken")
+
+    monkeypatch.setattr(engine, "OnnxSession", FailingLate)
+    first = post_image(server.url)
+    assert first.status_code == 503
+    assert "still loading" in first.json()["detail"]
+    release.set()
+    until(lambda: KEY in loader.failures, "the failure recorded with nobody waiting")
+    assert loader.failures[KEY].reason == "the graph is broken"
+    refused = post_image(server.url)
+    assert refused.status_code == 503
+    assert "the graph is broken" in refused.json()["detail"]
+    assert len(calls) == 1  # within the backoff: no second load
 
 
 def test_a_missing_artifact_never_shows_a_server_path(tmp_path: Path, serve: Callable[..., RunningServer]) -> None:

@@ -7,6 +7,7 @@ busy without the spinning threads that ONNX Runtime's defaults leave burning a c
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from imaas.errors import InvalidModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,10 @@ class OnnxSession:
         providers = [p for p in options.providers if p in available] or ["CPUExecutionProvider"]
         try:
             self._session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-        except Exception as exc:
-            raise InvalidModel(f"ONNX Runtime cannot load the model: {str(exc)[:300]}") from None
+        except Exception as exc:  # its message names the file: keep the server's paths to the log
+            log.warning("ONNX Runtime cannot load %s: %s", path, exc)
+            message = str(exc).replace(str(path), "the model file")
+            raise InvalidModel(f"ONNX Runtime cannot load the model: {message[:300]}") from None
         self.providers: list[str] = list(self._session.get_providers())
         self.output_names: list[str] = [o.name for o in self._session.get_outputs()]
         self._input_shapes: dict[str, list[Any]] = {i.name: list(i.shape) for i in self._session.get_inputs()}

@@ -5,11 +5,9 @@ their batch runs (Pillow and ONNX Runtime release the GIL), and the event loop o
 bytes. Resolved references are cached until the model service reports a change, so a
 predict does not touch the database.
 
-A version that fails to load is remembered with its reason: requests get 503 at once with
-the reason and a Retry-After instead of each retrying the load, and the load is tried
-again after a backoff that doubles per failure (1 s up to 5 min), or at once for another
-version. Readiness means the server can serve: warm-up has finished and nothing is still
-loading; versions that failed are listed, not waited for.
+Loads, and the versions that failed to load, are the ``ModelLoader``'s (services/loading.py).
+Readiness means the server can serve: warm-up has finished and nothing is still loading;
+versions that failed are listed, not waited for, also while they are being retried.
 
 Example::
 
@@ -35,6 +33,7 @@ from imaas.registry.artifacts.local import LocalArtifactStore
 from imaas.registry.store import RegistryStore
 from imaas.runtime.engine import Engine, LoadedModel
 from imaas.schemas.rest import LoadState
+from imaas.services.loading import LoadFailure, ModelLoader
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,16 +54,6 @@ async def all_or_none(calls: Iterable[Awaitable[T]]) -> list[T]:
         for task in tasks:
             task.cancel()
         raise
-
-
-@dataclass(frozen=True)
-class LoadFailure:
-    """Why a version could not be loaded, and when the next attempt may be made."""
-
-    reason: str
-    attempts: int
-    failed_at: float
-    retry_at: float
 
 
 @dataclass(frozen=True)
@@ -109,11 +98,11 @@ class InferenceService:
         self.max_images = max_images
         self.clock: Clock = clock or SystemClock()
         self._resolved: dict[ModelRef, ModelVersion] = {}
-        self.retry_base_s = retry_base_s
-        self.retry_max_s = retry_max_s
+        self.loader = ModelLoader(
+            engine, artifacts, clock=self.clock, retry_base_s=retry_base_s, retry_max_s=retry_max_s
+        )
         self._warm: set[tuple[str, int]] | None = None
         self._unloaded: set[tuple[str, int]] = set()
-        self._failures: dict[tuple[str, int], LoadFailure] = {}
 
     def invalidate(self, name: str) -> None:
         """Forget cached resolutions of ``name`` (after a push or an alias move)."""
@@ -128,72 +117,17 @@ class InferenceService:
             self._resolved[ref] = version
         return version
 
-    async def model(self, version: ModelVersion, deadline: float | None = None) -> LoadedModel:
-        """The loaded model of ``version``, loading it now if needed.
-
-        Raises ``ModelNotReady`` (503, with ``retry_after``) when the version failed to load
-        and its backoff has not passed, when this attempt fails, or when the load is still
-        running at ``deadline`` (the load goes on; a later request finds it done).
-        """
-        key = version.key
-        loaded = self.engine.get(key)
+    async def model(self, version: ModelVersion, deadline: float | None = None, force: bool = False) -> LoadedModel:
+        """The loaded model of ``version``, loading it now if needed (see ``ModelLoader.get``)."""
+        loaded = self.engine.get(version.key)
         if loaded is not None:
             return loaded
-        now = self.clock.now()
-        failure = self._failures.get(key)
-        if failure is not None and now < failure.retry_at:
-            raise self._not_ready(version, failure, now)
-        self._unloaded.discard(key)
-        try:
-            path = self.artifacts.open_path(version.sha256)
-            loading = self.engine.load(version, path)
-            if deadline is None:
-                model = await loading
-            else:
-                model = await asyncio.wait_for(loading, max(0.0, deadline - now))
-        except TimeoutError:
-            raise ModelNotReady(
-                f"{version.model}@{version.version} is still loading; retry shortly", retry_after=1
-            ) from None
-        except Exception as exc:
-            raise self._not_ready(version, self._record_failure(version, exc, now), self.clock.now()) from None
-        self._failures.pop(key, None)
-        return model
-
-    def _record_failure(self, version: ModelVersion, exc: Exception, started: float) -> LoadFailure:
-        """Remember a failed load (once, however many requests were waiting on it)."""
-        previous = self._failures.get(version.key)
-        if previous is not None and previous.failed_at >= started:  # a request sharing this load recorded it
-            return previous
-        reason = exc.detail if isinstance(exc, ImaasError) else f"{type(exc).__name__}: {exc}"
-        attempts = previous.attempts + 1 if previous is not None else 1
-        now = self.clock.now()
-        backoff = min(self.retry_max_s, self.retry_base_s * 2 ** (attempts - 1))
-        failure = LoadFailure(reason=reason[:500], attempts=attempts, failed_at=now, retry_at=now + backoff)
-        self._failures[version.key] = failure
-        if isinstance(exc, ImaasError):
-            log.error("loading %s@%s failed: %s", version.model, version.version, failure.reason)
-        else:
-            log.exception("loading %s@%s failed", version.model, version.version, exc_info=exc)
-        return failure
-
-    @staticmethod
-    def _not_ready(version: ModelVersion, failure: LoadFailure, now: float) -> ModelNotReady:
-        wait = max(0.0, failure.retry_at - now)
-        return ModelNotReady(
-            f"{version.model}@{version.version} could not be loaded: {failure.reason} "
-            f"(attempt {failure.attempts}; next attempt in {wait:.0f} s)",
-            retry_after=max(1.0, wait),
-        )
+        self._unloaded.discard(version.key)
+        return await self.loader.get(version, deadline, force)
 
     def load_state(self, key: tuple[str, int]) -> tuple[LoadState, LoadFailure | None]:
-        """``loaded``, ``loading``, ``failed`` (with the failure) or ``not_loaded``."""
-        if self.engine.get(key) is not None:
-            return "loaded", None
-        if self.engine.is_loading(key):
-            return "loading", self._failures.get(key)
-        failure = self._failures.get(key)
-        return ("failed", failure) if failure is not None else ("not_loaded", None)
+        """``loaded``, ``loading``, ``failed`` (with the failure) or ``not_loaded`` on this server."""
+        return self.loader.state(key)
 
     def deadline(self) -> float:
         """The deadline of a request that starts now."""
@@ -301,11 +235,12 @@ class InferenceService:
         and that one answers 503 with its reason); it is listed in ``failed``.
         """
         loaded = sorted(f"{v.model}@{v.version}" for v in self.engine.loaded)
-        failed = {f"{n}@{v}": f for (n, v), f in sorted(self._failures.items()) if self.engine.get((n, v)) is None}
+        failures = self.loader.failures  # a failed version being retried still counts as failed
+        failed = {f"{n}@{v}": f for (n, v), f in sorted(failures.items()) if self.engine.get((n, v)) is None}
         if self._warm is None:
             return Readiness(False, loaded, ["warm-up still running"], failed)
         wanted = sorted(self._warm - self._unloaded)
-        missing = [f"{n}@{v}" for n, v in wanted if self.load_state((n, v))[0] in ("loading", "not_loaded")]
+        missing = [f"{n}@{v}" for n, v in wanted if self.engine.get((n, v)) is None and (n, v) not in failures]
         return Readiness(not missing, loaded, missing, failed)
 
     async def unload(self, key: tuple[str, int]) -> bool:
@@ -314,5 +249,6 @@ class InferenceService:
         return await self.engine.unload(key)
 
     async def close(self) -> None:
-        """Stop the engine and the decode threads."""
+        """Cancel loads in flight, then stop the engine and its threads."""
+        await self.loader.close()
         await self.engine.close()

@@ -276,9 +276,10 @@ class OipService:
         return index
 
     async def load(self, name: str) -> None:
-        """Load the model's default version (its ``production`` alias)."""
+        """Load the model's default version (its ``production`` alias), now: an operator's
+        load does not wait out the backoff of a version that failed (the file may be fixed)."""
         version = await self.inference.resolve(ModelRef.parse(name))
-        await self.inference.model(version)
+        await self.inference.model(version, force=True)
 
     async def unload(self, name: str) -> None:
         """Unload every loaded version of the model; a later request loads it again."""

@@ -90,3 +90,61 @@ def png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 16)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def batch_of_one_inside(path: Path, classes: int = 4) -> Path:
+    """A classifier whose batch axis is declared dynamic but a ``Reshape`` to ``[1, 3]`` fixes it at 1.
+
+    PyTorch exports often look like this: two stacked images make ONNX Runtime fail.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = tiny_weights(classes)
+    nodes = [
+        helper.make_node("ReduceMean", ["input", "axes"], ["pooled"], keepdims=0),
+        helper.make_node("Reshape", ["pooled", "one_row"], ["row"]),
+        helper.make_node("MatMul", ["row", "weight"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "batch-of-one",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        initializer=[
+            numpy_helper.from_array(weight, "weight"),
+            numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
+            numpy_helper.from_array(np.array([1, 3], dtype=np.int64), "one_row"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def runtime_refuses(path: Path) -> Path:
+    """A graph ``onnx.checker`` accepts and ONNX Runtime refuses to load (float + int64)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("ReduceMean", ["input", "axes"], ["pooled"], keepdims=0),
+        helper.make_node("Add", ["pooled", "offset"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "refused",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[
+            numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
+            numpy_helper.from_array(np.zeros(3, dtype=np.int64), "offset"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path

@@ -144,3 +144,42 @@ def test_concurrent_pushes_of_one_new_model_over_http(server: RunningServer, tmp
         f"{server.url}/v1/models/race:predict", content=solid((250, 0, 0)), headers={"Content-Type": "image/png"}
     )
     assert served.status_code == 200, served.text
+
+
+def test_a_graph_onnx_runtime_cannot_run_is_refused_at_push(server: RunningServer, tmp_path: Path) -> None:
+    from tests.factories import runtime_refuses
+
+    r = _push(server, "refused", runtime_refuses(tmp_path / "r.onnx").read_bytes(), "labels: [a, b, c]")
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "invalid_model"
+    assert "ONNX Runtime cannot load the model" in r.json()["detail"]
+    assert str(tmp_path) not in r.text
+    assert httpx.get(f"{server.url}/v1/models/refused").status_code == 404  # nothing registered
+
+
+def test_a_graph_that_runs_one_image_at_a_time_is_served_one_at_a_time(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.factories import batch_of_one_inside
+
+    pushed = _push(server, "single", batch_of_one_inside(tmp_path / "s.onnx").read_bytes(), "labels: [a, b, c, d]")
+    assert pushed.status_code == 201, pushed.text
+    assert pushed.json()["manifest"]["input"]["batch"] == 1  # found by running it, though the graph says dynamic
+    colours = [(250, 0, 0), (0, 0, 250)] * 8
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(
+            pool.map(
+                lambda c: httpx.post(
+                    f"{server.url}/v1/models/single:predict",
+                    content=solid(c, size=(32, 32)),
+                    headers={"Content-Type": "image/png"},
+                    timeout=30,
+                ),
+                colours,
+            )
+        )
+    assert [r.status_code for r in answers] == [200] * 16
+    # class 0 likes red and class 1 blue: each answer is its own image's, none mixed up
+    assert [r.json()["results"][0]["predictions"][0]["label"] for r in answers] == ["a", "b"] * 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,3 +78,36 @@ async def test_no_solo_session_when_it_would_add_no_threads(tmp_path: Path) -> N
         assert model.queue.run_solo is None
     finally:
         await engine.close()
+
+
+async def test_a_model_that_fails_stacked_batches_is_served_one_at_a_time(tmp_path: Path) -> None:
+    """A version registered before push probed batching (manifest batch unknown) still answers."""
+    from tests.factories import batch_of_one_inside, tiny_weights
+
+    path = batch_of_one_inside(tmp_path / "one.onnx")
+    engine = Engine(EngineConfig(workers=1, max_batch=8, solo_threads=1))
+    model = await engine.load(version(path, "one"), path)
+    assert model.version.manifest.input.batch is None
+    run = model.queue._run_batch
+    started, release = asyncio.Event(), threading.Event()
+    loop = asyncio.get_running_loop()
+
+    def held(batch: np.ndarray) -> list[np.ndarray]:
+        loop.call_soon_threadsafe(started.set)
+        release.wait(10)
+        return run(batch)
+
+    model.queue._run_batch = held
+    rng = np.random.default_rng(1)
+    inputs = [rng.random((3, 32, 32), dtype=np.float32) for _ in range(6)]
+    try:
+        tasks = [asyncio.create_task(model.queue.submit(x)) for x in inputs]
+        await started.wait()  # every submit ran before this wakes: what the worker did not take is queued
+        release.set()
+        outputs = await asyncio.gather(*tasks)
+    finally:
+        await engine.close()
+    for x, out in zip(inputs, outputs, strict=True):
+        np.testing.assert_allclose(out[0], x.mean(axis=(1, 2)) @ tiny_weights(), atol=1e-5)
+    assert model.queue.max_batch == 1  # it stopped stacking after the stacked run failed
+    assert model.queue.stats.failed_batches == 1

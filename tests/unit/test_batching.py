@@ -139,7 +139,7 @@ async def test_deadline_while_waiting_for_the_result() -> None:
     await q.stop()
 
 
-async def test_a_failing_batch_fails_only_its_own_requests() -> None:
+async def test_a_failing_batch_fails_only_the_input_at_fault() -> None:
     model = GatedModel()
     model.gate.clear()
     model.fail_when = 7.0
@@ -154,9 +154,13 @@ async def test_a_failing_batch_fails_only_its_own_requests() -> None:
     results = await asyncio.gather(first, *bad_batch, *good_batch, return_exceptions=True)
     await q.stop()
     assert not isinstance(results[0], Exception)
-    assert all(isinstance(r, InferenceFailed) for r in results[1:3])
+    assert isinstance(results[1], InferenceFailed)  # the poisoned input fails...
+    assert "poisoned input" in str(results[1])
+    assert float(results[2][0][0]) == 2.0  # type: ignore[index]  # ...its batch-mate, run alone, does not
     assert [float(r[0][0]) for r in results[3:]] == [4.0, 6.0]  # type: ignore[index]
-    assert q.stats.failed_batches == 1
+    assert model.sizes == [1, 2, 1, 1, 2]  # the failed pair was retried one by one
+    assert q.stats.failed_batches == 2  # the stacked run and the poisoned one alone
+    assert q.max_batch == 2  # one input failing alone is not the stacking's fault
 
 
 async def test_inputs_of_different_shapes_are_not_stacked() -> None:

@@ -303,14 +303,53 @@ class BatchQueue:
             try:
                 outputs = run(stacked)
             except Exception as exc:
+                if len(members) > 1:  # find out whether the stacking or an item was at fault
+                    alone_runs, alone_failed = self._run_alone(members, run, results)
+                    runs += alone_runs
+                    failed += 1 + alone_failed
+                    continue
                 failed += 1
-                err = exc if isinstance(exc, ImaasError) else InferenceFailed(f"{type(exc).__name__}: {exc}"[:500])
-                for i, _ in members:
-                    results[i] = err
+                results[members[0][0]] = exc if isinstance(exc, ImaasError) else self._failure(exc)
                 continue
             for j, (i, _) in enumerate(members):
                 results[i] = [o[j] for o in outputs]
         return results, runs, failed
+
+    def _run_alone(
+        self, members: list[tuple[int, np.ndarray]], run: RunBatch, results: list[Result]
+    ) -> tuple[int, int]:
+        """After a stacked batch failed: run its members one at a time, each with its own result.
+
+        When every one succeeds, the model cannot take stacked batches (a graph that declares
+        a dynamic batch axis but fixes it inside): the queue stops stacking for good. Returns
+        the runs made and how many failed.
+        """
+        failed = 0
+        for i, tensor in members:
+            try:
+                results[i] = [o[0] for o in run(tensor[None])]
+            except Exception as exc:
+                failed += 1
+                results[i] = exc if isinstance(exc, ImaasError) else self._failure(exc)
+        if failed == 0:
+            with self._lock:
+                if self.max_batch > 1:
+                    log.warning("%s fails on stacked batches but runs images alone: it gets no more stacks", self.name)
+                    self.max_batch = 1
+        return len(members), failed
+
+    def _failure(self, exc: Exception) -> InferenceFailed:
+        """The answer for a batch the model failed on: its reason, without ONNX Runtime's internals."""
+        log.warning("%s failed on a batch: %s", self.name, exc)
+        text = str(exc)
+        if "Status Message:" in text:  # ONNX Runtime prefixes source paths and function signatures
+            text = text.split("Status Message:", 1)[1]
+        reason = text.strip().splitlines()[0] if text.strip() else ""
+        if "/" in reason or "\\" in reason:
+            reason = ""  # a path of the server or of ONNX Runtime's sources
+        return InferenceFailed(
+            f"the model failed on this batch ({type(exc).__name__}{': ' + reason[:200] if reason else ''})"
+        )
 
     # -- back on the event loop --------------------------------------------------------------
     def _deliver(

@@ -72,6 +72,12 @@ class LoadedModel:
     solo_session: OnnxSession | None = None
 
 
+def fixed_batch(session: OnnxSession, version: ModelVersion) -> int | None:
+    """The batch size ``version`` must run at: the graph's declared one, else what push found by
+    running it (``input.batch``, e.g. 1 for a graph that reshapes to ``[1, -1]``); None when free."""
+    return session.fixed_batch(version.manifest.input.name or "") or version.manifest.input.batch
+
+
 def batch_runner(session: OnnxSession, version: ModelVersion) -> Callable[[np.ndarray], list[np.ndarray]]:
     """The function a batch queue calls (on a worker thread) to run one stacked batch.
 
@@ -81,7 +87,7 @@ def batch_runner(session: OnnxSession, version: ModelVersion) -> Callable[[np.nd
     input_name = version.manifest.input.name
     assert input_name is not None
     outputs = [version.manifest.postprocess.output or session.output_names[0]]
-    fixed = session.fixed_batch(input_name)
+    fixed = fixed_batch(session, version)
 
     def run(batch: np.ndarray) -> list[np.ndarray]:
         return session.run({input_name: batch}, outputs)
@@ -146,7 +152,7 @@ class Engine:
         start = time.perf_counter()
         session = await loop.run_in_executor(self._executor, OnnxSession, path, self.config.session)
         labels = await loop.run_in_executor(self._executor, resolve_labels, version.manifest.labels)
-        fixed = session.fixed_batch(version.manifest.input.name or "")
+        fixed = fixed_batch(session, version)
         queue = BatchQueue(
             batch_runner(session, version),
             max_batch=min(self.config.max_batch, fixed or self.config.max_batch),

@@ -113,9 +113,9 @@ def complete_manifest(manifest: Manifest, graph: GraphInfo) -> Manifest:
                 side = "height" if axis == 0 else "width"
                 raise InvalidManifest(f"input.size: manifest {side} {want} but the graph expects {have}")
     batch = tensor.shape[0]
-    if spec.batch is not None and spec.batch != batch:
-        graph_batch = "dynamic" if batch is None else f"fixed at {batch}"
-        raise InvalidManifest(f"input.batch: manifest says {spec.batch} but the graph's batch axis is {graph_batch}")
+    if batch is not None and spec.batch is not None and spec.batch != batch:
+        raise InvalidManifest(f"input.batch: manifest says {spec.batch} but the graph fixes its batch axis at {batch}")
+    batch = batch if batch is not None else spec.batch  # a dynamic axis may still need a fixed size
     out, top_k = _check_outputs(manifest, graph)
     return manifest.model_copy(
         update={

@@ -31,9 +31,11 @@ class _Strict(BaseModel):
 class InputSpec(_Strict):
     """The image tensor the model takes. ``size`` is ``[height, width]``.
 
-    ``batch`` is the graph's fixed batch size, or None when its batch axis is dynamic; push
-    reads it from the graph. A model with a fixed batch never gets more images stacked than
-    that, and smaller batches are padded to it.
+    ``batch`` is the batch size the model must run at, or None when any works: push reads it
+    from the graph, and sets 1 when a graph with a dynamic batch axis fails on two images
+    (a ``Reshape`` to ``[1, -1]`` inside, say); a manifest may set it for a dynamic axis. A
+    model with a fixed batch never gets more images stacked than that, and smaller batches
+    are padded to it.
     """
 
     name: str | None = None

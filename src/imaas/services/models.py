@@ -14,6 +14,7 @@ from imaas.errors import InvalidManifest
 from imaas.registry.artifacts.local import LocalArtifactStore
 from imaas.registry.store import RegistryStore
 from imaas.runtime.graph import check_model_file, complete_manifest
+from imaas.runtime.probe import probe_manifest
 from imaas.runtime.tasks import postprocessor
 from imaas.schemas.manifest import Manifest
 
@@ -71,7 +72,9 @@ class ModelService:
         """Validate and register an ONNX file with its manifest.
 
         The file is staged, checked with ``onnx.checker``, the manifest completed from the
-        graph, and only then stored and registered. Pushing the same bytes and manifest again
+        graph, the graph run once on zeros by ONNX Runtime (``probe_manifest``: a graph it
+        cannot run is refused, one that only runs a batch of 1 is recorded so), and only then
+        stored and registered. Pushing the same bytes and manifest again
         returns the existing version (``created`` False) and stores nothing new. The first
         version of a model becomes its ``production`` version; ``alias`` points another alias
         (or ``production``) at the new version.
@@ -81,7 +84,7 @@ class ModelService:
         staged = self.artifacts.stage(onnx, self.max_upload_bytes)
         try:
             graph = check_model_file(staged.path)
-            complete = complete_manifest(parsed, graph)
+            complete = probe_manifest(staged.path, complete_manifest(parsed, graph))
             postprocessor(complete.task)
         except BaseException:
             self.artifacts.discard(staged)

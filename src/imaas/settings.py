@@ -31,6 +31,11 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest predict request body")
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0, description="largest model push body")
     max_images_per_request: int = Field(64, gt=0, description="images in one request, in every body format")
+    max_json_values: int = Field(
+        1_000_000,
+        gt=0,
+        description="values an OIP JSON body may hold (a tenth of it arrays and objects); larger tensors go binary",
+    )
     max_tensor_elements: int = Field(
         8 * 1024 * 1024, gt=0, description="elements all OIP input tensors of one request may declare together"
     )
@@ -43,7 +48,10 @@ class ImageSettings(BaseModel):
     max_side: int = Field(20_000, gt=0)
     min_side: int = Field(8, gt=0, description="images narrower or shorter than this are refused")
     max_request_pixels: int = Field(
-        100_000_000, gt=0, description="pixels all images of one request may decode to together (JPEGs count reduced)"
+        100_000_000,
+        gt=0,
+        description="what one request's images may cost to decode together, in pixels of full decoding "
+        "(a JPEG decoded reduced counts an eighth of its pixels, a progressive one all)",
     )
     max_downscale: float = Field(
         400.0,
@@ -71,6 +79,7 @@ class RuntimeSettings(BaseModel):
     max_batch: int = Field(8, ge=1)
     max_wait_ms: float = Field(0.0, ge=0, description="extra wait for a fuller batch under load")
     max_queue: int = Field(256, ge=1, description="queued requests per model before 429")
+    max_queue_mib: int = Field(256, ge=1, description="MiB of request bodies queued per model before 429")
     request_timeout_s: float = Field(30.0, gt=0, description="per-request deadline -> 504")
     solo_threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1,

@@ -292,3 +292,21 @@ async def test_stop_with_drain_runs_what_is_queued_and_without_fails_it_retryabl
         else:
             assert all(isinstance(r, ModelNotReady) for r in results[1:])
             assert results[1].retry_after == 1  # type: ignore[union-attr]
+
+
+async def test_the_queue_is_bounded_in_bytes_too() -> None:
+    model = GatedModel()
+    model.gate.clear()
+    q = BatchQueue(model, max_batch=1, max_queue=100, max_queue_bytes=1000, workers=1, clock=FakeClock())
+    await q.start()
+    running = asyncio.create_task(q.submit(np.zeros(1)))
+    await _until(lambda: model.entered == 1)
+    big = asyncio.create_task(q.submit(np.zeros(200)))  # 1600 bytes: alone in the queue, it is taken
+    await _until(lambda: q.depth == 1)
+    with pytest.raises(Overloaded, match="1600 bytes of requests already queued"):
+        await q.submit(b"x" * 10)
+    model.gate.set()
+    await asyncio.gather(running, big)
+    assert await q.submit(b"\0" * 8, prepare=lambda b: np.frombuffer(b, dtype=np.float64)) is not None
+    await q.stop()
+    assert q.stats.rejected == 1

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from imaas.api.bodies import check_json_size
 from imaas.domain import parse_decimal
 from imaas.errors import InvalidInput, InvalidRequest
 from imaas.services.oip import InferRequest, InferResponse, InTensor, OutSpec
@@ -22,12 +23,18 @@ HEADER_LENGTH = "inference-header-content-length"
 
 
 def parse_request(
-    model: str, version: str | None, body: bytes, header_length: str | None, max_elements: int
+    model: str,
+    version: str | None,
+    body: bytes,
+    header_length: str | None,
+    max_elements: int,
+    max_json_values: int = 1_000_000,
 ) -> InferRequest:
     """Parse an infer body into a protocol-neutral request.
 
-    Every input's declared shape is charged to one ``ElementBudget`` of ``max_elements`` and
-    checked against the bytes it carries before its array is built.
+    The JSON is bounded to ``max_json_values`` values (a tenth of them arrays and objects)
+    before it is parsed; every input's declared shape is charged to one ``ElementBudget`` of
+    ``max_elements`` and checked against the bytes it carries before its array is built.
     """
     if header_length is not None:
         split = parse_decimal(header_length)
@@ -38,6 +45,7 @@ def parse_request(
         head, binary = body[:split], memoryview(body)[split:]
     else:
         head, binary = body, memoryview(b"")
+    check_json_size(head, max_json_values, max(16, max_json_values // 10))
     try:
         doc = orjson.loads(head)
     except orjson.JSONDecodeError as exc:

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
-from imaas.api.bodies import read_body
+from imaas.api.bodies import check_json_size, read_body
 from imaas.api.deps import principal
 from imaas.api.offload import parse_sized
 from imaas.api.responses import FastJSONResponse
@@ -143,6 +143,8 @@ async def _multipart(request: Request, limit: int) -> list[ImageInput]:
 
 
 def _json_images(body: bytes, limit: int) -> tuple[list[ImageInput], int | None]:
+    # a predict body is a few values per image (base64 strings hold no commas or brackets)
+    check_json_size(body, max_values=16 * limit + 64, max_containers=4 * limit + 16)
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

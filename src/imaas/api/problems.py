@@ -65,8 +65,10 @@ def oip_error(request: Request, status: int, message: str) -> JSONResponse:
 async def imaas_error(request: Request, exc: Exception) -> JSONResponse:
     """Render an ``ImaasError``."""
     assert isinstance(exc, ImaasError)
-    if exc.status >= 500:
+    if exc.status == 500:  # a fault; 503/504 repeat what the loader and the queue already logged once
         log.warning("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.detail)
+    elif exc.status > 500:
+        log.debug("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.detail)
     resp = problem(request, exc.status, exc.code, exc.title, exc.detail, **exc.extra)
     if exc.retry_after is not None:
         resp.headers["Retry-After"] = retry_after_header(exc.retry_after)

@@ -59,6 +59,14 @@ class _Item:
     prepare: Prepare | None
     deadline: float | None
     future: asyncio.Future[list[np.ndarray]] = field(repr=False)
+    size: int = 0  # bytes the payload holds while queued
+
+
+def payload_bytes(payload: Any) -> int:
+    """Bytes a queued payload holds (encoded image bytes or a tensor)."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return len(payload)
+    return int(getattr(payload, "nbytes", 0))
 
 
 @dataclass
@@ -86,6 +94,7 @@ class BatchQueue:
         max_batch: int = 8,
         max_wait_s: float = 0.0,
         max_queue: int = 256,
+        max_queue_bytes: int = 256 * 1024 * 1024,
         workers: int = 1,
         clock: Clock | None = None,
         name: str = "batch",
@@ -97,6 +106,8 @@ class BatchQueue:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self._queued_bytes = 0
         self.workers = workers
         self.name = name
         self.clock: Clock = clock or SystemClock()
@@ -144,6 +155,7 @@ class BatchQueue:
             left = [] if drain else list(self._items)
             if not drain:
                 self._items.clear()
+                self._queued_bytes = 0
             for cond in self._idle:
                 cond.notify()
             threads, self._threads = self._threads, []
@@ -152,6 +164,7 @@ class BatchQueue:
         with self._lock:  # a drain cut short by the join timeout
             left += list(self._items)
             self._items.clear()
+            self._queued_bytes = 0
         for item in left:
             if not item.future.done():
                 item.future.set_exception(
@@ -169,13 +182,16 @@ class BatchQueue:
         if not self._threads or loop is None or self._stopping:
             raise ModelNotReady("the model is being unloaded; retry", retry_after=1)
         future: asyncio.Future[list[np.ndarray]] = loop.create_future()
+        size = payload_bytes(payload)
         with self._lock:
-            if len(self._items) >= self.max_queue:
+            full = len(self._items) >= self.max_queue
+            heavy = bool(self._items) and self._queued_bytes + size > self.max_queue_bytes
+            if full or heavy:
                 self.stats.rejected += 1
-                raise Overloaded(
-                    f"{len(self._items)} requests already queued for this model; retry shortly", retry_after=1
-                )
-            self._items.append(_Item(payload, prepare, deadline, future))
+                held = f"{len(self._items)} requests" if full else f"{self._queued_bytes} bytes of requests"
+                raise Overloaded(f"{held} already queued for this model; retry shortly", retry_after=1)
+            self._items.append(_Item(payload, prepare, deadline, future, size))
+            self._queued_bytes += size
             if self._idle:
                 self._idle.pop().notify()
         if deadline is None:
@@ -200,13 +216,13 @@ class BatchQueue:
             self._replace(threading.current_thread())
 
     def _replace(self, dead: threading.Thread) -> None:
-        with self._lock:
+        with self._lock:  # started under the lock, so stop() never sees a thread it cannot join
             if self._stopping or dead not in self._threads:
                 return
             thread = self._new_thread()
             self._threads[self._threads.index(dead)] = thread
             self.stats.worker_restarts += 1
-        thread.start()
+            thread.start()
 
     def _serve_one(self, cond: threading.Condition) -> bool:
         """Wait for work, run one batch and hand its results to the event loop.
@@ -275,6 +291,7 @@ class BatchQueue:
         now = self.clock.now()
         while self._items and len(batch) < self.max_batch:
             item = self._items.popleft()
+            self._queued_bytes -= item.size
             if item.future.done():  # timed out or cancelled while queued
                 continue
             if item.deadline is not None and item.deadline <= now:

@@ -46,6 +46,7 @@ class EngineConfig:
     max_batch: int = 8
     max_wait_s: float = 0.0
     max_queue: int = 256
+    max_queue_bytes: int = 256 * 1024 * 1024
     solo_threads: int = 1
     solo_models: int = 1
     solo_idle_s: float = 30.0
@@ -158,6 +159,7 @@ class Engine:
             max_batch=min(self.config.max_batch, fixed or self.config.max_batch),
             max_wait_s=self.config.max_wait_s,
             max_queue=self.config.max_queue,
+            max_queue_bytes=self.config.max_queue_bytes,
             workers=self.config.workers,
             clock=self.clock,
             name=f"{version.model}@{version.version}",

@@ -46,6 +46,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_batch=rt.max_batch,
         max_wait_s=rt.max_wait_ms / 1000.0,
         max_queue=rt.max_queue,
+        max_queue_bytes=rt.max_queue_mib * 1024 * 1024,
         solo_threads=rt.solo_threads,
         solo_models=rt.solo_models,
     )

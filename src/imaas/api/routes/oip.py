@@ -205,7 +205,14 @@ async def _infer(svc: Services, request: Request, model: str, version: str | Non
     body = await read_body(request, server.max_body_bytes)
     header_length = request.headers.get(HEADER_LENGTH)
     parsed = await parse_sized(
-        len(body), parse_request, model, version, body, header_length, server.max_tensor_elements
+        len(body),
+        parse_request,
+        model,
+        version,
+        body,
+        header_length,
+        server.max_tensor_elements,
+        server.max_json_values,
     )
     content, headers = encode_response(await svc.oip.infer(parsed))
     return Response(content, headers=headers, media_type=headers["Content-Type"])

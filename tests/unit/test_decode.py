@@ -141,3 +141,13 @@ def test_the_request_budget_is_charged_what_each_decode_costs() -> None:
     with pytest.raises(ImageTooLarge, match="more than 3000000 pixels together"):
         decode_image(solid((9, 9, 9), size=(800, 800)), LIMITS, budget=budget)
     assert budget.used == 4096 * 2048 // 8 + 600 * 600 + 1200 * 1000  # a refused image reserves nothing
+
+
+def test_zero_width_image() -> None:
+    with pytest.raises(InvalidImage):
+        decode_image(png_header_only(0, 100), LIMITS)
+
+
+def test_one_pixel_image_is_too_small() -> None:
+    with pytest.raises(ImageTooSmall):
+        decode_image(solid((1, 2, 3), size=(1, 1)), LIMITS)

@@ -110,6 +110,22 @@ def grpc_infer(server: RunningServer, images: list[bytes], metadata: tuple[tuple
         return pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer.with_call(request, metadata=metadata, timeout=30)
 
 
+def hold_session_loads(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Make every ONNX Runtime session load of the engine wait until the returned event is set."""
+    from imaas.runtime import engine
+    from imaas.runtime.session import OnnxSession
+
+    release = threading.Event()
+
+    class SlowSession(OnnxSession):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            release.wait(30)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "OnnxSession", SlowSession)
+    return release
+
+
 def expected_probabilities(rgb: tuple[int, int, int]) -> np.ndarray:
     """What tiny computes for a solid colour, from its weights: softmax(mean RGB / 255 @ W)."""
     logits = (np.array(rgb, dtype=np.float64) / 255.0) @ tiny_weights().astype(np.float64)
@@ -163,17 +179,7 @@ def test_a_passed_deadline_answers_504_over_http_and_grpc(
 def test_while_a_model_loads_readiness_waits_and_requests_answer_503(
     tmp_path: Path, serve: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from imaas.runtime import engine
-    from imaas.runtime.session import OnnxSession
-
-    release = threading.Event()
-
-    class SlowSession(OnnxSession):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            release.wait(30)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "OnnxSession", SlowSession)
+    release = hold_session_loads(monkeypatch)
     server = serve(settings(make_home(tmp_path), request_timeout_s=0.3), wait_ready=False)
     try:
         ready = httpx.get(f"{server.url}/readyz")
@@ -264,17 +270,7 @@ def test_an_operators_load_skips_the_backoff_and_a_retry_keeps_the_server_ready(
     loader = server.app.state.services.inference.loader
     assert loader.failures[KEY].attempts == 1
 
-    from imaas.runtime import engine
-    from imaas.runtime.session import OnnxSession
-
-    release = threading.Event()
-
-    class SlowSession(OnnxSession):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            release.wait(30)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "OnnxSession", SlowSession)
+    release = hold_session_loads(monkeypatch)
     artifact.write_bytes(good)
     with ThreadPoolExecutor(1) as one:
         forced = one.submit(httpx.post, f"{server.url}/v2/repository/models/tiny/load", timeout=30)

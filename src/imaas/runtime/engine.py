@@ -127,10 +127,6 @@ class Engine:
         when a lone request is delivered, so it is current as soon as that request returns)."""
         return set(self._solo)
 
-    def is_loading(self, key: tuple[str, int]) -> bool:
-        """Whether a load of ``key`` is under way."""
-        return key in self._loading
-
     @property
     def loaded(self) -> list[ModelVersion]:
         """Versions currently loaded."""

@@ -137,7 +137,7 @@ class ModelLoader:
         if self.engine.get(key) is not None:
             return "loaded", None
         failure = self._failures.get(key)
-        if key in self._tasks or self.engine.is_loading(key):
+        if key in self._tasks:  # every load goes through here
             return "loading", failure
         return ("failed", failure) if failure is not None else ("not_loaded", None)
 

@@ -108,6 +108,8 @@ class ModelVersion:
     parent_version: int | None = None
     dataset: str | None = None
     job_id: str | None = None
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -125,6 +127,78 @@ class ModelRecord:
     created_at: datetime
     latest_version: int | None
     aliases: dict[str, int]
+    routes: dict[str, AliasRoute] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    keep_latest: int = 0
+
+
+@dataclass(frozen=True)
+class AliasRoute:
+    """Where an alias sends traffic: its version, optionally a canary and a shadow.
+
+    ``canary_weight`` is the percentage (0-100) of the alias's requests answered by
+    ``canary_version`` (a version of the same model); ``shadow_weight`` the percentage copied
+    to the shadow, which may be a version of another model of the same task and never
+    answers a caller.
+    """
+
+    alias: str
+    version: int
+    canary_version: int | None = None
+    canary_weight: float = 0.0
+    shadow_model: str | None = None
+    shadow_version: int | None = None
+    shadow_weight: float = 0.0
+
+
+@dataclass(frozen=True)
+class Route:
+    """A reference resolved for serving: the version that answers, and for an alias the
+    canary that answers ``canary_weight`` percent and the shadow that gets a copy of
+    ``shadow_weight`` percent."""
+
+    primary: ModelVersion
+    alias: str | None = None
+    canary: ModelVersion | None = None
+    canary_weight: float = 0.0
+    shadow: ModelVersion | None = None
+    shadow_weight: float = 0.0
+
+    @property
+    def versions(self) -> list[ModelVersion]:
+        """Every version this route may run."""
+        return [v for v in (self.primary, self.canary, self.shadow) if v is not None]
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """One recorded change to a model: who did what, when, from which version to which.
+
+    ``action`` is one of ``push``, ``alias``, ``promote``, ``rollback``, ``canary``,
+    ``shadow``, ``delete``, ``edit``; ``seq`` orders every change of the registry (the
+    change feed other processes poll).
+    """
+
+    seq: int
+    model: str
+    action: str
+    alias: str | None
+    from_version: int | None
+    to_version: int | None
+    actor: str | None
+    at: datetime
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """Where a rollback of ``alias`` goes: from ``current`` back to ``target``, undoing the
+    change recorded as event ``undoes``."""
+
+    alias: str
+    current: int
+    target: int
+    undoes: int
 
 
 class Clock(Protocol):

@@ -91,6 +91,49 @@ class Conflict(ImaasError):
     title = "Conflict"
 
 
+class VersionInUse(Conflict):
+    """A version cannot be deleted while an alias, canary or shadow points at it."""
+
+    code = "version_in_use"
+    title = "Version in use"
+
+
+class ConcurrentChange(Conflict):
+    """Another writer moved the alias between this change's read and its write."""
+
+    code = "concurrent_change"
+    title = "The alias changed meanwhile"
+
+
+class NothingToRollBack(Conflict):
+    """The alias has no earlier target to go back to (or that version was deleted)."""
+
+    code = "nothing_to_roll_back"
+    title = "Nothing to roll back to"
+
+
+class VersionNotLoadable(Conflict):
+    """A promote or canary target failed to load or to answer its warm-up inference."""
+
+    code = "version_not_loadable"
+    title = "The version could not be loaded"
+
+
+class ArtifactCorrupt(Conflict):
+    """A stored artifact's bytes no longer match the sha256 it was registered with."""
+
+    code = "artifact_corrupt"
+    title = "Artifact failed its checksum"
+
+
+class InvalidField(ImaasError):
+    """A well-formed request names a value that is not allowed (the detail names the field)."""
+
+    status = 422
+    code = "invalid_field"
+    title = "Invalid field value"
+
+
 class PayloadTooLarge(ImaasError):
     """The request body is larger than the configured limit."""
 

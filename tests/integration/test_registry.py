@@ -11,6 +11,7 @@ from sqlalchemy import inspect, make_url, text
 from imaas.domain import ModelRef
 from imaas.errors import AliasNotFound, Conflict, ModelNotFound, VersionNotFound
 from imaas.registry.engine import registry_url as parse_registry_url
+from imaas.registry.migrate import head_revision
 from imaas.registry.sql import SqlRegistry, open_registry
 from imaas.schemas.manifest import Manifest
 
@@ -28,10 +29,12 @@ M = Manifest(labels=["a", "b"])
 def test_migrations_create_the_schema_in_wal_mode(tmp_path: Path) -> None:
     registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
     tables = set(inspect(registry.engine).get_table_names())
-    assert {"models", "model_versions", "aliases", "alias_events", "alembic_version"} <= tables
+    assert {"models", "model_versions", "aliases", "model_events", "registry_state", "alembic_version"} <= tables
+    assert "alias_events" not in tables
     with registry.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1  # the migration turned them back on
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
     registry.close()
 
 
@@ -89,11 +92,8 @@ def test_alias_moves_are_recorded(registry: SqlRegistry) -> None:
     registry.add_version("m", "b" * 64, 10, M)
     registry.set_alias("m", "production", 1, actor="alice")
     registry.set_alias("m", "production", 2, actor="bob")
-    with registry.engine.connect() as conn:
-        rows = conn.execute(text("SELECT actor, previous_version_id FROM alias_events ORDER BY id")).all()
-    assert [r[0] for r in rows] == ["alice", "bob"]
-    assert rows[0][1] is None
-    assert rows[1][1] is not None
+    moves = [(e.actor, e.from_version, e.to_version) for e in registry.history("m") if e.action == "alias"]
+    assert moves == [("bob", 1, 2), ("alice", None, 1)]
     assert registry.get_model("m").aliases == {"production": 2}
     assert [v.version for v in registry.aliased_versions("production")] == [2]
 

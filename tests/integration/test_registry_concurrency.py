@@ -1,4 +1,5 @@
-"""Concurrent registry writes: pushes and alias moves racing, and a database locked by others.
+"""Concurrent registry writes: pushes, alias moves and deletes racing, the change feed read
+while they commit, and a database locked by others.
 
 The races run real threads against a real SQLite file and a real PostgreSQL database. The
 lock tests hold SQLite's write lock from a second, raw ``sqlite3`` connection and observe the
@@ -7,6 +8,7 @@ registry's retries through an injected ``sleep``, so nothing here sleeps for rea
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import sqlite3
@@ -17,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event
 
 from imaas.domain import PRODUCTION
-from imaas.errors import RegistryBusy
+from imaas.errors import ConcurrentChange, RegistryBusy
 from imaas.registry.artifacts.local import LocalArtifactStore
 from imaas.registry.sql import SqlRegistry, WriteRetry, open_registry
-from imaas.registry.tables import AliasEventRow, ModelRow, VersionRow
 from imaas.schemas.manifest import Manifest
 from imaas.services.models import ModelService
 from tests.factories import tiny_classifier
@@ -54,15 +55,8 @@ def run_together(work: Callable[[int], Any], n: int = THREADS) -> list[Any]:
 
 def alias_history(registry: SqlRegistry, model: str, alias: str) -> list[tuple[int, int | None]]:
     """``(version, previous version)`` of every recorded move of ``alias``, oldest first."""
-    with registry.engine.connect() as conn:
-        model_id = conn.scalar(select(ModelRow.id).where(ModelRow.name == model))
-        number = {row.id: row.version for row in conn.execute(select(VersionRow.id, VersionRow.version))}
-        rows = conn.execute(
-            select(AliasEventRow.version_id, AliasEventRow.previous_version_id)
-            .where(AliasEventRow.model_id == model_id, AliasEventRow.alias == alias)
-            .order_by(AliasEventRow.id)
-        ).all()
-    return [(number[vid], number[prev] if prev is not None else None) for vid, prev in rows]
+    moves = [e for e in registry.history(model, limit=10_000) if e.alias == alias and e.to_version is not None]
+    return [(e.to_version, e.from_version) for e in reversed(moves) if e.to_version is not None]
 
 
 def assert_complete_chain(history: list[tuple[int, int | None]], current: int) -> None:
@@ -199,3 +193,93 @@ def test_a_lock_never_released_answers_registry_busy_with_retry_after(tmp_path: 
     assert delays == [0.5, 1.0, 1.5]
     assert [v.version for v in registry.list_versions("m")] == [1]
     registry.close()
+
+
+def test_concurrent_moves_with_the_same_expect_let_exactly_one_through(registry: SqlRegistry) -> None:
+    for i in range(THREADS + 1):
+        registry.add_version("m", f"{i:064x}", 10, M)
+    registry.set_alias("m", PRODUCTION, 1)
+
+    def move(i: int) -> bool | str:
+        try:
+            return registry.set_alias("m", PRODUCTION, i + 2, f"t{i}", expect=1, action="promote")
+        except ConcurrentChange:
+            return "refused"
+
+    results = run_together(move)
+
+    assert sorted(map(str, results)) == ["True"] + ["refused"] * (THREADS - 1)
+    winner = results.index(True) + 2
+    assert registry.get_model("m").aliases == {PRODUCTION: winner}
+    assert alias_history(registry, "m", PRODUCTION) == [(1, None), (winner, 1)]
+
+
+def test_a_poller_never_misses_a_change_that_commits_late(registry: SqlRegistry) -> None:
+    # Each write creates a model of its own, so every seq names one model: a change that
+    # committed after a poll had passed its seq would be missing from that poll's answer
+    # (and from every later one, which starts after it).
+    writes_per_thread = 12
+    done = threading.Event()
+    polls: list[tuple[int, int, set[str]]] = []  # (since, newest, changed)
+
+    def poll() -> None:
+        last = 0
+        while True:
+            finished = done.is_set()
+            newest, changed = registry.changes_since(last)
+            assert newest >= last
+            polls.append((last, newest, changed))
+            last = newest
+            if finished:
+                return
+
+    def write(i: int) -> None:
+        for k in range(writes_per_thread):
+            registry.add_version(f"t{i}-{k}", f"{i:032x}{k:032x}", 10, M)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        run_together(write)
+    finally:
+        done.set()
+        poller.join(60)
+    assert not poller.is_alive()
+
+    events = {e.seq: e.model for name in (m.name for m in registry.list_models()) for e in registry.history(name)}
+    total = THREADS * writes_per_thread
+    assert sorted(events) == list(range(1, total + 1))  # one number per change, none skipped
+    for since, newest, changed in polls:
+        assert changed == {events[seq] for seq in range(since + 1, newest + 1)}
+    assert polls[-1][1] == total
+    assert set().union(*(changed for _, _, changed in polls)) == set(events.values())
+    assert len(polls) > 1
+
+
+def test_a_push_racing_the_delete_of_the_last_user_of_its_bytes_keeps_them(registry: SqlRegistry) -> None:
+    stored: set[str] = set()
+    lock = threading.Lock()
+
+    def ensure(sha: str) -> None:
+        with lock:
+            stored.add(sha)
+
+    def remove(sha: str) -> None:
+        with lock:
+            stored.discard(sha)
+
+    rounds = 6
+    for r in range(rounds):
+        sha = f"{r:064x}"
+        version, _ = registry.add_version("old", sha, 10, M, ensure_artifact=functools.partial(ensure, sha))
+
+        def race(i: int, sha: str = sha, version: int = version.version) -> None:
+            if i == 0:
+                registry.delete_version("old", version, remove_artifact=remove)
+            else:
+                registry.add_version("new", sha, 10, M, ensure_artifact=functools.partial(ensure, sha))
+
+        run_together(race, n=2)
+        users = [v for name in ("old", "new") for v in registry.list_versions(name) if v.sha256 == sha]
+        assert users, "the push made a version"
+        assert sha in stored, f"round {r}: a version uses {sha[-4:]} but its bytes were removed"

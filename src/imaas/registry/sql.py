@@ -1,18 +1,26 @@
 """The registry on SQLAlchemy 2: SQLite (WAL) by default, PostgreSQL in a cluster.
 
 ``open_registry(url)`` creates the engine and upgrades the schema with Alembic, so a new
-``IMAAS_HOME`` and an old one both end up at the current schema.
+``IMAAS_HOME`` and an old one both end up at the current schema; ``migrate=False`` only
+checks it (for replicas that leave migrations to ``imaas db upgrade``).
 
-Every write runs in one transaction that takes the write lock first (``BEGIN IMMEDIATE`` on
-SQLite, a row lock on the model on PostgreSQL), so concurrent pushes and alias moves of one
-model queue up instead of colliding. A write that still finds the database locked after
-SQLite's busy timeout is run again after a backoff (``WriteRetry``); when every attempt met
-a lock it raises ``RegistryBusy`` (503 with Retry-After), never a raw database error.
+Every write runs in one transaction that takes the registry-wide write lock first
+(``BEGIN IMMEDIATE`` on SQLite, a row lock on ``registry_state`` on PostgreSQL), records
+its events under the next numbers of the change sequence, and commits: writers queue up
+instead of colliding, and sequence numbers commit in order (see ``changes``). A write that
+still finds the database locked after SQLite's busy timeout is run again after a backoff
+(``WriteRetry``); when every attempt met a lock it raises ``RegistryBusy`` (503 with
+Retry-After), never a raw database error.
+
+The work is split by concept: ``queries`` (reads), ``routing`` (aliases, canaries,
+shadows), ``versions`` (pushes, deletes, cards), ``changes`` (sequence, history,
+rollbacks), ``fields`` (limits on what users write), ``migrate`` (Alembic).
 
 Example::
 
     store = open_registry("sqlite:////tmp/imaas/registry.db")
-    version, created = store.add_version("cnn", sha, size, manifest)
+    version, created = store.add_version("cnn", sha, size, manifest, actor="alice")
+    store.set_alias("cnn", "production", version.version, "alice", expect=None)
 """
 
 from __future__ import annotations
@@ -21,25 +29,22 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from types import EllipsisType
 from typing import Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import URL, Engine, func, select
+from sqlalchemy import URL, Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from imaas.domain import PRODUCTION, ModelRecord, ModelRef, ModelVersion
-from imaas.errors import AliasNotFound, Conflict, ModelNotFound, RegistryBusy, VersionNotFound
+from imaas.domain import AliasRoute, ModelEvent, ModelRecord, ModelRef, ModelVersion, RollbackPlan, Route
+from imaas.errors import Conflict, NothingToRollBack, RegistryBusy
+from imaas.registry import changes, fields, queries, routing, versions
 from imaas.registry.engine import DEFAULT_BUSY_TIMEOUT_S, is_busy, make_engine, writer
-from imaas.registry.tables import AliasEventRow, AliasRow, ModelRow, VersionRow, utcnow
+from imaas.registry.migrate import check_schema, upgrade_schema
+from imaas.registry.tables import ModelRow, StateRow, VersionRow
 from imaas.schemas.manifest import Manifest
 
-__all__ = ["SqlRegistry", "WriteRetry", "make_engine", "open_registry", "upgrade_schema"]
-
-MIGRATIONS = Path(__file__).with_name("migrations")
+__all__ = ["SqlRegistry", "WriteRetry", "check_schema", "make_engine", "open_registry", "upgrade_schema"]
 
 T = TypeVar("T")
 
@@ -68,30 +73,26 @@ class WriteRetry:
         return [min(self.first_delay_s * self.factor**n, self.max_delay_s) for n in range(self.attempts - 1)]
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Bring the database to the newest Alembic revision (in one write transaction)."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with writer(engine).begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-
-
 def open_registry(
     url: str | URL,
     *,
+    migrate: bool = True,
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     retry: WriteRetry | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SqlRegistry:
-    """Open (and migrate) the registry at ``url``; see ``SqlRegistry`` for the write options."""
+    """Open the registry at ``url``, migrating it first (``migrate=False``: ``Conflict``
+    unless it is already at the newest revision); see ``SqlRegistry`` for the write options."""
     engine = make_engine(url, busy_timeout_s=busy_timeout_s)
-    upgrade_schema(engine)
+    try:
+        if migrate:
+            upgrade_schema(engine)
+        else:
+            check_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return SqlRegistry(engine, retry=retry, sleep=sleep)
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 class SqlRegistry:
@@ -116,19 +117,20 @@ class SqlRegistry:
         with self._sessions.begin() as session:
             yield session
 
-    def _write(self, work: Callable[[Session], T], what: str) -> T:
-        """Run ``work`` in one write transaction, rerunning it when it lost a race.
+    def _write(self, work: Callable[[Session, StateRow], T], what: str) -> T:
+        """Run ``work`` in one write transaction holding the registry lock, rerunning it when
+        it lost a race.
 
         A locked database (after SQLite's busy timeout) is retried after the backoff of
-        ``self.retry``; a unique constraint that a concurrent writer took first (two first
-        pushes creating one model) is retried at once, and the rerun sees that writer's rows.
+        ``self.retry``; a unique constraint that a concurrent writer took first is retried at
+        once, and the rerun sees that writer's rows.
         """
         delays = iter(self.retry.delays())
         conflicts = 0
         while True:
             try:
                 with self._write_sessions.begin() as session:
-                    return work(session)
+                    return work(session, changes.lock_registry(session))
             except IntegrityError:
                 conflicts += 1
                 if conflicts >= self.retry.attempts:
@@ -145,136 +147,91 @@ class SqlRegistry:
                     ) from exc
                 self._sleep(delay)
 
-    def _lock_model(self, s: Session, name: str) -> ModelRow | None:
-        """The model row, locked until commit on PostgreSQL (SQLite already holds the write lock)."""
-        return s.scalar(select(ModelRow).where(ModelRow.name == name).with_for_update())
-
     def close(self) -> None:
         """Release the connection pool."""
         self.engine.dispose()
 
     # -- reads ---------------------------------------------------------------------------
-    def _model_row(self, s: Session, name: str) -> ModelRow:
-        row = s.scalar(select(ModelRow).where(ModelRow.name == name))
-        if row is None:
-            raise ModelNotFound(f"no model named {name!r}")
-        return row
-
-    def _to_version(self, name: str, row: VersionRow, parents: dict[int, int] | None = None) -> ModelVersion:
-        parent = None
-        if row.parent_version_id is not None and parents is not None:
-            parent = parents.get(row.parent_version_id)
-        return ModelVersion(
-            model=name,
-            version=row.version,
-            sha256=row.sha256,
-            size_bytes=row.size_bytes,
-            manifest=Manifest.model_validate(row.manifest),
-            created_at=_aware(row.created_at),
-            metrics=dict(row.metrics or {}),
-            source=row.source,
-            parent_version=parent,
-            dataset=row.dataset,
-            job_id=row.job_id,
-        )
-
-    def _aliases(self, s: Session, model_ids: list[int]) -> dict[int, dict[str, int]]:
-        out: dict[int, dict[str, int]] = {mid: {} for mid in model_ids}
-        if not model_ids:
-            return out
-        q = (
-            select(AliasRow.model_id, AliasRow.name, VersionRow.version)
-            .join(VersionRow, VersionRow.id == AliasRow.version_id)
-            .where(AliasRow.model_id.in_(model_ids))
-        )
-        for mid, alias, version in s.execute(q):
-            out[mid][alias] = version
-        return out
-
-    def _records(self, s: Session, rows: list[ModelRow]) -> list[ModelRecord]:
-        ids = [r.id for r in rows]
-        latest: dict[int, int] = {}
-        if ids:
-            q = (
-                select(VersionRow.model_id, func.max(VersionRow.version))
-                .where(VersionRow.model_id.in_(ids))
-                .group_by(VersionRow.model_id)
-            )
-            latest = {mid: v for mid, v in s.execute(q)}
-        aliases = self._aliases(s, ids)
-        return [
-            ModelRecord(
-                name=r.name,
-                task=r.task,
-                description=r.description,
-                created_at=_aware(r.created_at),
-                latest_version=latest.get(r.id),
-                aliases=aliases[r.id],
-            )
-            for r in rows
-        ]
-
     def list_models(self, limit: int | None = None, after: str | None = None) -> list[ModelRecord]:
-        """Models by name with their latest version and aliases, up to ``limit`` whose name sorts
-        after ``after`` (keyset paging on the unique name index: three queries bounded by the
-        page, whatever the catalog's size)."""
+        """Models by name with their latest version, aliases and routes, up to ``limit`` whose
+        name sorts after ``after`` (keyset paging on the unique name index: three queries
+        bounded by the page, whatever the catalog's size)."""
         with self._session() as s:
             q = select(ModelRow).order_by(ModelRow.name)
             if after is not None:
                 q = q.where(ModelRow.name > after)
             if limit is not None:
                 q = q.limit(limit)
-            return self._records(s, list(s.scalars(q)))
+            return queries.records(s, list(s.scalars(q)))
 
     def get_model(self, name: str) -> ModelRecord:
         """One model; raises ``ModelNotFound``."""
         with self._session() as s:
-            return self._records(s, [self._model_row(s, name)])[0]
+            return queries.records(s, [queries.model_row(s, name)])[0]
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        """One version; raises ``ModelNotFound``/``VersionNotFound``."""
+        return self.resolve(ModelRef(name, version=version))
 
     def list_versions(self, name: str) -> list[ModelVersion]:
         """Versions of a model, newest first."""
         with self._session() as s:
-            model = self._model_row(s, name)
-            rows = list(
-                s.scalars(select(VersionRow).where(VersionRow.model_id == model.id).order_by(VersionRow.version.desc()))
-            )
-            parents = {r.id: r.version for r in rows}
-            return [self._to_version(name, r, parents) for r in rows]
+            model = queries.model_row(s, name)
+            q = select(VersionRow).where(VersionRow.model_id == model.id).order_by(VersionRow.version.desc())
+            return [queries.to_version(name, r) for r in s.scalars(q)]
 
     def resolve(self, ref: ModelRef) -> ModelVersion:
         """The version ``ref`` designates (no alias and no version: production, else latest)."""
+        return self.resolve_route(ref).primary
+
+    def resolve_route(self, ref: ModelRef) -> Route:
+        """``ref`` resolved for serving in one read: its version and, for an alias, the canary
+        and shadow versions with their weights."""
         with self._session() as s:
-            model = self._model_row(s, ref.name)
-            base = select(VersionRow).where(VersionRow.model_id == model.id)
-            row: VersionRow | None
-            if ref.version is not None:
-                row = s.scalar(base.where(VersionRow.version == ref.version))
-                if row is None:
-                    raise VersionNotFound(f"model {ref.name!r} has no version {ref.version}")
-            else:
-                alias = ref.alias or PRODUCTION
-                row = s.scalar(
-                    select(VersionRow)
-                    .join(AliasRow, AliasRow.version_id == VersionRow.id)
-                    .where(AliasRow.model_id == model.id, AliasRow.name == alias)
-                )
-                if row is None and ref.alias is None:
-                    row = s.scalar(base.order_by(VersionRow.version.desc()).limit(1))
-                if row is None:
-                    raise AliasNotFound(f"model {ref.name!r} has no alias {alias!r}")
-            return self._to_version(ref.name, row)
+            return queries.resolve_route(s, ref)
 
     def aliased_versions(self, alias: str) -> list[ModelVersion]:
         """Every version ``alias`` points at, one per model."""
         with self._session() as s:
-            q = (
-                select(ModelRow.name, VersionRow)
-                .join(AliasRow, AliasRow.version_id == VersionRow.id)
-                .join(ModelRow, ModelRow.id == AliasRow.model_id)
-                .where(AliasRow.name == alias)
-                .order_by(ModelRow.name)
+            return queries.aliased_versions(s, alias)
+
+    def pinned_versions(self) -> set[tuple[str, int]]:
+        """Versions that must stay loaded: alias, canary and shadow targets of every model,
+        and each model's ``keep_latest`` newest versions."""
+        with self._session() as s:
+            return queries.pinned_versions(s)
+
+    def history(self, name: str, limit: int = 100, before: int | None = None) -> list[ModelEvent]:
+        """``name``'s events, newest first: up to ``limit`` with ``seq`` below ``before``."""
+        with self._session() as s:
+            queries.model_row(s, name)
+            return changes.history(s, name, limit, before)
+
+    def changes_since(self, seq: int) -> tuple[int, set[str]]:
+        """The newest change sequence number and the models changed after ``seq`` (two
+        indexed lookups: cheap enough to poll every second)."""
+        with self._session() as s:
+            return changes.changes_since(s, seq)
+
+    def rollback_plan(self, name: str, alias: str) -> RollbackPlan:
+        """Where a rollback of ``alias`` would go (see ``changes.plan_rollback``).
+
+        Carry it out with ``set_alias(name, alias, plan.target, actor, expect=plan.current,
+        action="rollback", detail={"undoes": plan.undoes})``: ``expect`` refuses it when
+        someone moved the alias meanwhile, ``undoes`` tells the next plan which move is undone.
+        """
+        with self._session() as s:
+            model = queries.model_row(s, name)
+            current = queries.alias_route(s, model, alias).version
+            plan = changes.plan_rollback(name, alias, current, changes.alias_moves(s, name, alias))
+            exists = s.scalar(
+                select(VersionRow.id).where(VersionRow.model_id == model.id, VersionRow.version == plan.target)
             )
-            return [self._to_version(name, row) for name, row in s.execute(q)]
+            if exists is None:
+                raise NothingToRollBack(
+                    f"alias {alias!r} of {name!r} would roll back to version {plan.target}, which was deleted"
+                )
+            return plan
 
     # -- writes --------------------------------------------------------------------------
     def add_version(
@@ -287,103 +244,153 @@ class SqlRegistry:
         source: str | None = None,
         parent_version: int | None = None,
         metrics: dict[str, Any] | None = None,
+        actor: str | None = None,
+        ensure_artifact: Callable[[], None] | None = None,
     ) -> tuple[ModelVersion, bool]:
-        """Register a version. The same bytes with the same manifest return the existing one."""
+        """Register a version. The same bytes with the same manifest return the existing one.
+
+        Records a ``push`` event when the version is new; setting ``production`` on a first
+        push is the caller's (``set_alias(..., if_absent=True)``).
+        """
         data = manifest.model_dump(mode="json")
         return self._write(
-            lambda s: self._add_version(s, name, sha256, size_bytes, data, source, parent_version, metrics),
+            lambda s, state: versions.add_version(
+                s,
+                state,
+                name,
+                sha256,
+                size_bytes,
+                data,
+                source=source,
+                parent_version=parent_version,
+                metrics=metrics,
+                actor=actor,
+                ensure_artifact=ensure_artifact,
+            ),
             f"adding a version to {name!r}",
         )
 
-    def _add_version(
-        self,
-        s: Session,
-        name: str,
-        sha256: str,
-        size_bytes: int,
-        manifest: dict[str, Any],
-        source: str | None,
-        parent_version: int | None,
-        metrics: dict[str, Any] | None,
-    ) -> tuple[ModelVersion, bool]:
-        model = self._lock_model(s, name)
-        if model is None:
-            model = ModelRow(
-                name=name, task=manifest["task"], description=manifest.get("description", ""), created_at=utcnow()
-            )
-            s.add(model)
-            s.flush()
-        elif model.task != manifest["task"]:
-            raise Conflict(f"model {name!r} is a {model.task} model; a {manifest['task']} version cannot join it")
-        for existing in s.scalars(
-            select(VersionRow).where(VersionRow.model_id == model.id, VersionRow.sha256 == sha256)
-        ):
-            # compare in today's form: a row stored before a field was added lacks its default
-            if Manifest.model_validate(existing.manifest).model_dump(mode="json") == manifest:
-                return self._to_version(name, existing), False
-        parent_id = None
-        if parent_version is not None:
-            parent_id = s.scalar(
-                select(VersionRow.id).where(VersionRow.model_id == model.id, VersionRow.version == parent_version)
-            )
-            if parent_id is None:
-                raise VersionNotFound(f"parent version {parent_version} of {name!r} does not exist")
-        number = (s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)) or 0) + 1
-        row = VersionRow(
-            model_id=model.id,
-            version=number,
-            sha256=sha256,
-            size_bytes=size_bytes,
-            manifest=manifest,
-            metrics=metrics or {},
-            source=source,
-            parent_version_id=parent_id,
-            created_at=utcnow(),
-        )
-        s.add(row)
-        if manifest.get("description"):
-            model.description = manifest["description"]
-        s.flush()
-        return self._to_version(name, row, {parent_id: parent_version} if parent_id and parent_version else None), True
-
     def set_alias(
-        self, name: str, alias: str, version: int, actor: str | None = None, *, if_absent: bool = False
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        actor: str | None = None,
+        *,
+        if_absent: bool = False,
+        expect: int | EllipsisType | None = ...,
+        action: str = "alias",
+        detail: dict[str, Any] | None = None,
     ) -> bool:
-        """Point ``alias`` of ``name`` at ``version`` and record the move; returns whether it moved.
+        """Point ``alias`` of ``name`` at ``version`` and record the move as ``action``
+        (``alias``, ``promote``, ``rollback``, ``push``...: not ``canary``, ``shadow``,
+        ``delete`` or ``edit``); returns whether it moved.
 
-        Concurrent moves of one model's aliases run one after the other (the last one wins)
-        and each writes its history row naming the version it replaced. With ``if_absent``
-        an alias that already exists is left alone (the first of several racing first pushes
-        becomes ``production``, not the last).
+        With ``if_absent`` an alias that already exists is left alone (the first of several
+        racing first pushes becomes ``production``, not the last). ``expect`` is the version
+        the alias must point at now (None: absent), else ``ConcurrentChange``. Pointing an
+        alias at the version it already has changes and records nothing.
         """
+
+        def work(s: Session, state: StateRow) -> bool:
+            model = queries.model_row(s, name)
+            target = queries.version_row(s, model, version)
+            return routing.move_alias(
+                s, state, model, alias, target, actor, if_absent=if_absent, expect=expect, action=action, detail=detail
+            )
+
+        return self._write(work, f"moving alias {alias!r} of {name!r}")
+
+    def set_canary(
+        self, name: str, alias: str, version: int | None, weight: float, actor: str | None = None
+    ) -> AliasRoute:
+        """Send ``weight`` percent of ``alias``'s requests to ``version``; 100 promotes it,
+        0 or None ends the canary (see ``routing.set_canary``)."""
+        weight = fields.check_weight(weight)
         return self._write(
-            lambda s: self._set_alias(s, name, alias, version, actor, if_absent), f"moving alias {alias!r} of {name!r}"
+            lambda s, state: routing.set_canary(s, state, queries.model_row(s, name), alias, version, weight, actor),
+            f"setting the canary of {name}:{alias}",
         )
 
-    def _set_alias(self, s: Session, name: str, alias: str, version: int, actor: str | None, if_absent: bool) -> bool:
-        model = self._lock_model(s, name)
-        if model is None:
-            raise ModelNotFound(f"no model named {name!r}")
-        vid = s.scalar(select(VersionRow.id).where(VersionRow.model_id == model.id, VersionRow.version == version))
-        if vid is None:
-            raise VersionNotFound(f"model {name!r} has no version {version}")
-        row = s.scalar(select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.name == alias))
-        if row is not None and if_absent:
-            return False
-        previous = row.version_id if row else None
-        if row is None:
-            s.add(AliasRow(model_id=model.id, name=alias, version_id=vid, updated_at=utcnow()))
-        else:
-            row.version_id = vid
-            row.updated_at = utcnow()
-        s.add(
-            AliasEventRow(
-                model_id=model.id,
-                alias=alias,
-                version_id=vid,
-                previous_version_id=previous,
-                actor=actor,
-                at=utcnow(),
-            )
+    def set_shadow(
+        self,
+        name: str,
+        alias: str,
+        target: tuple[str, int] | None,
+        weight: float,
+        actor: str | None = None,
+    ) -> AliasRoute:
+        """Mirror ``weight`` percent of ``alias``'s requests to ``target``; None or 0 ends it
+        (see ``routing.set_shadow``)."""
+        weight = fields.check_weight(weight)
+        return self._write(
+            lambda s, state: routing.set_shadow(s, state, queries.model_row(s, name), alias, target, weight, actor),
+            f"setting the shadow of {name}:{alias}",
         )
-        return True
+
+    def delete_version(
+        self, name: str, version: int, actor: str | None = None, *, remove_artifact: Callable[[str], None]
+    ) -> ModelVersion:
+        """Delete a version nothing points at, then its artifact if no version still uses it.
+
+        Two transactions: the delete commits first, so the bytes are never gone while a row
+        names them; the second, under the registry lock again, calls ``remove_artifact``
+        only if no version (of any model, a push meanwhile included) uses the sha256.
+        """
+        deleted = self._write(
+            lambda s, state: versions.delete_version(s, state, name, version, actor),
+            f"deleting version {version} of {name!r}",
+        )
+        self._write(
+            lambda s, _state: versions.remove_unused_artifact(s, deleted.sha256, remove_artifact),
+            f"removing the artifact of version {version} of {name!r}",
+        )
+        return deleted
+
+    def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+        keep_latest: int | None = None,
+        actor: str | None = None,
+    ) -> ModelRecord:
+        """Edit a model's card (fields left None are kept); records an ``edit`` event.
+
+        ``InvalidField`` for a description over 10,000 characters, more than 50 tags, a tag
+        key over 64 or value over 256 characters, or ``keep_latest`` outside 0-1000.
+        """
+        if description is not None:
+            description = fields.check_description(description)
+        if tags is not None:
+            tags = fields.check_tags(tags)
+        if keep_latest is not None:
+            keep_latest = fields.check_keep_latest(keep_latest)
+        return self._write(
+            lambda s, state: versions.update_model(
+                s, state, name, description=description, tags=tags, keep_latest=keep_latest, actor=actor
+            ),
+            f"editing model {name!r}",
+        )
+
+    def update_version(
+        self,
+        name: str,
+        version: int,
+        *,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+        actor: str | None = None,
+    ) -> ModelVersion:
+        """Edit a version's description and tags (limits as ``update_model``); records an ``edit`` event."""
+        if description is not None:
+            description = fields.check_description(description)
+        if tags is not None:
+            tags = fields.check_tags(tags)
+        return self._write(
+            lambda s, state: versions.update_version(
+                s, state, name, version, description=description, tags=tags, actor=actor
+            ),
+            f"editing version {version} of {name!r}",
+        )

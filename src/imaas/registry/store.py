@@ -1,15 +1,24 @@
-"""The registry's contract, so services do not care which database backs it."""
+"""The registry's contract, so services do not care which database backs it.
+
+Every write records a ``ModelEvent`` (who, when, from, to) and takes the next number of
+one registry-wide change sequence; ``changes_since`` is the feed other processes poll to
+invalidate what they cached. Writes are serialised registry-wide (SQLite: ``BEGIN
+IMMEDIATE``; PostgreSQL: a row lock on the sequence), so sequence numbers commit in order
+and a poller never skips a change that commits late.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import EllipsisType
 from typing import Any, Protocol
 
-from imaas.domain import ModelRecord, ModelRef, ModelVersion
+from imaas.domain import AliasRoute, ModelEvent, ModelRecord, ModelRef, ModelVersion, RollbackPlan, Route
 from imaas.schemas.manifest import Manifest
 
 
 class RegistryStore(Protocol):
-    """Metadata of models, versions and aliases."""
+    """Metadata of models, versions, aliases (with canary and shadow) and their history."""
 
     def add_version(
         self,
@@ -21,16 +30,28 @@ class RegistryStore(Protocol):
         source: str | None = None,
         parent_version: int | None = None,
         metrics: dict[str, Any] | None = None,
+        actor: str | None = None,
+        ensure_artifact: Callable[[], None] | None = None,
     ) -> tuple[ModelVersion, bool]:
-        """Register a version; returns it and whether it is new (same bytes+manifest is not)."""
+        """Register a version; returns it and whether it is new (same bytes+manifest is not).
+
+        ``ensure_artifact`` runs inside the write transaction, under the registry-wide write
+        lock, before the row is written: it makes sure the bytes are stored (a concurrent
+        delete of the last other version with the same sha256 may have removed them).
+        Records a ``push`` event when the version is new.
+        """
         ...
 
     def list_models(self, limit: int | None = None, after: str | None = None) -> list[ModelRecord]:
-        """Models by name with their latest version and aliases: up to ``limit``, names after ``after``."""
+        """Models by name with their latest version, aliases and routes: up to ``limit``, names after ``after``."""
         ...
 
     def get_model(self, name: str) -> ModelRecord:
         """One model; raises ``ModelNotFound``."""
+        ...
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        """One version; raises ``ModelNotFound``/``VersionNotFound``."""
         ...
 
     def list_versions(self, name: str) -> list[ModelVersion]:
@@ -41,11 +62,110 @@ class RegistryStore(Protocol):
         """The version ``ref`` designates; raises ``ModelNotFound``/``VersionNotFound``/``AliasNotFound``."""
         ...
 
+    def resolve_route(self, ref: ModelRef) -> Route:
+        """``ref`` resolved for serving in one read: its version and, for an alias, the canary
+        and shadow versions with their weights (a version reference has neither)."""
+        ...
+
     def set_alias(
-        self, name: str, alias: str, version: int, actor: str | None = None, *, if_absent: bool = False
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        actor: str | None = None,
+        *,
+        if_absent: bool = False,
+        expect: int | EllipsisType | None = ...,
+        action: str = "alias",
+        detail: dict[str, Any] | None = None,
     ) -> bool:
-        """Point ``alias`` at ``version`` and record the change (unless ``if_absent`` and it
-        exists); returns whether it moved."""
+        """Point ``alias`` at ``version`` and record the change as ``action``; returns whether
+        it moved.
+
+        ``if_absent``: leave an existing alias alone. ``expect``: the version the alias must
+        point at now (``None``: it must not exist), else ``ConcurrentChange`` (409) and
+        nothing changes. Moving an alias ends its canary (the rollout is decided) and clears
+        a shadow that is the new version itself.
+        """
+        ...
+
+    def rollback_plan(self, name: str, alias: str) -> RollbackPlan:
+        """Where a rollback of ``alias`` would go: the change that brought it to its current
+        version, undone (changes already undone by rollbacks are skipped, so repeated
+        rollbacks walk back through the history). ``NothingToRollBack`` when there is none
+        or its target was deleted; ``AliasNotFound``."""
+        ...
+
+    def set_canary(
+        self, name: str, alias: str, version: int | None, weight: float, actor: str | None = None
+    ) -> AliasRoute:
+        """Send ``weight`` percent of ``alias``'s requests to ``version`` (same model).
+
+        ``weight`` 100 completes the rollout (the alias moves to the canary, recorded as
+        ``promote``); ``weight`` 0 or ``version`` None ends it. ``InvalidField`` (422) for a
+        weight outside 0-100 or a canary equal to the alias's version.
+        """
+        ...
+
+    def set_shadow(
+        self,
+        name: str,
+        alias: str,
+        target: tuple[str, int] | None,
+        weight: float,
+        actor: str | None = None,
+    ) -> AliasRoute:
+        """Mirror ``weight`` percent of ``alias``'s requests to ``target`` (model, version) of
+        the same task; ``None`` or weight 0 ends it. ``InvalidField`` (422) for another task,
+        a weight outside 0-100 or the alias's own version."""
+        ...
+
+    def delete_version(
+        self, name: str, version: int, actor: str | None = None, *, remove_artifact: Callable[[str], None]
+    ) -> ModelVersion:
+        """Delete a version; ``VersionInUse`` (409) while an alias, canary or shadow points at it.
+
+        When no remaining version shares its sha256, ``remove_artifact(sha256)`` is called
+        under the registry-wide write lock (after the delete committed), so a concurrent push
+        of the same bytes either sees them removed and stores them again, or keeps them.
+        """
+        ...
+
+    def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+        keep_latest: int | None = None,
+        actor: str | None = None,
+    ) -> ModelRecord:
+        """Edit a model's card (fields left None are kept); records an ``edit`` event."""
+        ...
+
+    def update_version(
+        self,
+        name: str,
+        version: int,
+        *,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+        actor: str | None = None,
+    ) -> ModelVersion:
+        """Edit a version's description and tags; records an ``edit`` event."""
+        ...
+
+    def history(self, name: str, limit: int = 100, before: int | None = None) -> list[ModelEvent]:
+        """A model's events, newest first: up to ``limit`` with ``seq`` below ``before``."""
+        ...
+
+    def pinned_versions(self) -> set[tuple[str, int]]:
+        """Versions that must stay loaded: every alias, canary and shadow target, and each
+        model's ``keep_latest`` newest versions."""
+        ...
+
+    def changes_since(self, seq: int) -> tuple[int, set[str]]:
+        """The newest change sequence number and the models changed after ``seq``."""
         ...
 
     def aliased_versions(self, alias: str) -> list[ModelVersion]:

@@ -3,6 +3,12 @@
 ``tests/integration/test_migrations.py`` compares these tables (types and server defaults
 included) with a database the migrations built, on SQLite and PostgreSQL: a column added
 here without a migration fails it.
+
+Version numbers are never given twice: ``models.last_version`` remembers the highest one
+handed out, so a deleted version's number cannot come back with other bytes (caches and
+the history key on ``(model, version)``). That is also why lineage (``parent_version``)
+and history rows hold version *numbers*, not foreign keys: they stay true after the
+version they name was deleted.
 """
 
 from __future__ import annotations
@@ -10,7 +16,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -24,7 +42,7 @@ class Base(DeclarativeBase):
 
 
 class ModelRow(Base):
-    """A named model; its versions carry the files."""
+    """A named model and its card; its versions carry the files."""
 
     __tablename__ = "models"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -32,10 +50,18 @@ class ModelRow(Base):
     task: Mapped[str] = mapped_column(String(32), nullable=False)
     description: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict, server_default="{}")
+    # how many of the newest versions stay loaded whether or not an alias points at them
+    keep_latest: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # the highest version number ever given (deleted ones included): the next push gets one more
+    last_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
 
 class VersionRow(Base):
-    """An immutable version: one ONNX file (by sha256) plus its manifest and lineage."""
+    """An immutable version: one ONNX file (by sha256) plus its manifest and lineage.
+
+    Only ``description`` and ``tags`` (the version's card) change after the push.
+    """
 
     __tablename__ = "model_versions"
     __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_version"),)
@@ -47,15 +73,23 @@ class VersionRow(Base):
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     source: Mapped[str | None] = mapped_column(String(255))
-    parent_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    # a version number of the same model; kept when that version is deleted (lineage stays true)
+    parent_version: Mapped[int | None] = mapped_column(Integer)
     dataset: Mapped[str | None] = mapped_column(String(255))
     job_id: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="ready", server_default="ready")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict, server_default="{}")
 
 
 class AliasRow(Base):
-    """A movable name (``production``, ``staging``...) for one version, with room for canaries."""
+    """A movable name (``production``, ``staging``...) for one version, with its canary and shadow.
+
+    The canary is a version of the same model; the shadow may be any model's version of the
+    same task. The foreign keys have no ``ON DELETE``: a version an alias, canary or shadow
+    points at cannot be deleted (the registry says so first with ``VersionInUse``).
+    """
 
     __tablename__ = "aliases"
     __table_args__ = (UniqueConstraint("model_id", "name", name="uq_model_alias"),)
@@ -66,16 +100,42 @@ class AliasRow(Base):
     canary_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     canary_weight: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    shadow_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", name="fk_aliases_shadow_version_id")
+    )
+    shadow_weight: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
 
 
-class AliasEventRow(Base):
-    """History of alias moves, so a rollback knows where to go back to."""
+class EventRow(Base):
+    """One change to a model, numbered by the registry-wide change sequence ``seq``.
 
-    __tablename__ = "alias_events"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), nullable=False, index=True)
-    alias: Mapped[str] = mapped_column(String(32), nullable=False)
-    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), nullable=False)
-    previous_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    Names and numbers, not foreign keys: the history outlives the versions it mentions.
+    ``seq`` is the primary key (the change feed reads ``seq > n``); ``(model, seq)`` serves
+    a model's history newest first.
+    """
+
+    __tablename__ = "model_events"
+    __table_args__ = (Index("ix_model_events_model_seq", "model", "seq"),)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    model: Mapped[str] = mapped_column(String(63), nullable=False)
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    alias: Mapped[str | None] = mapped_column(String(32))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    to_version: Mapped[int | None] = mapped_column(Integer)
     actor: Mapped[str | None] = mapped_column(String(255))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict, server_default="{}")
+
+
+class StateRow(Base):
+    """The registry's single row: the last change sequence number given out.
+
+    Every write transaction locks this row first (PostgreSQL: ``SELECT ... FOR UPDATE``;
+    SQLite's ``BEGIN IMMEDIATE`` already serialises writers), so writes run one at a time
+    and sequence numbers commit in the order they are taken.
+    """
+
+    __tablename__ = "registry_state"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_registry_state_single_row"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")

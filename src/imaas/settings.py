@@ -96,13 +96,64 @@ class RuntimeSettings(BaseModel):
     load_on_startup: bool = True
 
 
+class RegistrySettings(BaseModel):
+    """How this process keeps up with the shared registry."""
+
+    poll_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="how often the change feed is read: pushes, alias moves, canaries and shadows made by "
+        "other processes take effect here within this delay",
+    )
+    migrate_on_start: bool = Field(
+        True,
+        description="run the database migrations when the server starts (serialised across replicas); "
+        "false: refuse to start unless `imaas db upgrade` brought the schema to head",
+    )
+
+
+class S3Settings(BaseModel):
+    """The S3-compatible endpoint of an ``s3://`` artifacts URL (credentials: the usual AWS variables)."""
+
+    endpoint_url: str | None = Field(None, description="e.g. http://minio:9000; unset for AWS S3")
+    region: str | None = None
+
+
+class ModelPolicySettings(BaseModel):
+    """Which versions stay loaded, and the shadow traffic's queue.
+
+    Every version an alias, canary or shadow points at stays loaded (plus a model's
+    ``keep_latest`` newest versions); others are unloaded after ``idle_unload_s`` without a
+    request, and when the loaded versions outgrow ``memory_budget_mib`` the least recently
+    used of them go first.
+    """
+
+    idle_unload_s: float = Field(600.0, gt=0, description="unload an unpinned version after this long unused")
+    memory_budget_mib: int | None = Field(
+        None, gt=0, description="resident memory the loaded versions may use; least recently used unloaded first"
+    )
+    check_interval_s: float = Field(5.0, gt=0, description="how often idle versions and the budget are checked")
+    shadow_queue: int = Field(
+        64, ge=1, description="shadow requests waiting to run; more are dropped (and counted), never waited for"
+    )
+
+
 class Settings(BaseSettings):
     """All configuration of one imaas process."""
 
     model_config = SettingsConfigDict(env_prefix="IMAAS_", env_nested_delimiter="__", extra="ignore")
 
     home: Path = Field(default_factory=_default_home, description="registry database and artifacts")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under home")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL (postgresql://user@host/db for a cluster); default SQLite under home"
+    )
+    artifacts_url: str | None = Field(
+        None, description="s3://bucket/prefix for an S3-compatible bucket; default a folder under home"
+    )
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    models: ModelPolicySettings = Field(default_factory=ModelPolicySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)

@@ -171,12 +171,15 @@ class BatchQueue:
                     ModelNotReady("the model was unloaded while the request waited; retry", retry_after=1)
                 )
 
-    async def submit(
+    def enqueue(
         self, payload: Any, deadline: float | None = None, prepare: Prepare | None = None
-    ) -> list[np.ndarray]:
-        """Queue one input and wait for its outputs (neither has a batch axis).
+    ) -> asyncio.Future[list[np.ndarray]]:
+        """Queue one input now (without yielding to the event loop) and return the future of
+        its outputs; ``DeadlineExceeded`` is set on it at ``deadline``. Cancel it to withdraw
+        the input (a worker skips it).
 
-        ``payload`` is the input tensor, or what ``prepare`` turns into it on a worker thread.
+        A caller that got this queue from the engine and enqueues before its next ``await``
+        cannot lose a race with an unload: the queue drains what it holds.
         """
         loop = self._loop
         if not self._threads or loop is None or self._stopping:
@@ -194,14 +197,20 @@ class BatchQueue:
             self._queued_bytes += size
             if self._idle:
                 self._idle.pop().notify()
-        if deadline is None:
-            return await future
-        timeout = max(0.0, deadline - self.clock.now())
-        timer = loop.call_later(timeout, _expire, future, timeout)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        if deadline is not None:
+            timeout = max(0.0, deadline - self.clock.now())
+            timer = loop.call_later(timeout, _expire, future, timeout)
+            future.add_done_callback(lambda _f: timer.cancel())
+        return future
+
+    async def submit(
+        self, payload: Any, deadline: float | None = None, prepare: Prepare | None = None
+    ) -> list[np.ndarray]:
+        """Queue one input and wait for its outputs (neither has a batch axis).
+
+        ``payload`` is the input tensor, or what ``prepare`` turns into it on a worker thread.
+        """
+        return await self.enqueue(payload, deadline, prepare)
 
     # -- worker threads ---------------------------------------------------------------------
     def _work(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ import numpy as np
 from imaas.domain import Clock, ModelVersion, SystemClock
 from imaas.runtime.batching import BatchQueue
 from imaas.runtime.labelsets import resolve_labels
+from imaas.runtime.memory import release_freed_memory, resident_bytes
 from imaas.runtime.session import OnnxSession, SessionOptions
 from imaas.runtime.tasks import Postprocess, postprocessor
 
@@ -71,6 +73,9 @@ class LoadedModel:
     postprocess: Postprocess
     load_seconds: float
     solo_session: OnnxSession | None = None
+    memory_bytes: int = 0  # resident memory the process grew by while the session was built
+    loaded_at: float = 0.0  # clock time
+    last_used: float = 0.0  # clock time of the last request routed to it (set by the services)
 
 
 def fixed_batch(session: OnnxSession, version: ModelVersion) -> int | None:
@@ -114,6 +119,8 @@ class Engine:
         self._models: dict[tuple[str, int], LoadedModel] = {}
         self._loading: dict[tuple[str, int], asyncio.Task[LoadedModel]] = {}
         self._solo: dict[tuple[str, int], LoadedModel] = {}
+        self._draining: dict[tuple[str, int], LoadedModel] = {}
+        self._measure = threading.Lock()  # one session build at a time, so its memory is its own
         self._solo_task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="load")
 
@@ -132,6 +139,22 @@ class Engine:
         """Versions currently loaded."""
         return [m.version for m in self._models.values()]
 
+    @property
+    def models(self) -> list[LoadedModel]:
+        """The loaded models."""
+        return list(self._models.values())
+
+    def draining(self, key: tuple[str, int]) -> LoadedModel | None:
+        """The model of ``key`` while it is being unloaded (finishing the requests it holds)."""
+        return self._draining.get(key)
+
+    def _build_session(self, path: Path, options: SessionOptions) -> tuple[OnnxSession, int]:
+        """A session and the resident memory the process grew by while building it."""
+        with self._measure:
+            before = resident_bytes()
+            session = OnnxSession(path, options)
+            return session, max(0, resident_bytes() - before)
+
     async def load(self, version: ModelVersion, path: Path) -> LoadedModel:
         """Load ``version`` from ``path`` unless it is loaded; concurrent callers share one load."""
         key = version.key
@@ -147,7 +170,7 @@ class Engine:
     async def _load(self, version: ModelVersion, path: Path) -> LoadedModel:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        session = await loop.run_in_executor(self._executor, OnnxSession, path, self.config.session)
+        session, memory = await loop.run_in_executor(self._executor, self._build_session, path, self.config.session)
         labels = await loop.run_in_executor(self._executor, resolve_labels, version.manifest.labels)
         fixed = fixed_batch(session, version)
         queue = BatchQueue(
@@ -168,6 +191,9 @@ class Engine:
             labels=labels,
             postprocess=postprocessor(version.manifest.task),
             load_seconds=time.perf_counter() - start,
+            memory_bytes=memory,
+            loaded_at=self.clock.now(),
+            last_used=self.clock.now(),
         )
         queue.on_lone = lambda: self._offer_solo(model)
         await model.queue.start()
@@ -194,7 +220,7 @@ class Engine:
         assert options is not None  # _offer_solo checked
         loop = asyncio.get_running_loop()
         try:
-            session = await loop.run_in_executor(self._executor, OnnxSession, model.path, options)
+            session, memory = await loop.run_in_executor(self._executor, self._build_session, model.path, options)
         except Exception as exc:  # the shared session still serves; keep the slot so it is not retried
             log.warning("no solo session for %s@%s: %s", model.version.model, model.version.version, exc)
             return
@@ -202,6 +228,7 @@ class Engine:
             self._solo_task = None
         if self._solo.get(model.version.key) is model:
             model.solo_session = session
+            model.memory_bytes += memory
             model.queue.last_solo_at = self.clock.now()
             model.queue.run_solo = batch_runner(session, model.version)
 
@@ -211,13 +238,19 @@ class Engine:
         model.solo_session = None
 
     async def unload(self, key: tuple[str, int]) -> bool:
-        """Unload a version: requests already queued still run (each within its deadline); new
-        ones load it again on demand."""
+        """Unload a version: requests already queued still run (each within its deadline),
+        new ones load it again on demand; then its memory is handed back to the system."""
         model = self._models.pop(key, None)
         if model is None:
             return False
-        await model.queue.stop(drain=True)
-        self._drop_solo(model)
+        self._draining[key] = model
+        try:
+            await model.queue.stop(drain=True)
+            self._drop_solo(model)
+        finally:
+            self._draining.pop(key, None)
+        del model
+        await asyncio.get_running_loop().run_in_executor(self._executor, release_freed_memory)
         return True
 
     async def close(self) -> None:

@@ -29,7 +29,7 @@ class PredictResponse(BaseModel):
     """Answer of ``POST /v1/models/{name}:predict``: one result per image, in request order."""
 
     model: str
-    version: int
+    version: int = Field(description="the version that answered (an alias's canary answers its share)")
     task: str
     results: list[ImageResult]
 
@@ -56,7 +56,7 @@ class PredictRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, le=1000)
 
 
-LoadState = Literal["loaded", "loading", "failed", "not_loaded"]
+LoadState = Literal["ready", "loading", "failed", "draining", "unloaded"]
 
 
 class VersionInfo(BaseModel):
@@ -71,8 +71,27 @@ class VersionInfo(BaseModel):
     source: str | None = None
     parent_version: int | None = None
     aliases: list[str] = Field(default_factory=list)
-    state: LoadState = Field("not_loaded", description="on this server: loaded, loading, failed or not_loaded")
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    state: LoadState = Field(
+        "unloaded",
+        description="on this server: ready (loaded), loading, failed, draining (finishing its requests "
+        "before it is unloaded) or unloaded",
+    )
     load_error: str | None = Field(None, description="why the last load failed (state failed)")
+
+
+class AliasRouteInfo(BaseModel):
+    """Where an alias sends traffic: its version, a canary answering ``canary_weight`` percent
+    of requests, and a shadow receiving a copy of ``shadow_weight`` percent."""
+
+    alias: str
+    version: int
+    canary_version: int | None = None
+    canary_weight: float = 0.0
+    shadow_model: str | None = None
+    shadow_version: int | None = None
+    shadow_weight: float = 0.0
 
 
 class ModelSummary(BaseModel):
@@ -83,6 +102,11 @@ class ModelSummary(BaseModel):
     description: str = ""
     latest_version: int | None = None
     aliases: dict[str, int] = Field(default_factory=dict)
+    routes: dict[str, AliasRouteInfo] = Field(
+        default_factory=dict, description="per alias: its version and any canary and shadow"
+    )
+    tags: dict[str, str] = Field(default_factory=dict)
+    keep_latest: int = Field(0, description="the newest versions kept loaded besides the aliased ones")
     created_at: datetime
 
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from imaas.imaging.decode import DecodeLimits
-from imaas.registry.artifacts.local import LocalArtifactStore
-from imaas.registry.sql import SqlRegistry, open_registry
+from imaas.registry.artifacts.factory import open_artifacts
+from imaas.registry.artifacts.store import ArtifactStore
+from imaas.registry.sql import open_registry
+from imaas.registry.store import RegistryStore
 from imaas.runtime.engine import Engine, EngineConfig
 from imaas.runtime.session import SessionOptions
+from imaas.services.changes import ChangeFeed
 from imaas.services.inference import InferenceService
+from imaas.services.lifecycle import LifecycleService
 from imaas.services.models import ModelService
 from imaas.services.oip import OipService
 from imaas.settings import Settings
+
+log = logging.getLogger(__name__)
+STALE_UPLOAD_S = 3600.0
 
 
 @dataclass
@@ -20,16 +31,44 @@ class Services:
     """Everything the edges need, wired together."""
 
     settings: Settings
-    registry: SqlRegistry
-    artifacts: LocalArtifactStore
+    registry: RegistryStore
+    artifacts: ArtifactStore
     models: ModelService
     inference: InferenceService
+    lifecycle: LifecycleService
     oip: OipService
+    changes: ChangeFeed
+    close_registry: Callable[[], None]
+    _keeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the background work of a serving process: the registry change feed and the
+        periodic check of idle versions and the memory budget."""
+        await self.changes.start()
+        # uploads left half-staged by a killed process (an upload in flight is younger)
+        await asyncio.to_thread(self.artifacts.sweep_staging, STALE_UPLOAD_S)
+        if self._keeper is None:
+            self._keeper = asyncio.get_running_loop().create_task(self._keep(), name="residency")
+
+    async def _keep(self) -> None:
+        interval = self.settings.models.check_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.inference.residency.check()
+            except Exception:  # never let the policy loop die
+                log.exception("checking idle versions failed")
 
     async def close(self) -> None:
-        """Release engine threads and database connections."""
+        """Stop background work, release engine threads and database connections."""
+        await self.changes.stop()
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
         await self.inference.close()
-        self.registry.close()
+        self.close_registry()
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -65,10 +104,14 @@ def decode_limits(settings: Settings) -> DecodeLimits:
 
 
 def build_services(settings: Settings) -> Services:
-    """Open the registry (migrating it) and wire the services; starts no threads but pools."""
-    registry = open_registry(settings.db_url)
-    artifacts = LocalArtifactStore(settings.artifacts_dir)
+    """Open the registry (migrating it unless ``registry.migrate_on_start`` is off) and the
+    artifact store, and wire the services; starts no threads but pools (``start`` does)."""
+    registry = open_registry(settings.db_url, migrate=settings.registry.migrate_on_start)
+    artifacts = open_artifacts(
+        settings.artifacts_url, settings.home, endpoint_url=settings.s3.endpoint_url, region=settings.s3.region
+    )
     models = ModelService(registry, artifacts, settings.server.max_upload_bytes)
+    policy = settings.models
     inference = InferenceService(
         registry,
         artifacts,
@@ -76,6 +119,9 @@ def build_services(settings: Settings) -> Services:
         decode_limits(settings),
         request_timeout_s=settings.runtime.request_timeout_s,
         max_images=settings.server.max_images_per_request,
+        shadow_queue=policy.shadow_queue,
+        idle_unload_s=policy.idle_unload_s,
+        memory_budget_bytes=policy.memory_budget_mib * 1024 * 1024 if policy.memory_budget_mib else None,
     )
     models.on_change(inference.invalidate)
     return Services(
@@ -84,5 +130,10 @@ def build_services(settings: Settings) -> Services:
         artifacts=artifacts,
         models=models,
         inference=inference,
+        lifecycle=LifecycleService(registry, artifacts, inference),
         oip=OipService(inference, models),
+        changes=ChangeFeed(
+            registry.changes_since, inference.apply_changes, interval_s=settings.registry.poll_interval_s
+        ),
+        close_registry=registry.close,
     )

@@ -2,8 +2,11 @@
 
 Images are decoded and pre-processed on the batch queue's worker threads right before
 their batch runs (Pillow and ONNX Runtime release the GIL), and the event loop only moves
-bytes. Resolved references are cached until the model service reports a change, so a
-predict does not touch the database.
+bytes. Resolved references (with an alias's canary and shadow) are cached per process
+(``services/resolution.py``) until this process writes or the change feed reports another
+process's write, so a predict does not touch the database. Which version answers is
+drawn per request (``services/routing.py``); a shadow copy goes to ``services/shadow.py``.
+Which versions stay loaded is ``services/residency.py``'s.
 
 Loads, and the versions that failed to load, are the ``ModelLoader``'s (services/loading.py).
 Readiness means the server can serve: warm-up has finished and nothing is still loading;
@@ -19,21 +22,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
-from imaas.domain import PRODUCTION, Clock, ModelRef, ModelVersion, SystemClock
-from imaas.errors import ImaasError, InvalidRequest, ModelNotReady, TooManyImages
+from imaas.domain import Clock, ModelRef, ModelVersion, Route, SystemClock
+from imaas.errors import ImaasError, InvalidRequest, ModelNotFound, ModelNotReady, TooManyImages, VersionNotLoadable
 from imaas.imaging.decode import DecodeLimits, PixelBudget
 from imaas.imaging.pipeline import image_to_tensor
-from imaas.registry.artifacts.local import LocalArtifactStore
+from imaas.imaging.samples import warmup_image
+from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.store import RegistryStore
 from imaas.runtime.engine import Engine, LoadedModel
 from imaas.schemas.rest import LoadState
+from imaas.services.comparison import Comparisons
 from imaas.services.loading import LoadFailure, ModelLoader
+from imaas.services.residency import Residency
+from imaas.services.resolution import RouteCache
+from imaas.services.routing import Choice, choose
+from imaas.services.shadow import ShadowCopy, ShadowRunner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,7 +90,7 @@ class InferenceService:
     def __init__(
         self,
         registry: RegistryStore,
-        artifacts: LocalArtifactStore,
+        artifacts: ArtifactStore,
         engine: Engine,
         limits: DecodeLimits,
         *,
@@ -89,6 +99,10 @@ class InferenceService:
         clock: Clock | None = None,
         retry_base_s: float = 1.0,
         retry_max_s: float = 300.0,
+        shadow_queue: int = 64,
+        idle_unload_s: float = 600.0,
+        memory_budget_bytes: int | None = None,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self.registry = registry
         self.artifacts = artifacts
@@ -97,36 +111,53 @@ class InferenceService:
         self.request_timeout_s = request_timeout_s
         self.max_images = max_images
         self.clock: Clock = clock or SystemClock()
-        self._resolved: dict[ModelRef, ModelVersion] = {}
+        self.routes = RouteCache(registry.resolve_route)
         self.loader = ModelLoader(
             engine, artifacts, clock=self.clock, retry_base_s=retry_base_s, retry_max_s=retry_max_s
         )
+        self.comparisons = Comparisons()
+        self.shadows = ShadowRunner(self._run_shadow, self.comparisons, shadow_queue, self.clock)
+        self.residency = Residency(
+            engine,
+            registry.pinned_versions,
+            idle_unload_s=idle_unload_s,
+            memory_budget_bytes=memory_budget_bytes,
+            clock=self.clock,
+        )
+        self._draw = draw
         self._warm: set[tuple[str, int]] | None = None
         self._unloaded: set[tuple[str, int]] = set()
 
     def invalidate(self, name: str) -> None:
-        """Forget cached resolutions of ``name`` (after a push or an alias move)."""
-        for ref in [r for r in list(self._resolved) if r.name == name]:
-            self._resolved.pop(ref, None)
+        """Forget cached routes of ``name`` (after a write; safe from any thread)."""
+        self.routes.invalidate(name)
+
+    async def route(self, ref: ModelRef) -> Route:
+        """What ``ref`` designates: its version, and for an alias its canary and shadow (cached)."""
+        return await self.routes.get(ref)
 
     async def resolve(self, ref: ModelRef) -> ModelVersion:
-        """The version ``ref`` designates (cached)."""
-        version = self._resolved.get(ref)
-        if version is None:
-            version = await asyncio.to_thread(self.registry.resolve, ref)
-            self._resolved[ref] = version
-        return version
+        """The version ``ref`` designates, canary aside (cached)."""
+        return (await self.routes.get(ref)).primary
+
+    async def choose(self, ref: ModelRef, routing_key: str | None = None) -> Choice:
+        """The version that answers this request to ``ref`` (canary split, sticky on
+        ``routing_key``) and the shadow that gets a copy, if one is drawn."""
+        return choose(await self.routes.get(ref), routing_key, self._draw)
 
     async def model(self, version: ModelVersion, deadline: float | None = None, force: bool = False) -> LoadedModel:
         """The loaded model of ``version``, loading it now if needed (see ``ModelLoader.get``)."""
         loaded = self.engine.get(version.key)
-        if loaded is not None:
-            return loaded
-        self._unloaded.discard(version.key)
-        return await self.loader.get(version, deadline, force)
+        if loaded is None:
+            self._unloaded.discard(version.key)
+            loaded = await self.loader.get(version, deadline, force)
+        loaded.last_used = self.clock.now()
+        return loaded
 
     def load_state(self, key: tuple[str, int]) -> tuple[LoadState, LoadFailure | None]:
-        """``loaded``, ``loading``, ``failed`` (with the failure) or ``not_loaded`` on this server."""
+        """``ready``, ``draining``, ``loading``, ``failed`` (with the failure) or ``unloaded`` here."""
+        if self.engine.draining(key) is not None and self.engine.get(key) is None:
+            return "draining", None
         return self.loader.state(key)
 
     def deadline(self) -> float:
@@ -171,8 +202,10 @@ class InferenceService:
     ) -> list[list[np.ndarray]]:
         """Each image through the model's batch queue (decoded on the worker); outputs in order.
 
-        The request's images share one ``PixelBudget``; when one image fails, the others that
-        have not run yet are withdrawn from the queue.
+        Every image is queued before the first ``await``, so a model taken from the engine
+        cannot be unloaded in between (an unload drains what its queue holds). The request's
+        images share one ``PixelBudget``; when one image fails, the others that have not run
+        yet are withdrawn from the queue.
         """
         self.check_count(len(images))
         deadline = deadline if deadline is not None else self.deadline()
@@ -180,8 +213,11 @@ class InferenceService:
         if len(images) == 1:
             return [await model.queue.submit(images[0].data, deadline, self.preparer(version, budget))]
         return await all_or_none(
-            model.queue.submit(im.data, deadline, self.preparer(version, budget, i, im.filename))
-            for i, im in enumerate(images)
+            _enqueue_all(
+                model,
+                [(im.data, self.preparer(version, budget, i, im.filename)) for i, im in enumerate(images)],
+                deadline,
+            )
         )
 
     async def run_tensors(
@@ -190,14 +226,23 @@ class InferenceService:
         """Each pre-processed input row through the model's batch queue; outputs in order."""
         self.check_count(len(rows))
         deadline = deadline if deadline is not None else self.deadline()
-        return await all_or_none(model.queue.submit(row, deadline) for row in rows)
+        return await all_or_none(_enqueue_all(model, [(row, None) for row in rows], deadline))
 
-    async def predict(self, ref: ModelRef, images: list[ImageInput], top_k: int | None = None) -> dict[str, Any]:
-        """Predict every image with the model ``ref`` names; results keep the request's order."""
+    async def predict(
+        self, ref: ModelRef, images: list[ImageInput], top_k: int | None = None, routing_key: str | None = None
+    ) -> dict[str, Any]:
+        """Predict every image with the model ``ref`` names; results keep the request's order.
+
+        ``version`` in the result is the version that answered (an alias's canary answers
+        its share of requests); a shadow drawn for this request gets a copy after the answer
+        is ready, off the request path.
+        """
         if top_k is not None and not 1 <= top_k <= 1000:
             raise InvalidRequest("top_k must be between 1 and 1000")
-        deadline = self.deadline()
-        version = await self.resolve(ref)
+        start = self.clock.now()
+        deadline = start + self.request_timeout_s
+        choice = await self.choose(ref, routing_key)
+        version = choice.version
         model = await self.model(version, deadline)
         manifest = version.manifest
         outputs = await self.run_images(version, model, images, deadline)
@@ -205,16 +250,77 @@ class InferenceService:
             {"filename": im.filename, **model.postprocess(out, manifest, model.labels, top_k)}
             for im, out in zip(images, outputs, strict=True)
         ]
+        if choice.shadow is not None:
+            self.shadows.offer(ShadowCopy(version, choice.shadow, images, results, self.clock.now() - start))
         return {"model": version.model, "version": version.version, "task": manifest.task, "results": results}
 
-    async def warm(self, alias: str = PRODUCTION) -> None:
-        """Load every version ``alias`` points at; the server is ready once this returns.
+    async def _run_shadow(self, version: ModelVersion, images: list[ImageInput]) -> list[dict[str, Any]]:
+        """A shadow copy's results (its load and run are bounded by a request's deadline)."""
+        deadline = self.deadline()
+        model = await self.model(version, deadline)
+        outputs = await self.run_images(version, model, images, deadline)
+        return [model.postprocess(out, version.manifest, model.labels, None) for out in outputs]
+
+    async def warm_version(self, version: ModelVersion) -> LoadedModel:
+        """Load ``version`` (retrying a failed load at once) and run one real inference on it.
+
+        This is what a promote, rollback, canary or shadow waits for before any traffic is
+        sent to the version. Raises ``VersionNotLoadable`` (409) with the reason when the
+        file is missing or corrupt, ONNX Runtime refuses it, or the inference fails; a load
+        still running after the request deadline is ``ModelNotReady`` (503, retry).
+        """
+        name = f"{version.model}@{version.version}"
+        try:
+            model = await self.model(version, self.clock.now() + max(60.0, self.request_timeout_s), force=True)
+        except ModelNotReady:
+            failure = self.loader.failures.get(version.key)
+            if failure is None:
+                raise
+            raise VersionNotLoadable(f"{name} could not be loaded: {failure.reason}") from None
+        try:
+            await self.run_images(version, model, [ImageInput(warmup_image(), "warm-up.jpg")], self.deadline())
+        except ImaasError as exc:
+            raise VersionNotLoadable(f"{name} loaded but failed its warm-up inference: {exc.detail}") from None
+        return model
+
+    async def apply_changes(self, names: set[str]) -> None:
+        """Take up other processes' writes to ``names``: warm every version their aliases now
+        route to, then drop their cached routes, then unload the versions no alias needs any
+        more. A version that fails to warm is remembered and does not hold up the others."""
+        for name in sorted(names):
+            try:
+                versions = await asyncio.to_thread(self._routed_versions, name)
+            except ModelNotFound:
+                versions = []
+            except Exception:
+                log.exception("reading the routes of %s after a change failed", name)
+                versions = []
+            for version in versions:
+                with contextlib.suppress(ImaasError):  # remembered by the loader with its reason
+                    await self.warm_version(version)
+            self.routes.invalidate(name)
+        with contextlib.suppress(Exception):
+            await self.residency.refresh()
+
+    def _routed_versions(self, name: str) -> list[ModelVersion]:
+        record = self.registry.get_model(name)
+        seen: dict[tuple[str, int], ModelVersion] = {}
+        for alias in sorted(set(record.routes) | set(record.aliases)):
+            for v in self.registry.resolve_route(ModelRef(name, alias=alias)).versions:
+                seen.setdefault(v.key, v)
+        return list(seen.values())
+
+    async def warm(self) -> None:
+        """Load every pinned version (aliases, canaries, shadows, ``keep_latest``); the server
+        is ready once this returns.
 
         A version that fails is remembered (``load_state``) and does not stop the others; a
         registry that cannot be read leaves the models to load on their first request.
         """
         try:
-            versions = await asyncio.to_thread(self.registry.aliased_versions, alias)
+            await self.residency.refresh()
+            keys = sorted(self.residency.pinned)
+            versions = await asyncio.to_thread(lambda: [self.registry.get_version(n, v) for n, v in keys])
         except Exception:
             log.exception("warm-up could not read the registry; models will load on their first request")
             self._warm = set()
@@ -249,6 +355,23 @@ class InferenceService:
         return await self.engine.unload(key)
 
     async def close(self) -> None:
-        """Cancel loads in flight, then stop the engine and its threads."""
+        """Stop the shadow runner, cancel loads in flight, then stop the engine and its threads."""
+        await self.shadows.close()
         await self.loader.close()
         await self.engine.close()
+
+
+def _enqueue_all(
+    model: LoadedModel, items: list[tuple[Any, Callable[[bytes], np.ndarray] | None]], deadline: float
+) -> list[asyncio.Future[list[np.ndarray]]]:
+    """Queue every item now (no ``await`` in between); when one is refused (queue full), the
+    ones already queued are withdrawn before the error is raised."""
+    futures: list[asyncio.Future[list[np.ndarray]]] = []
+    try:
+        for payload, prepare in items:
+            futures.append(model.queue.enqueue(payload, deadline, prepare))
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    return futures

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from imaas.domain import Clock, ModelVersion, SystemClock
 from imaas.errors import ImaasError, ModelNotReady
-from imaas.registry.artifacts.local import LocalArtifactStore
+from imaas.registry.artifacts.store import ArtifactStore
 from imaas.runtime.engine import Engine, LoadedModel
 from imaas.schemas.rest import LoadState
 
@@ -46,7 +46,7 @@ class ModelLoader:
     def __init__(
         self,
         engine: Engine,
-        artifacts: LocalArtifactStore,
+        artifacts: ArtifactStore,
         *,
         clock: Clock | None = None,
         retry_base_s: float = 1.0,
@@ -101,7 +101,8 @@ class ModelLoader:
         """Load and record the outcome; None when it failed (the failure is in ``failures``)."""
         key = version.key
         try:
-            path = self.artifacts.open_path(version.sha256)
+            # a download (S3) and the sha256 check read the whole file: off the event loop
+            path = await asyncio.to_thread(self.artifacts.open_path, version.sha256)
             model = await self.engine.load(version, path)
         except Exception as exc:
             self._record_failure(version, exc)
@@ -133,13 +134,13 @@ class ModelLoader:
         )
 
     def state(self, key: Key) -> tuple[LoadState, LoadFailure | None]:
-        """``loaded``, ``loading`` (a retry keeps its last failure), ``failed`` or ``not_loaded``."""
+        """``ready``, ``loading`` (a retry keeps its last failure), ``failed`` or ``unloaded``."""
         if self.engine.get(key) is not None:
-            return "loaded", None
+            return "ready", None
         failure = self._failures.get(key)
         if key in self._tasks:  # every load goes through here
             return "loading", failure
-        return ("failed", failure) if failure is not None else ("not_loaded", None)
+        return ("failed", failure) if failure is not None else ("unloaded", None)
 
     async def close(self) -> None:
         """Cancel loads still running (the engine is closed after this)."""

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from imaas.domain import PRODUCTION, ModelRecord, ModelVersion, check_name
 from imaas.errors import InvalidManifest
-from imaas.registry.artifacts.local import LocalArtifactStore
+from imaas.registry.artifacts.store import ArtifactStore, Staged
 from imaas.registry.store import RegistryStore
 from imaas.runtime.graph import check_model_file, complete_manifest
 from imaas.runtime.probe import probe_manifest
@@ -45,7 +45,7 @@ def parse_manifest(raw: str | bytes | dict[str, Any] | Manifest | None) -> Manif
 class ModelService:
     """Registers and describes models; tells listeners when an alias may have moved."""
 
-    def __init__(self, registry: RegistryStore, artifacts: LocalArtifactStore, max_upload_bytes: int) -> None:
+    def __init__(self, registry: RegistryStore, artifacts: ArtifactStore, max_upload_bytes: int) -> None:
         self.registry = registry
         self.artifacts = artifacts
         self.max_upload_bytes = max_upload_bytes
@@ -68,6 +68,7 @@ class ModelService:
         source: str | None = None,
         metrics: dict[str, Any] | None = None,
         alias: str | None = None,
+        actor: str | None = None,
     ) -> tuple[ModelVersion, bool]:
         """Validate and register an ONNX file with its manifest.
 
@@ -89,15 +90,29 @@ class ModelService:
         except BaseException:
             self.artifacts.discard(staged)
             raise
-        self.artifacts.commit(staged)
-        version, created = self.registry.add_version(
-            name, staged.sha256, staged.size, complete, source=source, metrics=metrics
-        )
-        self.registry.set_alias(name, PRODUCTION, version.version, actor="push", if_absent=True)
+        try:
+            self.artifacts.commit(staged, keep=True)
+            version, created = self.registry.add_version(
+                name,
+                staged.sha256,
+                staged.size,
+                complete,
+                source=source,
+                metrics=metrics,
+                actor=actor,
+                ensure_artifact=lambda: self._ensure_stored(staged),
+            )
+        finally:
+            self.artifacts.discard(staged)
+        self.registry.set_alias(name, PRODUCTION, version.version, actor=actor or "push", if_absent=True, action="push")
         if alias is not None and self.registry.get_model(name).aliases.get(alias) != version.version:
-            self.registry.set_alias(name, alias, version.version, actor="push")
+            self.registry.set_alias(name, alias, version.version, actor=actor or "push", action="push")
         self._changed(name)
         return version, created
+
+    def _ensure_stored(self, staged: Staged) -> None:
+        if not self.artifacts.exists(staged.sha256):
+            self.artifacts.commit(staged, keep=True)
 
     def push_file(
         self, name: str, path: Path, manifest: str | bytes | dict[str, Any] | Manifest | None, **kwargs: Any
@@ -114,7 +129,10 @@ class ModelService:
         """A model and its versions, newest first."""
         return self.registry.get_model(name), self.registry.list_versions(name)
 
-    def set_alias(self, name: str, alias: str, version: int, actor: str | None = None) -> None:
-        """Point ``alias`` at ``version``."""
-        self.registry.set_alias(name, alias, version, actor)
-        self._changed(name)
+    def get_model(self, name: str) -> ModelRecord:
+        """One model with its aliases and routes."""
+        return self.registry.get_model(name)
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        """One version of a model."""
+        return self.registry.get_version(name, version)

@@ -29,6 +29,7 @@ from imaas.runtime.graph import GraphInfo, check_model_file
 from imaas.runtime.tasks.classification import to_probabilities, top_k
 from imaas.services.inference import ImageInput, InferenceService
 from imaas.services.models import ModelService
+from imaas.services.shadow import ShadowCopy
 from imaas.services.tensors import ONNX_TO_OIP
 
 PLATFORM = "onnxruntime_onnx"
@@ -65,6 +66,7 @@ class InferRequest:
     inputs: list[InTensor] = field(default_factory=list)
     outputs: list[OutSpec] | None = None
     binary_output: bool = False
+    routing_key: str | None = None  # X-Imaas-Routing-Key (gRPC: x-imaas-routing-key metadata)
 
 
 @dataclass
@@ -128,7 +130,8 @@ class OipService:
     async def _graph(self, version: ModelVersion) -> GraphInfo:
         graph = self._graphs.get(version.sha256)
         if graph is None:
-            path = self.inference.artifacts.open_path(version.sha256)
+            # S3: a download; the loader checks the sha256 before anything runs the file
+            path = await asyncio.to_thread(self.inference.artifacts.open_path, version.sha256, verify=False)
             graph = await asyncio.to_thread(check_model_file, path)
             self._graphs[version.sha256] = graph
         return graph
@@ -167,13 +170,20 @@ class OipService:
     # -- inference ----------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
         """Run one request through the model's batch queue."""
+        start = self.inference.clock.now()
         deadline = self.inference.deadline()
-        version = await self.inference.resolve(parse_ref(request.model, request.version))
+        choice = await self.inference.choose(parse_ref(request.model, request.version), request.routing_key)
+        version = choice.version
         model = await self.inference.model(version, deadline)
         tensor = self._input(version, request.inputs)
         if tensor.name == image_input_name(version):
-            results = await self.inference.run_images(version, model, self._images(tensor), deadline)
-        else:
+            images = self._images(tensor)
+            results = await self.inference.run_images(version, model, images, deadline)
+            if choice.shadow is not None:  # compared on the task's result, like /v1
+                answers = [model.postprocess(r, version.manifest, model.labels, None) for r in results]
+                copy = ShadowCopy(version, choice.shadow, images, answers, self.inference.clock.now() - start)
+                self.inference.shadows.offer(copy)
+        else:  # raw tensors are not copied to a shadow: its input may differ
             results = await self.inference.run_tensors(model, self._raw_rows(version, tensor), deadline)
         raw = np.stack([r[0] for r in results])
         return InferResponse(
@@ -261,7 +271,7 @@ class OipService:
             except ModelNotFound:
                 continue
             state, failure = self.inference.load_state(version.key)
-            loaded = state == "loaded"
+            loaded = state == "ready"
             if ready_only and not loaded:
                 continue
             reason = "" if loaded else (f"failed: {failure.reason}" if failure is not None else state)

@@ -17,7 +17,11 @@ from imaas.schemas.manifest import Manifest
 
 Postprocess = Callable[[list[np.ndarray], Manifest, tuple[str, ...] | None, int | None], dict[str, Any]]
 
+Agreement = Callable[[dict[str, Any], dict[str, Any]], float]
+"""How far two results of one image agree, from 0 (not at all) to 1 (the same answer)."""
+
 _POSTPROCESSORS: dict[str, Postprocess] = {"classification": classification.postprocess}
+_AGREEMENTS: dict[str, Agreement] = {"classification": classification.agreement}
 
 
 def postprocessor(task: str) -> Postprocess:
@@ -28,3 +32,11 @@ def postprocessor(task: str) -> Postprocess:
         raise InvalidManifest(
             f"task: {task!r} models cannot be served yet; supported: {sorted(_POSTPROCESSORS)}"
         ) from None
+
+
+def agreement(task: str) -> Agreement:
+    """The measure a shadow comparison uses for ``task`` (classification: same top-1 class)."""
+    try:
+        return _AGREEMENTS[task]
+    except KeyError:
+        raise InvalidManifest(f"task: {task!r} has no agreement measure yet") from None

@@ -57,3 +57,13 @@ def postprocess(
             for i, s in best
         ]
     }
+
+
+def agreement(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """How far two predictions of one image agree: 1.0 when they name the same top-1 class
+    (compared by label when both have labels, so two models with different class orders
+    compare fairly; else by index), 0.0 otherwise."""
+    pa, pb = a["predictions"][0], b["predictions"][0]
+    if pa["label"] is not None and pb["label"] is not None:
+        return 1.0 if pa["label"] == pb["label"] else 0.0
+    return 1.0 if pa["index"] == pb["index"] else 0.0

@@ -1,0 +1,144 @@
+"""Wire models of the lifecycle endpoints: promote, rollback, canary, shadow, status,
+comparison, history and model cards. Shared by the API and the SDK."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from imaas.schemas.rest import LoadState
+
+_ALIAS = r"^[a-z][a-z0-9_-]{0,31}$"
+_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+_MAX_VERSION = 2**53 - 1
+
+
+class PromoteRequest(BaseModel):
+    """Move an alias to a version once that version is loaded and has answered one inference."""
+
+    version: int = Field(ge=1, le=_MAX_VERSION)
+    alias: str = Field("production", pattern=_ALIAS)
+
+
+class RollbackRequest(BaseModel):
+    """Move an alias back to the version its last change took it from."""
+
+    alias: str = Field("production", pattern=_ALIAS)
+
+
+class AliasChangeInfo(BaseModel):
+    """What a promote or rollback did."""
+
+    model: str
+    alias: str
+    from_version: int | None = Field(description="where the alias pointed before (null: it did not exist)")
+    to_version: int
+    moved: bool = Field(description="false when the alias already pointed there")
+
+
+class CanaryRequest(BaseModel):
+    """Answer ``weight`` percent of the alias's requests with ``version``."""
+
+    version: int = Field(ge=1, le=_MAX_VERSION, description="a version of the same model, not the alias's own")
+    weight: float = Field(description="percent of requests, 0-100; 100 completes the rollout, 0 ends it")
+
+
+class ShadowRequest(BaseModel):
+    """Copy ``weight`` percent of the alias's requests to a version that never answers callers."""
+
+    model: str | None = Field(None, pattern=_NAME, description="another model of the same task; default this one")
+    version: int = Field(ge=1, le=_MAX_VERSION)
+    weight: float = Field(description="percent of requests copied, 0-100; 0 ends the shadow")
+
+
+class VersionStatusInfo(BaseModel):
+    """One version on the server that answered."""
+
+    version: int
+    state: LoadState
+    reason: str | None = Field(None, description="why it failed to load (state failed)")
+    memory_bytes: int | None = Field(
+        None, description="resident memory the process grew by when its sessions were built (approximate)"
+    )
+    load_seconds: float | None = None
+    loaded_at: datetime | None = None
+    last_used_at: datetime | None = None
+    pinned: bool = Field(description="kept loaded: an alias, canary or shadow points at it, or keep_latest")
+    queue_depth: int | None = Field(None, description="requests waiting for a batch worker")
+
+
+class ModelStatus(BaseModel):
+    """Answer of ``GET /v1/models/{name}/status``: per version, on the server that answered."""
+
+    model: str
+    resident_bytes: int = Field(description="the whole server process's resident memory (RSS)")
+    versions: list[VersionStatusInfo]
+
+
+class LatencyInfo(BaseModel):
+    """Latency of the last compared requests, in milliseconds."""
+
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    mean_ms: float | None = None
+
+
+class PairInfo(BaseModel):
+    """A serving version against its shadow."""
+
+    version: int = Field(description="the serving version (of this model)")
+    shadow_model: str
+    shadow_version: int
+    compared: int = Field(description="images both answered")
+    agreement: float | None = Field(
+        description="share of compared images on which they agree (classification: same top-1 class)"
+    )
+    dropped: int = Field(description="copies not run because the shadow queue was full")
+    failed: int = Field(description="copies the shadow could not answer")
+    latency: LatencyInfo = Field(description="the serving version, per request")
+    shadow_latency: LatencyInfo = Field(description="the shadow, per request")
+
+
+class Comparison(BaseModel):
+    """Answer of ``GET /v1/models/{name}/comparison`` (this server's figures since it started)."""
+
+    model: str
+    pairs: list[PairInfo]
+
+
+class EventInfo(BaseModel):
+    """One recorded change."""
+
+    seq: int
+    action: str = Field(description="push, alias, promote, rollback, canary, shadow, delete or edit")
+    alias: str | None = None
+    from_version: int | None = None
+    to_version: int | None = None
+    actor: str | None = None
+    at: datetime
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class History(BaseModel):
+    """Answer of ``GET /v1/models/{name}/history``: newest first."""
+
+    model: str
+    events: list[EventInfo]
+    next: int | None = Field(None, description="pass as `before` for older events; null at the end")
+
+
+class ModelCardUpdate(BaseModel):
+    """Fields of a model's card to change; omitted fields stay."""
+
+    description: str | None = Field(None, max_length=10_000)
+    tags: dict[str, str] | None = Field(None, description="replaces the tags; at most 50")
+    keep_latest: int | None = Field(None, ge=0, le=100, description="newest versions kept loaded")
+
+
+class VersionCardUpdate(BaseModel):
+    """Fields of a version's card to change; omitted fields stay."""
+
+    description: str | None = Field(None, max_length=10_000)
+    tags: dict[str, str] | None = Field(None, description="replaces the tags; at most 50")

@@ -1,0 +1,117 @@
+"""Shadow traffic: copies of requests run on a candidate off the request path.
+
+The caller's answer never waits for the shadow: ``offer`` puts a copy in a bounded queue
+and returns at once; when the queue is full the copy is dropped and counted. One task runs
+the copies one at a time, so a shadow never holds more than one batch worker's share of
+the CPU, whatever its weight. Each copy's result is compared with the answer the caller
+got (the task's agreement measure) and both latencies are recorded in ``Comparisons``.
+
+Example::
+
+    runner = ShadowRunner(run_version, comparisons, capacity=64)
+    runner.offer(ShadowCopy(primary, shadow, images, results, primary_s=0.012))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from imaas.domain import Clock, ModelVersion, SystemClock
+from imaas.runtime.tasks import agreement
+from imaas.services.comparison import Comparisons
+
+log = logging.getLogger(__name__)
+
+RunVersion = Callable[[ModelVersion, list[Any]], Awaitable[list[dict[str, Any]]]]
+"""Runs images (``ImageInput``) through a version and returns one result per image."""
+
+
+@dataclass(frozen=True)
+class ShadowCopy:
+    """One request as the caller got it, to be run again on ``shadow``."""
+
+    primary: ModelVersion
+    shadow: ModelVersion
+    images: list[Any]
+    results: list[dict[str, Any]]
+    primary_s: float
+
+
+class ShadowRunner:
+    """A bounded queue of shadow copies and the one task that runs them."""
+
+    def __init__(self, run: RunVersion, comparisons: Comparisons, capacity: int = 64, clock: Clock | None = None):
+        self._run = run
+        self.comparisons = comparisons
+        self.capacity = capacity
+        self.clock: Clock = clock or SystemClock()
+        self._queue: asyncio.Queue[ShadowCopy] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Copies waiting to run."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    def offer(self, copy: ShadowCopy) -> bool:
+        """Queue ``copy`` (on the event loop) unless the queue is full; never waits."""
+        if self._queue is None:
+            self._queue = asyncio.Queue(self.capacity)
+            self._task = asyncio.get_running_loop().create_task(self._work(self._queue), name="shadow")
+        try:
+            self._queue.put_nowait(copy)
+        except asyncio.QueueFull:
+            self.comparisons.dropped(copy.primary.key, copy.shadow.key)
+            return False
+        return True
+
+    async def _work(self, queue: asyncio.Queue[ShadowCopy]) -> None:
+        while True:
+            copy = await queue.get()
+            try:
+                await self._compare(copy)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a comparison must never end the runner
+                log.exception("shadow comparison of %s@%s failed", copy.shadow.model, copy.shadow.version)
+                self.comparisons.failed(copy.primary.key, copy.shadow.key)
+            finally:
+                queue.task_done()
+
+    async def _compare(self, copy: ShadowCopy) -> None:
+        start = self.clock.now()
+        try:
+            results = await self._run(copy.shadow, copy.images)
+        except Exception as exc:
+            log.debug("shadow %s@%s failed: %s", copy.shadow.model, copy.shadow.version, exc)
+            self.comparisons.failed(copy.primary.key, copy.shadow.key)
+            return
+        shadow_s = self.clock.now() - start
+        measure = agreement(copy.primary.manifest.task)
+        for mine, theirs in zip(copy.results, results, strict=True):
+            self.comparisons.record(
+                copy.primary.key,
+                copy.shadow.key,
+                agreement=measure(mine, theirs),
+                primary_s=copy.primary_s,
+                shadow_s=shadow_s,
+            )
+
+    async def drain(self) -> None:
+        """Wait until every copy queued so far has run and been recorded."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def close(self) -> None:
+        """Stop the runner; queued copies are dropped."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+        self._queue = None

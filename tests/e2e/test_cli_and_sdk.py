@@ -74,7 +74,13 @@ def test_zoo_install_is_idempotent(home_copy: Path) -> None:
 HELP_TEXTS: dict[tuple[str, ...], list[str]] = {
     (): ["image models as a service", "--install-completion", "serve", "predict", "bench"],
     ("zoo",): ["packages that ship their weights", "install", "list"],
-    ("models",): ["List, describe and push models on a running server", "push", "show"],
+    ("models",): [
+        "List, describe, push, promote, roll back, canary and shadow models on a running server",
+        "push",
+        "show",
+        "promote",
+        "rollback",
+    ],
     ("serve",): ["/readyz answers 200 once they are loaded", "--grpc-port", "--no-grpc", "--access-log"],
     ("predict",): ["Classify images with MODEL on a running server", "--top-k", "name, name@version or name:alias"],
     ("bench",): ["every contender is measured once per round", "--peer-cmd", "--no-raw", "--repeat"],

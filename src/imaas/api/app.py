@@ -24,7 +24,7 @@ from imaas.api import openapi, problems
 from imaas.api.fastpath import PredictFastPath
 from imaas.api.middleware import BodyLimit, RequestContext
 from imaas.api.responses import FastJSONResponse
-from imaas.api.routes import health, models, oip, predict
+from imaas.api.routes import health, lifecycle, models, oip, predict
 from imaas.services.container import Services, build_services
 from imaas.settings import Settings
 
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 if owned:
                     await svc.close()
                 raise
+        await svc.start()  # change feed and idle-version checks (stopped by svc.close)
         warm: asyncio.Task[None] | None = None
         if settings.runtime.load_on_startup:
             warm = asyncio.create_task(svc.inference.warm())
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     openapi.install(app, settings)
     app.include_router(health.router)
     app.include_router(models.router)
+    app.include_router(lifecycle.router)
     app.include_router(predict.router)
     app.include_router(oip.router)
 

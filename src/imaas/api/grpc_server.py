@@ -30,6 +30,7 @@ from imaas.api.offload import parse_sized
 from imaas.errors import ImaasError, InvalidInput, InvalidRequest
 from imaas.services.container import Services
 from imaas.services.oip import InferRequest, InTensor, OipService, OutSpec
+from imaas.services.routing import ROUTING_KEY_HEADER
 from imaas.services.tensors import ElementBudget, from_json_data, from_raw, to_raw
 
 log = logging.getLogger("imaas.grpc")
@@ -86,6 +87,14 @@ def _rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         raise AssertionError("unreachable")  # context.abort raises
 
     return wrapper
+
+
+def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
+    """The first value of metadata key ``name`` sent by the caller, if it is a short string."""
+    for key, value in context.invocation_metadata() or ():
+        if key == name and isinstance(value, str) and 0 < len(value) <= 256:
+            return value
+    return None
 
 
 def _input(t: Any, raw: bytes | None, budget: ElementBudget) -> InTensor:
@@ -177,6 +186,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     @_rpc
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         parsed = await parse_sized(request.ByteSize(), parse_infer, request, self.max_elements)
+        parsed.routing_key = _metadata(context, ROUTING_KEY_HEADER)
         response = await self.oip.infer(parsed)
         return pb.ModelInferResponse(
             model_name=response.model_name,

@@ -21,7 +21,10 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from imaas.errors import ImaasError, ServerUnreachable
+from imaas.cli import lifecycle
+from imaas.cli.terminal import DEFAULT_URL, UrlOption, console, err_console
+from imaas.cli.terminal import fail as _fail
+from imaas.errors import ImaasError
 
 app = typer.Typer(
     help="imaas: image models as a service.",
@@ -35,18 +38,17 @@ zoo_app = typer.Typer(
     rich_markup_mode=None,
 )
 models_app = typer.Typer(
-    help="List, describe and push models on a running server.", no_args_is_help=True, rich_markup_mode=None
+    help="List, describe, push, promote, roll back, canary and shadow models on a running server.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(models_app, name="models")
-console = Console()
-err_console = Console(stderr=True)
-
-UrlOption = Annotated[str, typer.Option("--url", envvar="IMAAS_URL", help="server base URL")]
+db_app = typer.Typer(help="The registry database (its schema migrations).", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(db_app, name="db")
 HomeOption = Annotated[
     Path | None, typer.Option("--home", envvar="IMAAS_HOME", help="registry and artifacts folder (default ~/.imaas)")
 ]
-DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def _settings(home: Path | None) -> Any:
@@ -90,15 +92,6 @@ def _importable(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a finder that refuses it, or a half-installed package
         return False
-
-
-def _fail(exc: ImaasError) -> typer.Exit:
-    """Print ``exc`` as one line on stderr and return the exit (code 1) for the caller to raise."""
-    detail = exc.detail
-    if isinstance(exc, ServerUnreachable):
-        detail += "; start a server with 'imaas serve' (or 'make run'), or pass --url / set IMAAS_URL"
-    err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {escape(detail)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=1)
 
 
 @app.command()
@@ -549,3 +542,22 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+lifecycle.register(models_app)  # after list/show/push, so --help lists those first
+
+
+@db_app.command("upgrade")
+def db_upgrade(home: HomeOption = None) -> None:
+    """Bring the registry database (IMAAS_DATABASE_URL, default SQLite under IMAAS_HOME) to the
+    newest schema. Run it once before starting replicas with IMAAS_REGISTRY__MIGRATE_ON_START=false;
+    concurrent runs on PostgreSQL wait for each other (an advisory lock)."""
+    _require_extras("db upgrade", "serve")
+    from imaas.registry.sql import open_registry
+
+    settings = _settings(home)
+    try:
+        open_registry(settings.db_url, migrate=True).close()
+    except ImaasError as exc:
+        raise _fail(exc) from None
+    console.print("the registry database is at the newest schema")

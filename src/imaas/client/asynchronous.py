@@ -9,6 +9,20 @@ from typing import Any
 
 import httpx
 
+from imaas.client.calls import (
+    Call,
+    canary_call,
+    card_fields,
+    comparison_call,
+    delete_version_call,
+    history_call,
+    promote_call,
+    rollback_call,
+    shadow_call,
+    status_call,
+    update_model_call,
+    update_version_call,
+)
 from imaas.client.common import (
     DEFAULT_URL,
     ImageSource,
@@ -20,7 +34,8 @@ from imaas.client.common import (
     transport_errors,
 )
 from imaas.errors import ServerUnreachable
-from imaas.schemas.rest import ModelDetail, ModelList, PredictResponse, VersionInfo
+from imaas.schemas.lifecycle import AliasChangeInfo, Comparison, History, ModelStatus
+from imaas.schemas.rest import AliasRouteInfo, ModelDetail, ModelList, ModelSummary, PredictResponse, VersionInfo
 
 
 class AsyncClient:
@@ -92,6 +107,66 @@ class AsyncClient:
         """Point ``alias`` at ``version``."""
         await self._call("PUT", url=f"/v1/models/{name}/aliases/{alias}", json={"version": version})
 
+    async def _run(self, call: Call) -> Any:
+        response = await self._send(call.method, **call.kwargs)
+        raise_for_problem(response)
+        return call.answer.model_validate(response.json()) if call.answer is not None else None
+
+    async def promote(self, name: str, version: int, alias: str = "production") -> AliasChangeInfo:
+        """Load and warm ``version``, then move ``alias`` to it (409 with the reason if it cannot load)."""
+        return await self._run(promote_call(name, version, alias))  # type: ignore[no-any-return]
+
+    async def rollback(self, name: str, alias: str = "production") -> AliasChangeInfo:
+        """Move ``alias`` back to the version its last change took it from."""
+        return await self._run(rollback_call(name, alias))  # type: ignore[no-any-return]
+
+    async def set_canary(
+        self, name: str, version: int | None, weight: float, alias: str = "production"
+    ) -> AliasRouteInfo:
+        """Answer ``weight`` percent of ``alias``'s requests with ``version``; None ends the canary."""
+        return await self._run(canary_call(name, alias, version, weight))  # type: ignore[no-any-return]
+
+    async def set_shadow(
+        self, name: str, target: tuple[str, int] | None, weight: float, alias: str = "production"
+    ) -> AliasRouteInfo:
+        """Copy ``weight`` percent of ``alias``'s requests to ``target`` (model, version); None ends it."""
+        return await self._run(shadow_call(name, alias, target, weight))  # type: ignore[no-any-return]
+
+    async def status(self, name: str) -> ModelStatus:
+        """Each version's state, memory and last use on the server."""
+        return await self._run(status_call(name))  # type: ignore[no-any-return]
+
+    async def comparison(self, name: str) -> Comparison:
+        """How shadows agree with the versions that answered."""
+        return await self._run(comparison_call(name))  # type: ignore[no-any-return]
+
+    async def history(self, name: str, limit: int | None = None, before: int | None = None) -> History:
+        """Recorded changes, newest first (one page)."""
+        return await self._run(history_call(name, limit, before))  # type: ignore[no-any-return]
+
+    async def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+        keep_latest: int | None = None,
+    ) -> ModelSummary:
+        """Edit a model's card (fields left None stay)."""
+        fields = card_fields(description=description, tags=tags, keep_latest=keep_latest)
+        return await self._run(update_model_call(name, fields))  # type: ignore[no-any-return]
+
+    async def update_version(
+        self, name: str, version: int, *, description: str | None = None, tags: dict[str, str] | None = None
+    ) -> VersionInfo:
+        """Edit a version's description or tags."""
+        fields = card_fields(description=description, tags=tags)
+        return await self._run(update_version_call(name, version, fields))  # type: ignore[no-any-return]
+
+    async def delete_version(self, name: str, version: int) -> None:
+        """Delete a version (409 ``version_in_use`` while an alias, canary or shadow points at it)."""
+        await self._run(delete_version_call(name, version))
+
     async def predict(
         self,
         model: str,
@@ -100,11 +175,12 @@ class AsyncClient:
         top_k: int | None = None,
         version: int | None = None,
         alias: str | None = None,
+        routing_key: str | None = None,
     ) -> PredictResponse:
         """Run ``model`` on one image (path or bytes) or a list of them."""
         items = images if isinstance(images, list) else [images]
         encoded = [load_image(i) for i in items]
-        body = await self._call("POST", **predict_request(model, encoded, top_k, version, alias))
+        body = await self._call("POST", **predict_request(model, encoded, top_k, version, alias, routing_key))
         return PredictResponse.model_validate(body)
 
     async def ready(self) -> bool:

@@ -117,14 +117,21 @@ def _request_line(exc: httpx.TransportError) -> str:
 
 
 def predict_request(
-    model: str, images: list[EncodedImage], top_k: int | None, version: int | None, alias: str | None
+    model: str,
+    images: list[EncodedImage],
+    top_k: int | None,
+    version: int | None,
+    alias: str | None,
+    routing_key: str | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``httpx`` to send a predict call."""
+    """Keyword arguments for ``httpx`` to send a predict call (``routing_key``: the
+    ``X-Imaas-Routing-Key`` that keeps one caller on one side of a canary)."""
     params = {k: v for k, v in {"top_k": top_k, "version": version, "alias": alias}.items() if v is not None}
-    kwargs: dict[str, Any] = {"url": f"/v1/models/{model}:predict", "params": params}
+    headers = {"X-Imaas-Routing-Key": routing_key} if routing_key else {}
+    kwargs: dict[str, Any] = {"url": f"/v1/models/{model}:predict", "params": params, "headers": headers}
     if len(images) == 1:
         kwargs["content"] = images[0].data
-        kwargs["headers"] = {"Content-Type": images[0].content_type}
+        headers["Content-Type"] = images[0].content_type
     else:
         kwargs["files"] = [("file", (im.filename, im.data, im.content_type)) for im in images]
     return kwargs

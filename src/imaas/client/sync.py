@@ -8,6 +8,20 @@ from typing import Any
 
 import httpx
 
+from imaas.client.calls import (
+    Call,
+    canary_call,
+    card_fields,
+    comparison_call,
+    delete_version_call,
+    history_call,
+    promote_call,
+    rollback_call,
+    shadow_call,
+    status_call,
+    update_model_call,
+    update_version_call,
+)
 from imaas.client.common import (
     DEFAULT_URL,
     ImageSource,
@@ -19,7 +33,8 @@ from imaas.client.common import (
     transport_errors,
 )
 from imaas.errors import ServerUnreachable
-from imaas.schemas.rest import ModelDetail, ModelList, PredictResponse, VersionInfo
+from imaas.schemas.lifecycle import AliasChangeInfo, Comparison, History, ModelStatus
+from imaas.schemas.rest import AliasRouteInfo, ModelDetail, ModelList, ModelSummary, PredictResponse, VersionInfo
 
 
 class Client:
@@ -91,6 +106,64 @@ class Client:
         """Point ``alias`` at ``version``."""
         self._call("PUT", url=f"/v1/models/{name}/aliases/{alias}", json={"version": version})
 
+    def _run(self, call: Call) -> Any:
+        response = self._send(call.method, **call.kwargs)
+        raise_for_problem(response)
+        return call.answer.model_validate(response.json()) if call.answer is not None else None
+
+    def promote(self, name: str, version: int, alias: str = "production") -> AliasChangeInfo:
+        """Load and warm ``version``, then move ``alias`` to it (409 with the reason if it cannot load)."""
+        return self._run(promote_call(name, version, alias))  # type: ignore[no-any-return]
+
+    def rollback(self, name: str, alias: str = "production") -> AliasChangeInfo:
+        """Move ``alias`` back to the version its last change took it from."""
+        return self._run(rollback_call(name, alias))  # type: ignore[no-any-return]
+
+    def set_canary(self, name: str, version: int | None, weight: float, alias: str = "production") -> AliasRouteInfo:
+        """Answer ``weight`` percent of ``alias``'s requests with ``version``; None ends the canary."""
+        return self._run(canary_call(name, alias, version, weight))  # type: ignore[no-any-return]
+
+    def set_shadow(
+        self, name: str, target: tuple[str, int] | None, weight: float, alias: str = "production"
+    ) -> AliasRouteInfo:
+        """Copy ``weight`` percent of ``alias``'s requests to ``target`` (model, version); None ends it."""
+        return self._run(shadow_call(name, alias, target, weight))  # type: ignore[no-any-return]
+
+    def status(self, name: str) -> ModelStatus:
+        """Each version's state, memory and last use on the server."""
+        return self._run(status_call(name))  # type: ignore[no-any-return]
+
+    def comparison(self, name: str) -> Comparison:
+        """How shadows agree with the versions that answered."""
+        return self._run(comparison_call(name))  # type: ignore[no-any-return]
+
+    def history(self, name: str, limit: int | None = None, before: int | None = None) -> History:
+        """Recorded changes, newest first (one page)."""
+        return self._run(history_call(name, limit, before))  # type: ignore[no-any-return]
+
+    def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+        keep_latest: int | None = None,
+    ) -> ModelSummary:
+        """Edit a model's card (fields left None stay)."""
+        fields = card_fields(description=description, tags=tags, keep_latest=keep_latest)
+        return self._run(update_model_call(name, fields))  # type: ignore[no-any-return]
+
+    def update_version(
+        self, name: str, version: int, *, description: str | None = None, tags: dict[str, str] | None = None
+    ) -> VersionInfo:
+        """Edit a version's description or tags."""
+        fields = card_fields(description=description, tags=tags)
+        return self._run(update_version_call(name, version, fields))  # type: ignore[no-any-return]
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete a version (409 ``version_in_use`` while an alias, canary or shadow points at it)."""
+        self._run(delete_version_call(name, version))
+
     def predict(
         self,
         model: str,
@@ -99,11 +172,12 @@ class Client:
         top_k: int | None = None,
         version: int | None = None,
         alias: str | None = None,
+        routing_key: str | None = None,
     ) -> PredictResponse:
         """Run ``model`` on one image (path or bytes) or a list of them."""
         items = images if isinstance(images, list) else [images]
         encoded = [load_image(i) for i in items]
-        body = self._call("POST", **predict_request(model, encoded, top_k, version, alias))
+        body = self._call("POST", **predict_request(model, encoded, top_k, version, alias, routing_key))
         return PredictResponse.model_validate(body)
 
     def ready(self) -> bool:

@@ -11,17 +11,19 @@ from starlette.convertors import StringConvertor, register_url_convertor
 
 from imaas.api.deps import Principal, principal, services
 from imaas.api.openapi import AliasName, ModelName, problem_responses
-from imaas.domain import ALIAS_RE, MAX_VERSION, ModelRecord, ModelVersion, check_name
+from imaas.domain import ALIAS_RE, MAX_VERSION, AliasRoute, ModelRecord, ModelVersion, check_name
 from imaas.errors import (
     Conflict,
     InvalidManifest,
     InvalidModel,
     InvalidRequest,
     ModelNotFound,
+    ModelNotReady,
     RegistryBusy,
     VersionNotFound,
+    VersionNotLoadable,
 )
-from imaas.schemas.rest import ModelDetail, ModelList, ModelSummary, VersionInfo
+from imaas.schemas.rest import AliasRouteInfo, ModelDetail, ModelList, ModelSummary, VersionInfo
 from imaas.services.container import Services
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -39,6 +41,22 @@ register_url_convertor("imaas_model", _SegmentWithoutColon())
 WRITE_ERRORS = (Conflict, RegistryBusy)  # a registry write can collide with another, or find it locked
 
 
+WARM_ERRORS = (VersionNotLoadable, ModelNotReady)  # a version that cannot load, or still loads
+
+
+def route_info(route: AliasRoute) -> AliasRouteInfo:
+    """Wire form of an alias's route."""
+    return AliasRouteInfo(
+        alias=route.alias,
+        version=route.version,
+        canary_version=route.canary_version,
+        canary_weight=route.canary_weight,
+        shadow_model=route.shadow_model,
+        shadow_version=route.shadow_version,
+        shadow_weight=route.shadow_weight,
+    )
+
+
 def summary(record: ModelRecord) -> ModelSummary:
     """Wire form of a model record."""
     return ModelSummary(
@@ -47,6 +65,9 @@ def summary(record: ModelRecord) -> ModelSummary:
         description=record.description,
         latest_version=record.latest_version,
         aliases=record.aliases,
+        routes={a: route_info(r) for a, r in record.routes.items()},
+        tags=record.tags,
+        keep_latest=record.keep_latest,
         created_at=record.created_at,
     )
 
@@ -66,6 +87,8 @@ def version_info(v: ModelVersion, aliases: dict[str, int], svc: Services) -> Ver
         source=v.source,
         parent_version=v.parent_version,
         aliases=sorted(a for a, n in aliases.items() if n == v.version),
+        description=v.description,
+        tags=v.tags,
     )
 
 
@@ -111,7 +134,7 @@ async def get_model(
     responses={
         200: {"model": VersionInfo, "description": "the same bytes and manifest were already registered: that version"},
         # a body that is not multipart/form-data lacks the `model` file: 400 invalid_request
-        **problem_responses(InvalidRequest, InvalidModel, InvalidManifest, *WRITE_ERRORS),
+        **problem_responses(InvalidRequest, InvalidModel, InvalidManifest, *WRITE_ERRORS, *WARM_ERRORS),
     },
 )
 async def push_version(
@@ -120,23 +143,30 @@ async def push_version(
     manifest: Annotated[str | None, Form(description="manifest as YAML or JSON; omitted fields are inferred")] = None,
     alias: Annotated[
         str | None,
-        Form(description="also point this alias at the new version", json_schema_extra={"pattern": ALIAS_RE.pattern}),
+        Form(
+            description="also promote the new version to this alias (it is loaded and warmed first)",
+            json_schema_extra={"pattern": ALIAS_RE.pattern},
+        ),
     ] = None,
     svc: Services = Depends(services),
-    _p: Principal = Depends(principal),
+    p: Principal = Depends(principal),
 ) -> Any:
     """Validate the ONNX graph and manifest, store the file by sha256 and register a version.
 
-    The first version of a model becomes its ``production`` version. Pushing identical
-    bytes and manifest again is idempotent: the existing version is returned with 200.
+    The first version of a model becomes its ``production`` version. A push never changes
+    what an existing alias serves, unless ``alias`` asks for it: then the new version is
+    promoted (loaded, warmed, then swapped in). Pushing identical bytes and manifest again
+    is idempotent: the existing version is returned with 200.
     """
     check_name(name)
     if alias is not None and not ALIAS_RE.fullmatch(alias):
         raise InvalidRequest(f"invalid alias {alias!r}")
     version, created = await asyncio.to_thread(
-        svc.models.push, name, model.file, manifest, source=f"upload:{model.filename or 'model.onnx'}", alias=alias
+        svc.models.push, name, model.file, manifest, source=f"upload:{model.filename or 'model.onnx'}", actor=p.name
     )
-    record = await asyncio.to_thread(svc.models.registry.get_model, name)
+    if alias is not None:
+        await svc.lifecycle.promote(name, version.version, alias, p.name, action="push", serialise=True)
+    record = await asyncio.to_thread(svc.models.get_model, name)
     body = version_info(version, record.aliases, svc).model_dump(mode="json")
     return JSONResponse(body, status_code=201 if created else 200)
 
@@ -144,19 +174,20 @@ async def push_version(
 @router.put(
     "/{name}/aliases/{alias}",
     response_model=ModelSummary,
-    summary="Point an alias at a version",
-    responses=problem_responses(InvalidRequest, ModelNotFound, VersionNotFound, *WRITE_ERRORS),
+    summary="Point an alias at a version (warmed first)",
+    responses=problem_responses(InvalidRequest, ModelNotFound, VersionNotFound, *WRITE_ERRORS, *WARM_ERRORS),
 )
 async def set_alias(
     name: ModelName,
     alias: AliasName,
     version: Annotated[int, Body(embed=True, ge=1, le=MAX_VERSION)],
     svc: Services = Depends(services),
-    _p: Principal = Depends(principal),
+    p: Principal = Depends(principal),
 ) -> ModelSummary:
-    """Move ``alias`` (e.g. ``production``) to ``version``; later requests use it at once."""
+    """Move ``alias`` (e.g. ``staging``) to ``version`` as a promote does: the version is
+    loaded and answers one inference first, then the alias moves atomically."""
     check_name(name)
     if not ALIAS_RE.fullmatch(alias):
         raise InvalidRequest(f"invalid alias {alias!r}")
-    await asyncio.to_thread(svc.models.set_alias, name, alias, version, "api")
-    return summary(await asyncio.to_thread(svc.models.registry.get_model, name))
+    await svc.lifecycle.promote(name, version, alias, p.name, action="alias")
+    return summary(await asyncio.to_thread(svc.models.get_model, name))

@@ -27,6 +27,7 @@ from imaas.schemas.oip import (
     ServerMetadata,
 )
 from imaas.services.container import Services
+from imaas.services.routing import ROUTING_KEY_HEADER, VERSION_HEADER
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
@@ -214,7 +215,10 @@ async def _infer(svc: Services, request: Request, model: str, version: str | Non
         server.max_tensor_elements,
         server.max_json_values,
     )
-    content, headers = encode_response(await svc.oip.infer(parsed))
+    parsed.routing_key = request.headers.get(ROUTING_KEY_HEADER)
+    answer = await svc.oip.infer(parsed)
+    content, headers = encode_response(answer)
+    headers[VERSION_HEADER] = f"{answer.model_name}@{answer.model_version}"
     return Response(content, headers=headers, media_type=headers["Content-Type"])
 
 

@@ -137,6 +137,7 @@ class ModelPolicySettings(BaseModel):
     shadow_queue: int = Field(
         64, ge=1, description="shadow requests waiting to run; more are dropped (and counted), never waited for"
     )
+    shadow_queue_mib: int = Field(64, ge=1, description="MiB of images the waiting shadow requests may hold")
 
 
 class Settings(BaseSettings):

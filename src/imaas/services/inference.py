@@ -100,6 +100,7 @@ class InferenceService:
         retry_base_s: float = 1.0,
         retry_max_s: float = 300.0,
         shadow_queue: int = 64,
+        shadow_queue_bytes: int = 64 * 1024 * 1024,
         idle_unload_s: float = 600.0,
         memory_budget_bytes: int | None = None,
         draw: Callable[[], float] = random.random,
@@ -116,7 +117,9 @@ class InferenceService:
             engine, artifacts, clock=self.clock, retry_base_s=retry_base_s, retry_max_s=retry_max_s
         )
         self.comparisons = Comparisons()
-        self.shadows = ShadowRunner(self._run_shadow, self.comparisons, shadow_queue, self.clock)
+        self.shadows = ShadowRunner(
+            self._run_shadow, self.comparisons, shadow_queue, self.clock, max_bytes=shadow_queue_bytes
+        )
         self.residency = Residency(
             engine,
             registry.pinned_versions,

@@ -1,7 +1,8 @@
 """Shadow traffic: copies of requests run on a candidate off the request path.
 
-The caller's answer never waits for the shadow: ``offer`` puts a copy in a bounded queue
-and returns at once; when the queue is full the copy is dropped and counted. One task runs
+The caller's answer never waits for the shadow: ``offer`` puts a copy in a queue bounded
+by count and by the bytes of the images it holds, and returns at once; when either bound
+is reached the copy is dropped and counted. One task runs
 the copies one at a time, so a shadow never holds more than one batch worker's share of
 the CPU, whatever its weight. Each copy's result is compared with the answer the caller
 got (the task's agreement measure) and both latencies are recorded in ``Comparisons``.
@@ -41,14 +42,28 @@ class ShadowCopy:
     results: list[dict[str, Any]]
     primary_s: float
 
+    @property
+    def size(self) -> int:
+        """Bytes of image data the copy holds."""
+        return sum(len(getattr(im, "data", b"")) for im in self.images)
+
 
 class ShadowRunner:
     """A bounded queue of shadow copies and the one task that runs them."""
 
-    def __init__(self, run: RunVersion, comparisons: Comparisons, capacity: int = 64, clock: Clock | None = None):
+    def __init__(
+        self,
+        run: RunVersion,
+        comparisons: Comparisons,
+        capacity: int = 64,
+        clock: Clock | None = None,
+        max_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self._run = run
         self.comparisons = comparisons
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self.clock: Clock = clock or SystemClock()
         self._queue: asyncio.Queue[ShadowCopy] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -63,16 +78,18 @@ class ShadowRunner:
         if self._queue is None:
             self._queue = asyncio.Queue(self.capacity)
             self._task = asyncio.get_running_loop().create_task(self._work(self._queue), name="shadow")
-        try:
-            self._queue.put_nowait(copy)
-        except asyncio.QueueFull:
+        size = copy.size
+        if self._bytes + size > self.max_bytes or self._queue.full():
             self.comparisons.dropped(copy.primary.key, copy.shadow.key)
             return False
+        self._queue.put_nowait(copy)
+        self._bytes += size
         return True
 
     async def _work(self, queue: asyncio.Queue[ShadowCopy]) -> None:
         while True:
             copy = await queue.get()
+            self._bytes -= copy.size
             try:
                 await self._compare(copy)
             except asyncio.CancelledError:
@@ -115,3 +132,4 @@ class ShadowRunner:
                 await self._task
         self._task = None
         self._queue = None
+        self._bytes = 0

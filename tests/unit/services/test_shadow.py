@@ -67,3 +67,22 @@ async def test_a_failing_shadow_is_counted_and_the_runner_goes_on() -> None:
     [pair] = stats.snapshot("cnn")
     assert (pair.failed, pair.compared, pair.agreement) == (1, 1, 1.0)
     await runner.close()
+
+
+async def test_copies_are_bounded_by_the_bytes_they_hold() -> None:
+    from imaas.services.inference import ImageInput
+
+    async def run(v: ModelVersion, images: list[Any]) -> list[dict[str, Any]]:
+        return [answer("cat") for _ in images]
+
+    stats = Comparisons()
+    runner = ShadowRunner(run, stats, capacity=100, max_bytes=1000)
+    big = [ImageInput(b"x" * 600)]
+    assert runner.offer(ShadowCopy(version(1), version(2), big, [answer("cat")], primary_s=0.01))
+    assert not runner.offer(ShadowCopy(version(1), version(2), big, [answer("cat")], primary_s=0.01))  # 1200 > 1000
+    await asyncio.wait_for(runner.drain(), 5)
+    assert runner.offer(ShadowCopy(version(1), version(2), big, [answer("cat")], primary_s=0.01))  # room again
+    await asyncio.wait_for(runner.drain(), 5)
+    [pair] = stats.snapshot("cnn")
+    assert (pair.compared, pair.dropped) == (2, 1)
+    await runner.close()

@@ -168,3 +168,24 @@ def test_commands_name_the_missing_extra(blocked: str, args: list[str], line: st
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr == line + "\n"
     assert list(tmp_path.iterdir()) == []  # it stopped before doing anything
+
+
+def test_serve_without_migrating_refuses_an_old_schema_in_one_line_until_db_upgrade(tmp_path: Path) -> None:
+    from imaas.registry.migrate import check_schema, head_revision
+    from imaas.registry.sql import make_engine
+
+    env = {"IMAAS_REGISTRY__MIGRATE_ON_START": "false", "IMAAS_HOME": str(tmp_path)}
+    refused = runner.invoke(app, ["serve", "--port", "0", "--no-grpc"], env=env)
+    assert refused.exit_code == 1
+    assert "no schema yet" in refused.output
+    assert "imaas db upgrade" in refused.output
+    assert "Traceback" not in refused.output
+    upgraded = runner.invoke(app, ["db", "upgrade"], env=env)
+    assert upgraded.exit_code == 0, upgraded.output
+    engine = make_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    try:
+        check_schema(engine)  # raises unless the database is at head
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
+    finally:
+        engine.dispose()

@@ -134,6 +134,17 @@ def serve(
                 f"[red]error[/red]: {escape(grpc_port_taken(settings.server.host, grpc_at))}", soft_wrap=True
             )
             raise typer.Exit(code=1)
+    if not settings.registry.migrate_on_start:  # the same: a schema this code cannot use, in one line
+        from imaas.registry.migrate import check_schema
+        from imaas.registry.sql import make_engine
+
+        engine = make_engine(settings.db_url)
+        try:
+            check_schema(engine)
+        except ImaasError as exc:
+            raise _fail(exc) from None
+        finally:
+            engine.dispose()
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,

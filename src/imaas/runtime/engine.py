@@ -73,7 +73,7 @@ class LoadedModel:
     postprocess: Postprocess
     load_seconds: float
     solo_session: OnnxSession | None = None
-    memory_bytes: int = 0  # resident memory the process grew by while the session was built
+    memory_bytes: int = 0  # resident memory its sessions took (at least their file's size)
     loaded_at: float = 0.0  # clock time
     last_used: float = 0.0  # clock time of the last request routed to it (set by the services)
 
@@ -149,11 +149,12 @@ class Engine:
         return self._draining.get(key)
 
     def _build_session(self, path: Path, options: SessionOptions) -> tuple[OnnxSession, int]:
-        """A session and the resident memory the process grew by while building it."""
+        """A session and its memory: what the process grew by while building it, and at least
+        the size of its file (a small model may fit in memory the process had already)."""
         with self._measure:
             before = resident_bytes()
             session = OnnxSession(path, options)
-            return session, max(0, resident_bytes() - before)
+            return session, max(resident_bytes() - before, path.stat().st_size)
 
     async def load(self, version: ModelVersion, path: Path) -> LoadedModel:
         """Load ``version`` from ``path`` unless it is loaded; concurrent callers share one load."""

@@ -131,7 +131,7 @@ def build_services(settings: Settings) -> Services:
         artifacts=artifacts,
         models=models,
         inference=inference,
-        lifecycle=LifecycleService(registry, artifacts, inference),
+        lifecycle=LifecycleService(registry, artifacts, inference, models),
         oip=OipService(inference, models),
         changes=ChangeFeed(
             registry.changes_since, inference.apply_changes, interval_s=settings.registry.poll_interval_s

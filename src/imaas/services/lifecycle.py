@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from imaas.domain import PRODUCTION, AliasRoute, ModelEvent, ModelRecord, ModelRef, ModelVersion
 from imaas.errors import ConcurrentChange, InvalidField
@@ -29,6 +29,7 @@ from imaas.runtime.memory import resident_bytes
 from imaas.schemas.rest import LoadState
 from imaas.services.comparison import PairStats
 from imaas.services.inference import InferenceService
+from imaas.services.models import ModelService
 
 
 @dataclass(frozen=True)
@@ -60,15 +61,33 @@ class VersionStatus:
 class LifecycleService:
     """The operator's use cases over versions and aliases (async: they load models)."""
 
-    def __init__(self, registry: RegistryStore, artifacts: ArtifactStore, inference: InferenceService) -> None:
+    def __init__(
+        self, registry: RegistryStore, artifacts: ArtifactStore, inference: InferenceService, models: ModelService
+    ) -> None:
         self.registry = registry
         self.artifacts = artifacts
         self.inference = inference
+        self.models = models
 
     async def _changed(self, name: str) -> None:
         """After a write: drop cached routes, then unload what lost its pin."""
         self.inference.invalidate(name)
         await self.inference.residency.refresh()
+
+    async def push(
+        self, name: str, onnx: BinaryIO, manifest: str | None, *, source: str, alias: str | None, actor: str | None
+    ) -> tuple[ModelVersion, bool]:
+        """Register a version (``ModelService.push``, on a thread) without moving any existing
+        alias; with ``alias``, promote the new version there (warmed first; concurrent pushes'
+        moves are applied one after the other). The first version of a model becomes its
+        ``production`` version and is pinned at once (it loads on the next change-feed poll
+        or its first request)."""
+        version, created = await asyncio.to_thread(self.models.push, name, onnx, manifest, source=source, actor=actor)
+        if alias is not None:
+            await self.promote(name, version.version, alias, actor, action="push", serialise=True)
+        else:
+            await self._changed(name)
+        return version, created
 
     async def promote(
         self,

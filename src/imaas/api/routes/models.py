@@ -161,11 +161,8 @@ async def push_version(
     check_name(name)
     if alias is not None and not ALIAS_RE.fullmatch(alias):
         raise InvalidRequest(f"invalid alias {alias!r}")
-    version, created = await asyncio.to_thread(
-        svc.models.push, name, model.file, manifest, source=f"upload:{model.filename or 'model.onnx'}", actor=p.name
-    )
-    if alias is not None:
-        await svc.lifecycle.promote(name, version.version, alias, p.name, action="push", serialise=True)
+    source = f"upload:{model.filename or 'model.onnx'}"
+    version, created = await svc.lifecycle.push(name, model.file, manifest, source=source, alias=alias, actor=p.name)
     record = await asyncio.to_thread(svc.models.get_model, name)
     body = version_info(version, record.aliases, svc).model_dump(mode="json")
     return JSONResponse(body, status_code=201 if created else 200)

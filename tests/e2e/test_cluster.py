@@ -1,0 +1,254 @@
+"""Two real servers sharing one registry (a scratch PostgreSQL database) and one artifact
+bucket (s3://bucket/prefix on a moto server), each with its own home and so its own
+artifact cache: what one replica writes, the other takes up through the change feed.
+
+Waits for the other replica are bounded polls (the change feed is polled every 0.2 s
+here), never sleeps followed by an assertion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from imaas.settings import RegistrySettings, RuntimeSettings, S3Settings, ServerSettings, Settings
+from tests.conftest import RunningServer
+from tests.factories import solid, tiny_classifier, tiny_weights
+from tests.s3server import REGION, moto_server, s3_client
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+LABELS = ["red", "blue", "c2", "c3"]
+MANIFEST = json.dumps({"labels": LABELS, "preprocess": {"resize": "exact"}})
+PNG = {"Content-Type": "image/png"}
+PROPAGATION_S = 5.0  # a change made on one replica is served by the other within this
+
+
+@pytest.fixture(scope="module")
+def s3_url() -> Iterator[str]:
+    """A moto S3 server for this module, with dummy credentials in the environment (the
+    servers' boto3 clients take them from there)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "test")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            mp.delenv(var, raising=False)
+        with moto_server() as url:
+            yield url
+
+
+@pytest.fixture
+def bucket(s3_url: str) -> Iterator[str]:
+    client = s3_client(s3_url)
+    name = f"imaas-cluster-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    try:
+        yield name
+    finally:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=name, Key=obj["Key"])
+        client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A new, empty PostgreSQL database (dropped afterwards); skips where none answers."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN}: {exc}")
+    name = f"imaas_cluster_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def replica(home: Path, database: str, bucket: str, s3_url: str) -> Settings:
+    return Settings(
+        home=home,
+        database_url=database,
+        artifacts_url=f"s3://{bucket}/imaas",
+        s3=S3Settings(endpoint_url=s3_url, region=REGION),
+        registry=RegistrySettings(poll_interval_s=0.2),
+        server=ServerSettings(grpc_port=None),
+        runtime=RuntimeSettings(workers=1, solo_threads=1),
+    )
+
+
+@pytest.fixture
+def pair(
+    tmp_path: Path, database: str, bucket: str, s3_url: str, serve: Callable[..., RunningServer]
+) -> tuple[RunningServer, RunningServer]:
+    a = serve(replica(tmp_path / "a", database, bucket, s3_url))
+    b = serve(replica(tmp_path / "b", database, bucket, s3_url))
+    return a, b
+
+
+def push(server: RunningServer, name: str, onnx: bytes) -> dict[str, Any]:
+    r = httpx.post(
+        f"{server.url}/v1/models/{name}/versions",
+        files={"model": ("m.onnx", onnx)},
+        data={"manifest": MANIFEST},
+        timeout=60,
+    )
+    assert r.status_code in (200, 201), r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def predict(server: RunningServer, ref: str, colour: tuple[int, int, int], key: str | None = None) -> httpx.Response:
+    headers = {**PNG, **({"X-Imaas-Routing-Key": key} if key else {})}
+    return httpx.post(
+        f"{server.url}/v1/models/{ref}:predict", content=solid(colour, size=(32, 32)), headers=headers, timeout=60
+    )
+
+
+def answered(r: httpx.Response) -> int:
+    assert r.status_code == 200, r.text
+    assert r.headers["x-imaas-version"] == f"{r.json()['model']}@{r.json()['version']}"
+    return int(r.json()["version"])
+
+
+def top_labels(r: httpx.Response) -> list[str]:
+    return [p["label"] for p in r.json()["results"][0]["predictions"]]
+
+
+def expected_labels(colour: tuple[int, int, int], seed: int) -> list[str]:
+    logits = (np.array(colour, dtype=np.float64) / 255.0) @ tiny_weights(4, seed).astype(np.float64)
+    return [LABELS[i] for i in np.argsort(-logits, kind="stable")]
+
+
+def on_canary(key: str, model: str, alias: str, weight: float) -> bool:
+    digest = hashlib.blake2b(f"{model}\0{alias}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") * 100.0 / 2**64 < weight
+
+
+def status(server: RunningServer, name: str) -> dict[int, dict[str, Any]]:
+    r = httpx.get(f"{server.url}/v1/models/{name}/status", timeout=30)
+    assert r.status_code == 200, r.text
+    return {v["version"]: v for v in r.json()["versions"]}
+
+
+def until(cond: Callable[[], bool], what: str, limit_s: float = PROPAGATION_S) -> float:
+    """Poll ``cond`` until it holds; returns the seconds it took (AssertionError past the limit)."""
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > limit_s:
+            raise AssertionError(f"not within {limit_s} s: {what}")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def test_a_change_on_one_replica_is_served_by_the_other(
+    pair: tuple[RunningServer, RunningServer], tmp_path: Path
+) -> None:
+    a, b = pair
+    colour = (40, 200, 90)
+    v1 = push(a, "tiny", tiny_classifier(tmp_path / "v1.onnx", seed=1).read_bytes())
+    assert v1["version"] == 1
+
+    # B serves A's push, downloading the file from the bucket into its own cache
+    cached = b.settings.home / "artifact-cache" / v1["sha256"][:2] / v1["sha256"]
+    assert not cached.exists()
+    first = predict(b, "tiny", colour)
+    assert answered(first) == 1
+    assert top_labels(first) == expected_labels(colour, 1)
+    assert cached.is_file()
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == v1["sha256"]
+
+    v2 = push(a, "tiny", tiny_classifier(tmp_path / "v2.onnx", seed=2).read_bytes())
+    assert v2["version"] == 2
+    assert answered(predict(b, "tiny", colour)) == 1  # a push moves no alias, on any replica
+
+    promoted = httpx.post(f"{a.url}/v1/models/tiny/promote", json={"version": 2}, timeout=60)
+    assert promoted.status_code == 200, promoted.text
+    took = until(lambda: answered(predict(b, "tiny", colour)) == 2, "B answers with version 2 after A's promote")
+    print(f"\nB served A's promote after {took:.2f} s")
+    after = [predict(b, "tiny", colour) for _ in range(20)]
+    assert [answered(r) for r in after] == [2] * 20  # and never goes back
+    assert top_labels(after[0]) == expected_labels(colour, 2)
+    st = status(b, "tiny")
+    assert (st[2]["state"], st[2]["pinned"]) == ("ready", True)
+    until(lambda: status(b, "tiny")[1]["state"] == "unloaded", "B unloads the version no alias needs")
+    assert status(b, "tiny")[1]["pinned"] is False
+
+    # a canary set on A splits B's traffic, on the side the routing key hashes to
+    canary = httpx.put(
+        f"{a.url}/v1/models/tiny/aliases/production/canary", json={"version": 1, "weight": 30}, timeout=60
+    )
+    assert canary.status_code == 200, canary.text
+    keys = [f"k{i}" for i in range(40)]
+    side = {k: 1 if on_canary(k, "tiny", "production", 30) else 2 for k in keys}
+    assert set(side.values()) == {1, 2}
+    probe = next(k for k in keys if side[k] == 1)
+    until(lambda: answered(predict(b, "tiny", colour, probe)) == 1, "B routes a canary key to version 1")
+    got = {k: answered(predict(b, "tiny", colour, k)) for k in keys}
+    assert got == side
+    assert status(b, "tiny")[1]["state"] == "ready"
+
+    ended = httpx.delete(f"{a.url}/v1/models/tiny/aliases/production/canary", timeout=60)
+    assert ended.status_code == 200, ended.text
+    until(lambda: answered(predict(b, "tiny", colour, probe)) == 2, "B ends the canary A ended")
+
+
+def test_replicas_started_together_on_a_fresh_database_both_start(
+    tmp_path: Path, database: str, bucket: str, s3_url: str
+) -> None:
+    servers: list[RunningServer] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def start(home: Path) -> None:
+        try:
+            server = RunningServer(replica(home, database, bucket, s3_url))
+            servers.append(server)
+            barrier.wait(30)
+            server.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(tmp_path / name,)) for name in ("a", "b")]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads), "a replica's start hung"
+        assert not errors, f"a replica failed to start: {errors!r}"
+        assert len(servers) == 2
+        a, b = servers
+        from sqlalchemy import create_engine
+
+        from imaas.registry.migrate import current_revision, head_revision
+
+        engine = create_engine(database)
+        try:
+            with engine.connect() as conn:
+                assert current_revision(conn) == head_revision()
+        finally:
+            engine.dispose()
+        v1 = push(a, "tiny", tiny_classifier(tmp_path / "v1.onnx", seed=3).read_bytes())
+        r = predict(b, "tiny", (10, 10, 240))
+        assert answered(r) == v1["version"] == 1
+        assert top_labels(r) == expected_labels((10, 10, 240), 3)
+    finally:
+        for s in servers:
+            if s._thread.ident is not None:  # started: stop it (joins its thread, closes its socket)
+                s.stop()
+            else:
+                s._sock.close()

@@ -138,6 +138,13 @@ class ModelPolicySettings(BaseModel):
         64, ge=1, description="shadow requests waiting to run; more are dropped (and counted), never waited for"
     )
     shadow_queue_mib: int = Field(64, ge=1, description="MiB of images the waiting shadow requests may hold")
+    shadow_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU priority (Linux nice) of the thread that runs shadow copies: when serving needs "
+        "every core, a shadow at 10 gets a small share and its queue drops the rest; idle CPU it gets whole",
+    )
 
 
 class Settings(BaseSettings):

@@ -121,6 +121,7 @@ def build_services(settings: Settings) -> Services:
         max_images=settings.server.max_images_per_request,
         shadow_queue=policy.shadow_queue,
         shadow_queue_bytes=policy.shadow_queue_mib * 1024 * 1024,
+        shadow_nice=policy.shadow_nice,
         idle_unload_s=policy.idle_unload_s,
         memory_budget_bytes=policy.memory_budget_mib * 1024 * 1024 if policy.memory_budget_mib else None,
     )

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,7 +37,8 @@ from imaas.imaging.pipeline import image_to_tensor
 from imaas.imaging.samples import warmup_image
 from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.store import RegistryStore
-from imaas.runtime.engine import Engine, LoadedModel
+from imaas.runtime.background import background_executor
+from imaas.runtime.engine import Engine, LoadedModel, batch_runner
 from imaas.schemas.rest import LoadState
 from imaas.services.comparison import Comparisons
 from imaas.services.loading import LoadFailure, ModelLoader
@@ -101,6 +103,7 @@ class InferenceService:
         retry_max_s: float = 300.0,
         shadow_queue: int = 64,
         shadow_queue_bytes: int = 64 * 1024 * 1024,
+        shadow_nice: int = 10,
         idle_unload_s: float = 600.0,
         memory_budget_bytes: int | None = None,
         draw: Callable[[], float] = random.random,
@@ -128,6 +131,8 @@ class InferenceService:
             clock=self.clock,
         )
         self._draw = draw
+        self.shadow_nice = shadow_nice
+        self._shadow_executor: ThreadPoolExecutor | None = None
         self._warm: set[tuple[str, int]] | None = None
         self._unloaded: set[tuple[str, int]] = set()
 
@@ -258,11 +263,21 @@ class InferenceService:
         return {"model": version.model, "version": version.version, "task": manifest.task, "results": results}
 
     async def _run_shadow(self, version: ModelVersion, images: list[ImageInput]) -> list[dict[str, Any]]:
-        """A shadow copy's results (its load and run are bounded by a request's deadline)."""
-        deadline = self.deadline()
-        model = await self.model(version, deadline)
-        outputs = await self.run_images(version, model, images, deadline)
-        return [model.postprocess(out, version.manifest, model.labels, None) for out in outputs]
+        """A shadow copy's results: decoded and run on the low-priority shadow thread (not the
+        version's batch queue), so the serving threads keep the CPU when they need it."""
+        model = await self.model(version, self.deadline())
+        budget = PixelBudget(self.limits.max_request_pixels)
+        prepare = self.preparer(version, budget)
+        run = batch_runner(model.session, version)
+
+        def infer() -> list[list[np.ndarray]]:
+            outputs = run(np.stack([prepare(im.data) for im in images]))
+            return [[o[i] for o in outputs] for i in range(len(images))]
+
+        if self._shadow_executor is None:
+            self._shadow_executor = background_executor(self.shadow_nice, "shadow")
+        rows = await asyncio.get_running_loop().run_in_executor(self._shadow_executor, infer)
+        return [model.postprocess(out, version.manifest, model.labels, None) for out in rows]
 
     async def warm_version(self, version: ModelVersion) -> LoadedModel:
         """Load ``version`` (retrying a failed load at once) and run one real inference on it.
@@ -360,12 +375,16 @@ class InferenceService:
     async def close(self) -> None:
         """Stop the shadow runner, cancel loads in flight, then stop the engine and its threads."""
         await self.shadows.close()
+        if self._shadow_executor is not None:
+            self._shadow_executor.shutdown(wait=False, cancel_futures=True)
         await self.loader.close()
         await self.engine.close()
 
 
 def _enqueue_all(
-    model: LoadedModel, items: list[tuple[Any, Callable[[bytes], np.ndarray] | None]], deadline: float
+    model: LoadedModel,
+    items: list[tuple[Any, Callable[[bytes], np.ndarray] | None]],
+    deadline: float,
 ) -> list[asyncio.Future[list[np.ndarray]]]:
     """Queue every item now (no ``await`` in between); when one is refused (queue full), the
     ones already queued are withdrawn before the error is raised."""

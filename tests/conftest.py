@@ -1,4 +1,9 @@
-"""Shared fixtures: sample photos, a registry with the zoo installed, a real server on 127.0.0.1:0."""
+"""Shared fixtures: sample photos, a registry with the zoo installed, a real server on 127.0.0.1:0,
+a private PostgreSQL database (``postgres_url``: created on the local server, 127.0.0.1:5432,
+user postgres, trust auth, and dropped afterwards; skipped with the reason where none
+answers) and an S3-compatible endpoint (``s3_endpoint``: one moto server per session, see
+``tests/s3server.py``; ``s3_bucket``: a bucket of a test's own on it, emptied and removed
+afterwards; clients via ``tests.s3server.s3_client(s3_endpoint)``)."""
 
 from __future__ import annotations
 
@@ -7,16 +12,22 @@ import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import uvicorn
+from sqlalchemy import create_engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from imaas.api.app import create_app
 from imaas.imaging.samples import sample_photos
 from imaas.settings import Settings
+from tests.s3server import moto_server, s3_client
 
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ZOO_FIXTURES = frozenset({"zoo_home", "home_copy", "zoo_server"})
 
 
@@ -117,3 +128,45 @@ def zoo_server(zoo_home: Path) -> Iterator[RunningServer]:
     server = RunningServer(Settings(home=zoo_home)).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped when the test ends."""
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        conn = admin.connect()
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {exc.orig}")
+    name = f"imaas_test_{uuid.uuid4().hex[:12]}"
+    conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        # FORCE ends connections a failed test may have left open (PostgreSQL 13+).
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """The URL of a moto S3 server on 127.0.0.1, started once per session and stopped after it."""
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> Iterator[str]:
+    """The name of a new, empty bucket on ``s3_endpoint``, removed when the test ends."""
+    client = s3_client(s3_endpoint)
+    name = f"imaas-test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    try:
+        yield name
+    finally:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=name, Key=obj["Key"])
+        client.delete_bucket(Bucket=name)

@@ -12,8 +12,7 @@ import hashlib
 import json
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,58 +23,22 @@ import pytest
 from imaas.settings import RegistrySettings, RuntimeSettings, S3Settings, ServerSettings, Settings
 from tests.conftest import RunningServer
 from tests.factories import solid, tiny_classifier, tiny_weights
-from tests.s3server import REGION, moto_server, s3_client
+from tests.s3server import REGION
 
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 LABELS = ["red", "blue", "c2", "c3"]
 MANIFEST = json.dumps({"labels": LABELS, "preprocess": {"resize": "exact"}})
 PNG = {"Content-Type": "image/png"}
 PROPAGATION_S = 5.0  # a change made on one replica is served by the other within this
 
 
-@pytest.fixture(scope="module")
-def s3_url() -> Iterator[str]:
-    """A moto S3 server for this module, with dummy credentials in the environment (the
-    servers' boto3 clients take them from there)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "test")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-            mp.delenv(var, raising=False)
-        with moto_server() as url:
-            yield url
-
-
 @pytest.fixture
-def bucket(s3_url: str) -> Iterator[str]:
-    client = s3_client(s3_url)
-    name = f"imaas-cluster-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=name)
-    try:
-        yield name
-    finally:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-            for obj in page.get("Contents", []):
-                client.delete_object(Bucket=name, Key=obj["Key"])
-        client.delete_bucket(Bucket=name)
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    """A new, empty PostgreSQL database (dropped afterwards); skips where none answers."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN}: {exc}")
-    name = f"imaas_cluster_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials in the environment, where the servers' boto3 clients look for them."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(var, raising=False)
 
 
 def replica(home: Path, database: str, bucket: str, s3_url: str) -> Settings:
@@ -92,10 +55,15 @@ def replica(home: Path, database: str, bucket: str, s3_url: str) -> Settings:
 
 @pytest.fixture
 def pair(
-    tmp_path: Path, database: str, bucket: str, s3_url: str, serve: Callable[..., RunningServer]
+    tmp_path: Path,
+    postgres_url: str,
+    s3_bucket: str,
+    s3_endpoint: str,
+    aws_test_credentials: None,
+    serve: Callable[..., RunningServer],
 ) -> tuple[RunningServer, RunningServer]:
-    a = serve(replica(tmp_path / "a", database, bucket, s3_url))
-    b = serve(replica(tmp_path / "b", database, bucket, s3_url))
+    a = serve(replica(tmp_path / "a", postgres_url, s3_bucket, s3_endpoint))
+    b = serve(replica(tmp_path / "b", postgres_url, s3_bucket, s3_endpoint))
     return a, b
 
 
@@ -207,7 +175,7 @@ def test_a_change_on_one_replica_is_served_by_the_other(
 
 
 def test_replicas_started_together_on_a_fresh_database_both_start(
-    tmp_path: Path, database: str, bucket: str, s3_url: str
+    tmp_path: Path, postgres_url: str, s3_bucket: str, s3_endpoint: str, aws_test_credentials: None
 ) -> None:
     servers: list[RunningServer] = []
     errors: list[BaseException] = []
@@ -215,7 +183,7 @@ def test_replicas_started_together_on_a_fresh_database_both_start(
 
     def start(home: Path) -> None:
         try:
-            server = RunningServer(replica(home, database, bucket, s3_url))
+            server = RunningServer(replica(home, postgres_url, s3_bucket, s3_endpoint))
             servers.append(server)
             barrier.wait(30)
             server.start()
@@ -236,7 +204,7 @@ def test_replicas_started_together_on_a_fresh_database_both_start(
 
         from imaas.registry.migrate import current_revision, head_revision
 
-        engine = create_engine(database)
+        engine = create_engine(postgres_url)
         try:
             with engine.connect() as conn:
                 assert current_revision(conn) == head_revision()

@@ -16,8 +16,7 @@ import json
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from imaas.settings import RuntimeSettings, ServerSettings, Settings
 from tests.conftest import RunningServer
 from tests.factories import solid, tiny_classifier, tiny_weights
 
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 LABELS = ["red", "blue", "c2", "c3"]
 MANIFEST = {"labels": LABELS, "preprocess": {"resize": "exact"}}
 CHILD_TIMEOUT_S = 120
@@ -93,23 +91,12 @@ sys.exit(3)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """None (SQLite under the home) or a new PostgreSQL database, dropped afterwards."""
+def database(request: pytest.FixtureRequest) -> str | None:
+    """None (SQLite under the home) or a new PostgreSQL database (``postgres_url``)."""
     if request.param == "sqlite":
-        yield None
-        return
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN}: {exc}")
-    name = f"imaas_crash_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 def settings(home: Path, database: str | None) -> Settings:

@@ -664,3 +664,83 @@ def test_a_push_never_moves_what_an_alias_serves(http: httpx.Client, models: Mod
     assert model(http, "tiny")["aliases"] == {"production": 1, "staging": 3}
     assert answered(predict(http, "tiny", (5, 5, 250))) == 1
     assert answered(predict(http, "tiny:staging", (5, 5, 250))) == 3
+
+
+def test_a_server_started_before_a_promote_stays_ready_after_it(
+    tmp_path: Path, serve: Callable[..., RunningServer], models: Models, http: httpx.Client
+) -> None:
+    models.push("tiny", 1)
+    models.push("tiny", 2)
+    restarted = serve(settings(tmp_path / "home"))  # warm-up loads production v1 at start
+    with httpx.Client(base_url=restarted.url, timeout=TIMEOUT) as fresh:
+        assert fresh.get("/readyz").status_code == 200
+        r = fresh.post("/v1/models/tiny/promote", json={"version": 2})
+        assert r.status_code == 200, r.text
+        ready = fresh.get("/readyz")
+        assert ready.status_code == 200, ready.text  # v1 was unpinned and unloaded: not "missing"
+        assert fresh.get("/v2/health/ready").status_code == 200
+        assert status(fresh, "tiny")[1]["state"] == "unloaded"
+
+
+def test_promoting_the_current_version_ends_a_canary_and_says_nothing_moved(http: httpx.Client, models: Models) -> None:
+    models.push("tiny", 1)
+    models.push("tiny", 2)
+    assert http.put("/v1/models/tiny/aliases/production/canary", json={"version": 2, "weight": 50}).status_code == 200
+    r = http.post("/v1/models/tiny/promote", json={"version": 1})
+    assert r.status_code == 200, r.text
+    assert (r.json()["moved"], r.json()["to_version"]) == (False, 1)
+    route = model(http, "tiny")["routes"]["production"]
+    assert (route["version"], route["canary_version"], route["canary_weight"]) == (1, None, 0.0)
+    assert [e["action"] for e in history(http, "tiny")][:1] == ["canary"]  # the end of the canary is recorded
+
+
+def test_a_canary_or_shadow_refused_by_its_alias_loads_nothing(http: httpx.Client, models: Models) -> None:
+    models.push("tiny", 1)
+    models.push("tiny", 2)
+    for kind, body in (("canary", {"version": 2, "weight": 10}), ("shadow", {"version": 2, "weight": 10})):
+        r = http.put(f"/v1/models/tiny/aliases/nosuch/{kind}", json=body)
+        assert (r.status_code, r.json()["code"]) == (404, "alias_not_found"), r.text
+    same = http.put("/v1/models/tiny/aliases/production/canary", json={"version": 1, "weight": 10})
+    assert (same.status_code, same.json()["code"]) == (422, "invalid_field")
+    assert status(http, "tiny")[2]["state"] == "unloaded"  # nothing was warmed for the refused changes
+    for weight in ("10", True):
+        r = http.put("/v1/models/tiny/aliases/production/canary", json={"version": 2, "weight": weight})
+        assert r.status_code == 400, r.text  # a weight is a JSON number, not a string or a boolean
+    unknown = http.patch("/v1/models/tiny", json={"keeplatest": 2})
+    assert unknown.status_code == 400, unknown.text  # a misspelt field is refused, not ignored
+
+
+def test_keep_latest_loads_the_versions_it_pins(http: httpx.Client, models: Models) -> None:
+    for seed in (1, 2, 3):
+        models.push("tiny", seed)
+    r = http.patch("/v1/models/tiny", json={"keep_latest": 2})
+    assert r.status_code == 200, r.text
+    st = status(http, "tiny")
+    assert {v: (s["state"], s["pinned"]) for v, s in st.items()} == {
+        1: ("ready", True),  # production
+        2: ("ready", True),
+        3: ("ready", True),
+    }
+
+
+def test_a_fixed_batch_shadow_compares_every_image_of_multi_image_requests(http: httpx.Client, models: Models) -> None:
+    models.push("tiny", 1)
+    fixed = tiny_classifier(models.dir / "fixed.onnx", seed=2, batch=1).read_bytes()
+    r = http.post("/v1/models/fx/versions", files={"model": ("fx.onnx", fixed)}, data={"manifest": MANIFEST})
+    assert r.status_code == 201, r.text
+    body = {"model": "fx", "version": 1, "weight": 100}
+    assert http.put("/v1/models/tiny/aliases/production/shadow", json=body).status_code == 200
+    cs = colours(9, seed=5)
+    for i in range(3):
+        files = [("file", (f"{j}.png", image(c), "image/png")) for j, c in enumerate(cs[3 * i : 3 * i + 3])]
+        assert http.post("/v1/models/tiny:predict", files=files).status_code == 200
+
+    def pair() -> dict[str, Any]:
+        pairs: list[dict[str, Any]] = http.get("/v1/models/tiny/comparison").json()["pairs"]
+        return pairs[0] if pairs else {"compared": 0, "failed": 0}
+
+    until(lambda: pair()["compared"] + pair()["failed"] >= 9, "9 shadow images accounted for")
+    got = pair()
+    assert (got["compared"], got["failed"], got["dropped"]) == (9, 0, 0), got
+    want = sum(top1(c, 1) == top1(c, 2) for c in cs) / 9
+    assert got["agreement"] == pytest.approx(want)

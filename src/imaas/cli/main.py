@@ -551,10 +551,6 @@ def main() -> None:
     app()
 
 
-if __name__ == "__main__":
-    main()
-
-
 lifecycle.register(models_app)  # after list/show/push, so --help lists those first
 
 
@@ -572,3 +568,7 @@ def db_upgrade(home: HomeOption = None) -> None:
     except ImaasError as exc:
         raise _fail(exc) from None
     console.print("the registry database is at the newest schema")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from imaas.schemas.rest import LoadState
 
@@ -18,12 +18,16 @@ _MAX_VERSION = 2**53 - 1
 class PromoteRequest(BaseModel):
     """Move an alias to a version once that version is loaded and has answered one inference."""
 
+    model_config = ConfigDict(extra="forbid")
+
     version: int = Field(ge=1, le=_MAX_VERSION)
     alias: str = Field("production", pattern=_ALIAS)
 
 
 class RollbackRequest(BaseModel):
     """Move an alias back to the version its last change took it from."""
+
+    model_config = ConfigDict(extra="forbid")
 
     alias: str = Field("production", pattern=_ALIAS)
 
@@ -41,16 +45,20 @@ class AliasChangeInfo(BaseModel):
 class CanaryRequest(BaseModel):
     """Answer ``weight`` percent of the alias's requests with ``version``."""
 
+    model_config = ConfigDict(extra="forbid")
+
     version: int = Field(ge=1, le=_MAX_VERSION, description="a version of the same model, not the alias's own")
-    weight: float = Field(description="percent of requests, 0-100; 100 completes the rollout, 0 ends it")
+    weight: float = Field(strict=True, description="percent of requests, 0-100; 100 completes the rollout, 0 ends it")
 
 
 class ShadowRequest(BaseModel):
     """Copy ``weight`` percent of the alias's requests to a version that never answers callers."""
 
+    model_config = ConfigDict(extra="forbid")
+
     model: str | None = Field(None, pattern=_NAME, description="another model of the same task; default this one")
     version: int = Field(ge=1, le=_MAX_VERSION)
-    weight: float = Field(description="percent of requests copied, 0-100; 0 ends the shadow")
+    weight: float = Field(strict=True, description="percent of requests copied, 0-100; 0 ends the shadow")
 
 
 class VersionStatusInfo(BaseModel):
@@ -95,10 +103,14 @@ class PairInfo(BaseModel):
     agreement: float | None = Field(
         description="share of compared images on which they agree (classification: same top-1 class)"
     )
-    dropped: int = Field(description="copies not run because the shadow queue was full")
-    failed: int = Field(description="copies the shadow could not answer")
-    latency: LatencyInfo = Field(description="the serving version, per request")
-    shadow_latency: LatencyInfo = Field(description="the shadow, per request")
+    dropped: int = Field(description="images not copied because the shadow queue was full")
+    failed: int = Field(description="images the shadow could not answer")
+    latency: LatencyInfo = Field(
+        description="the serving version, per request, from its arrival to its answer (queueing included)"
+    )
+    shadow_latency: LatencyInfo = Field(
+        description="the shadow, per request, from when its copy started to run (at low CPU priority)"
+    )
 
 
 class Comparison(BaseModel):
@@ -132,6 +144,8 @@ class History(BaseModel):
 class ModelCardUpdate(BaseModel):
     """Fields of a model's card to change; omitted fields stay."""
 
+    model_config = ConfigDict(extra="forbid")
+
     description: str | None = Field(None, max_length=10_000)
     tags: dict[str, str] | None = Field(None, description="replaces the tags; at most 50")
     keep_latest: int | None = Field(None, ge=0, le=100, description="newest versions kept loaded")
@@ -139,6 +153,8 @@ class ModelCardUpdate(BaseModel):
 
 class VersionCardUpdate(BaseModel):
     """Fields of a version's card to change; omitted fields stay."""
+
+    model_config = ConfigDict(extra="forbid")
 
     description: str | None = Field(None, max_length=10_000)
     tags: dict[str, str] | None = Field(None, description="replaces the tags; at most 50")

@@ -1,15 +1,17 @@
 """How a shadow compares with the version that answered: agreement and latency per pair.
 
-For each pair (serving version, shadow version) this process counts the requests copied to
-the shadow, the ones dropped because the shadow queue was full, the ones the shadow failed,
-and, over the ones both answered, how often they agree (the task's measure: same top-1
-class for classification) and each side's latency (the last ``window`` samples, for
-percentiles). The figures are this process's since it started; every replica keeps its own.
+For each pair (serving version, shadow version) this process counts, in images, the ones
+compared, the ones dropped because the shadow queue was full and the ones the shadow
+failed; over the compared ones, how often they agree (the task's measure: same top-1 class
+for classification); and each side's latency per request (the serving version's from the
+request's arrival to its answer, queueing included; the shadow's from when its copy
+started to run; the last ``window`` samples, for percentiles). The figures are this
+process's since it started; every replica keeps its own.
 
 Example::
 
     stats = Comparisons()
-    stats.record(("cnn", 1), ("cnn", 2), agreement=1.0, primary_s=0.012, shadow_s=0.015)
+    stats.record(("cnn", 1), ("cnn", 2), agreements=[1.0], primary_s=0.012, shadow_s=0.015)
     stats.snapshot("cnn")[0].agreement  # 1.0
 """
 
@@ -85,24 +87,24 @@ class Comparisons:
             )
         return pair
 
-    def record(self, primary: Key, shadow: Key, *, agreement: float, primary_s: float, shadow_s: float) -> None:
-        """One image both answered: how far they agreed (0-1) and how long each took."""
+    def record(self, primary: Key, shadow: Key, *, agreements: list[float], primary_s: float, shadow_s: float) -> None:
+        """One request both answered: how far they agreed on each image (0-1) and how long each took."""
         with self._lock:
             pair = self._pair(primary, shadow)
-            pair.compared += 1
-            pair.agreed += agreement
+            pair.compared += len(agreements)
+            pair.agreed += sum(agreements)
             pair.primary_s.append(primary_s)
             pair.shadow_s.append(shadow_s)
 
-    def dropped(self, primary: Key, shadow: Key) -> None:
-        """A copy not run because the shadow queue was full."""
+    def dropped(self, primary: Key, shadow: Key, images: int = 1) -> None:
+        """``images`` not run because the shadow queue was full."""
         with self._lock:
-            self._pair(primary, shadow).dropped += 1
+            self._pair(primary, shadow).dropped += images
 
-    def failed(self, primary: Key, shadow: Key) -> None:
-        """A copy the shadow could not answer (load failure, bad image for it, deadline)."""
+    def failed(self, primary: Key, shadow: Key, images: int = 1) -> None:
+        """``images`` the shadow could not answer (load failure, bad image for it)."""
         with self._lock:
-            self._pair(primary, shadow).failed += 1
+            self._pair(primary, shadow).failed += images
 
     def snapshot(self, model: str) -> list[PairStats]:
         """Every pair whose serving version belongs to ``model``, by versions."""

@@ -154,13 +154,19 @@ class InferenceService:
         return choose(await self.routes.get(ref), routing_key, self._draw)
 
     async def model(self, version: ModelVersion, deadline: float | None = None, force: bool = False) -> LoadedModel:
-        """The loaded model of ``version``, loading it now if needed (see ``ModelLoader.get``)."""
-        loaded = self.engine.get(version.key)
-        if loaded is None:
+        """The loaded model of ``version``, loading it now if needed (see ``ModelLoader.get``).
+
+        Returned without yielding to the event loop after checking the engine still holds it
+        (a version loaded for this request may have been unloaded by the policy meanwhile: it
+        is loaded again), so a caller that enqueues before its next ``await`` is served.
+        """
+        while True:
+            loaded = self.engine.get(version.key)
+            if loaded is not None:
+                loaded.last_used = self.clock.now()
+                return loaded
             self._unloaded.discard(version.key)
-            loaded = await self.loader.get(version, deadline, force)
-        loaded.last_used = self.clock.now()
-        return loaded
+            await self.loader.get(version, deadline, force)
 
     def load_state(self, key: tuple[str, int]) -> tuple[LoadState, LoadFailure | None]:
         """``ready``, ``draining``, ``loading``, ``failed`` (with the failure) or ``unloaded`` here."""
@@ -270,9 +276,8 @@ class InferenceService:
         prepare = self.preparer(version, budget)
         run = batch_runner(model.session, version)
 
-        def infer() -> list[list[np.ndarray]]:
-            outputs = run(np.stack([prepare(im.data) for im in images]))
-            return [[o[i] for o in outputs] for i in range(len(images))]
+        def infer() -> list[list[np.ndarray]]:  # one at a time: a fixed-batch graph takes no more
+            return [[o[0] for o in run(prepare(im.data)[np.newaxis])] for im in images]
 
         if self._shadow_executor is None:
             self._shadow_executor = background_executor(self.shadow_nice, "shadow")
@@ -303,8 +308,8 @@ class InferenceService:
 
     async def apply_changes(self, names: set[str]) -> None:
         """Take up other processes' writes to ``names``: warm every version their aliases now
-        route to, then drop their cached routes, then unload the versions no alias needs any
-        more. A version that fails to warm is remembered and does not hold up the others."""
+        route to that is not loaded here, then drop their cached routes, then sync the pins.
+        A version that fails to warm is remembered and does not hold up the others."""
         for name in sorted(names):
             try:
                 versions = await asyncio.to_thread(self._routed_versions, name)
@@ -314,11 +319,25 @@ class InferenceService:
                 log.exception("reading the routes of %s after a change failed", name)
                 versions = []
             for version in versions:
-                with contextlib.suppress(ImaasError):  # remembered by the loader with its reason
-                    await self.warm_version(version)
+                if self.engine.get(version.key) is None:
+                    with contextlib.suppress(ImaasError):  # remembered by the loader with its reason
+                        await self.warm_version(version)
             self.routes.invalidate(name)
         with contextlib.suppress(Exception):
-            await self.residency.refresh()
+            await self.sync_pins()
+
+    async def sync_pins(self) -> None:
+        """Read the pinned versions: unload those that lost their pin (after their requests
+        finish) and load those newly pinned (e.g. by ``keep_latest``) that are not loaded."""
+        await self.residency.refresh()
+        for name, number in sorted(self.residency.gained):
+            if self.engine.get((name, number)) is not None:
+                continue
+            try:
+                version = await asyncio.to_thread(self.registry.get_version, name, number)
+                await self.model(version)
+            except ImaasError:  # remembered by the loader with its reason
+                continue
 
     def _routed_versions(self, name: str) -> list[ModelVersion]:
         record = self.registry.get_model(name)
@@ -363,7 +382,7 @@ class InferenceService:
         failed = {f"{n}@{v}": f for (n, v), f in sorted(failures.items()) if self.engine.get((n, v)) is None}
         if self._warm is None:
             return Readiness(False, loaded, ["warm-up still running"], failed)
-        wanted = sorted(self._warm - self._unloaded)
+        wanted = sorted((self._warm - self._unloaded) & self.residency.pinned)  # a promote unpins the old
         missing = [f"{n}@{v}" for n, v in wanted if self.engine.get((n, v)) is None and (n, v) not in failures]
         return Readiness(not missing, loaded, missing, failed)
 

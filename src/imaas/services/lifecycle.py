@@ -21,9 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from imaas.domain import PRODUCTION, AliasRoute, ModelEvent, ModelRecord, ModelRef, ModelVersion
-from imaas.errors import ConcurrentChange, InvalidField
+from imaas.domain import PRODUCTION, AliasRoute, ModelEvent, ModelRecord, ModelVersion, check_name
+from imaas.errors import AliasNotFound, ConcurrentChange, InvalidField
 from imaas.registry.artifacts.store import ArtifactStore
+from imaas.registry.fields import check_weight
 from imaas.registry.store import RegistryStore
 from imaas.runtime.memory import resident_bytes
 from imaas.schemas.rest import LoadState
@@ -70,9 +71,9 @@ class LifecycleService:
         self.models = models
 
     async def _changed(self, name: str) -> None:
-        """After a write: drop cached routes, then unload what lost its pin."""
+        """After a write: drop cached routes, then unload what lost its pin and load what gained one."""
         self.inference.invalidate(name)
-        await self.inference.residency.refresh()
+        await self.inference.sync_pins()
 
     async def push(
         self, name: str, onnx: BinaryIO, manifest: str | None, *, source: str, alias: str | None, actor: str | None
@@ -112,13 +113,16 @@ class LifecycleService:
             record = await asyncio.to_thread(self.registry.get_model, name)
             current = record.aliases.get(alias)
             route = record.routes.get(alias)
-            if current == version and (route is None or route.canary_version is None):
+            if current == version:  # nothing to move; a canary running on the alias ends
+                if route is not None and route.canary_version is not None:
+                    await asyncio.to_thread(self.registry.set_canary, name, alias, None, 0.0, actor)
+                    await self._changed(name)
                 return AliasChange(name, alias, current, version, moved=False)
             if not warmed:
                 await self.inference.warm_version(target)
                 warmed = True
             try:
-                await asyncio.to_thread(
+                moved = await asyncio.to_thread(
                     self.registry.set_alias, name, alias, version, actor, expect=current, action=action
                 )
             except ConcurrentChange:
@@ -126,14 +130,14 @@ class LifecycleService:
                     raise
                 continue
             await self._changed(name)
-            return AliasChange(name, alias, current, version, moved=True)
+            return AliasChange(name, alias, current, version, moved=moved)
 
     async def rollback(self, name: str, alias: str = PRODUCTION, actor: str | None = None) -> AliasChange:
         """Move ``alias`` back to where its last change took it from (warmed first)."""
         plan = await asyncio.to_thread(self.registry.rollback_plan, name, alias)
         target = await asyncio.to_thread(self.registry.get_version, name, plan.target)
         await self.inference.warm_version(target)
-        await asyncio.to_thread(
+        moved = await asyncio.to_thread(
             self.registry.set_alias,
             name,
             alias,
@@ -144,15 +148,27 @@ class LifecycleService:
             detail={"undoes": plan.undoes},
         )
         await self._changed(name)
-        return AliasChange(name, alias, plan.current, plan.target, moved=True)
+        return AliasChange(name, alias, plan.current, plan.target, moved=moved)
+
+    async def _route(self, name: str, alias: str) -> tuple[ModelRecord, AliasRoute]:
+        """The model and the route of ``alias`` (``AliasNotFound`` when it does not exist)."""
+        record = await asyncio.to_thread(self.registry.get_model, name)
+        route = record.routes.get(alias)
+        if route is None:
+            raise AliasNotFound(f"model {name!r} has no alias {alias!r}")
+        return record, route
 
     async def set_canary(
         self, name: str, alias: str, version: int | None, weight: float, actor: str | None = None
     ) -> AliasRoute:
         """Send ``weight`` percent of ``alias``'s traffic to ``version`` (warmed first); weight
-        100 completes the rollout, 0 or no version ends it."""
-        _check_weight(weight)
+        100 completes the rollout, 0 or no version ends it. Everything the registry would
+        refuse is checked before anything is loaded."""
+        check_weight(weight)
         if version is not None and weight > 0:
+            _, route = await self._route(name, alias)
+            if version == route.version:
+                raise _same_version("version", name, alias, version)
             target = await asyncio.to_thread(self.registry.get_version, name, version)
             await self.inference.warm_version(target)
         route = await asyncio.to_thread(self.registry.set_canary, name, alias, version, weight, actor)
@@ -168,12 +184,14 @@ class LifecycleService:
         actor: str | None = None,
     ) -> AliasRoute:
         """Copy ``weight`` percent of ``alias``'s traffic to ``target`` (model, version; warmed
-        first); None or weight 0 ends it."""
-        _check_weight(weight)
+        first); None or weight 0 ends it. Checked before anything is loaded."""
+        check_weight(weight)
         if target is not None and weight > 0:
-            ModelRef(target[0])  # a valid name
+            check_name(target[0])
+            record, route = await self._route(name, alias)
+            if target == (name, route.version):
+                raise _same_version("version", name, alias, route.version)
             version = await asyncio.to_thread(self.registry.get_version, *target)
-            record = await asyncio.to_thread(self.registry.get_model, name)
             if version.manifest.task != record.task:
                 raise InvalidField(
                     f"model: {target[0]!r} is a {version.manifest.task} model; "
@@ -244,9 +262,8 @@ class LifecycleService:
         return updated
 
 
-def _check_weight(weight: float) -> None:
-    if not 0 <= weight <= 100 or weight != weight:
-        raise InvalidField(
-            f"weight: {weight} is outside 0-100 (a percentage of the alias's requests)",
-            errors=[{"field": "weight", "message": "must be between 0 and 100"}],
-        )
+def _same_version(field: str, name: str, alias: str, version: int) -> InvalidField:
+    return InvalidField(
+        f"{field}: {name}:{alias} already serves version {version}; a canary or shadow must be another version",
+        errors=[{"field": field, "message": "the alias's own version"}],
+    )

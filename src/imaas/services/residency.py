@@ -46,41 +46,48 @@ class Residency:
         self.memory_budget_bytes = memory_budget_bytes
         self.clock: Clock = clock or SystemClock()
         self.pinned: set[Key] = set()
+        self.gained: set[Key] = set()  # pinned by the last refresh and not before
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> list[Key]:
         """Read the pinned versions again; unload the loaded ones that lost their pin.
 
-        Returns the versions unloaded.
+        Returns the versions unloaded; ``gained`` holds the versions newly pinned (for the
+        caller to load). Refreshes run one at a time, so a slow read that started first can
+        never overwrite a newer one.
         """
-        pinned = await asyncio.to_thread(self._read_pinned)
-        lost = self.pinned - pinned
-        self.pinned = pinned
-        return await self._unload([k for k in lost if self.engine.get(k) is not None], "no alias points at it any more")
+        async with self._lock:
+            pinned = await asyncio.to_thread(self._read_pinned)
+            lost = self.pinned - pinned
+            self.gained = pinned - self.pinned
+            self.pinned = pinned
+            lost_loaded = [k for k in lost if self.engine.get(k) is not None]
+            return await self._unload(lost_loaded, "no alias points at it any more")
 
     async def check(self) -> list[Key]:
         """Unload unpinned versions idle for ``idle_unload_s``, then, while the loaded
         versions outgrow the memory budget, the least recently used unpinned ones."""
-        now = self.clock.now()
-        models = [m for m in self.engine.models if m.version.key not in self.pinned]
-        idle = {m.version.key for m in models if now - m.last_used >= self.idle_unload_s}
-        over: list[Key] = []
-        if self.memory_budget_bytes is not None:
-            total = sum(m.memory_bytes for m in self.engine.models if m.version.key not in idle)
-            for m in sorted((m for m in models if m.version.key not in idle), key=lambda m: m.last_used):
-                if total <= self.memory_budget_bytes:
-                    break
-                over.append(m.version.key)
-                total -= m.memory_bytes
-        return await self._unload(sorted(idle), "idle") + await self._unload(over, "over the memory budget")
+        async with self._lock:
+            now = self.clock.now()
+            models = [m for m in self.engine.models if m.version.key not in self.pinned]
+            idle = {m.version.key for m in models if now - m.last_used >= self.idle_unload_s}
+            over: list[Key] = []
+            if self.memory_budget_bytes is not None:
+                total = sum(m.memory_bytes for m in self.engine.models if m.version.key not in idle)
+                for m in sorted((m for m in models if m.version.key not in idle), key=lambda m: m.last_used):
+                    if total <= self.memory_budget_bytes:
+                        break
+                    over.append(m.version.key)
+                    total -= m.memory_bytes
+            return await self._unload(sorted(idle), "idle") + await self._unload(over, "over the memory budget")
 
     async def _unload(self, keys: list[Key], why: str) -> list[Key]:
+        """Unload ``keys`` that are not pinned (the caller holds ``_lock``)."""
         done: list[Key] = []
-        async with self._lock:
-            for key in keys:
-                if key in self.pinned:
-                    continue
-                if await self.engine.unload(key):
-                    log.info("unloaded %s@%s: %s", key[0], key[1], why)
-                    done.append(key)
+        for key in keys:
+            if key in self.pinned:
+                continue
+            if await self.engine.unload(key):
+                log.info("unloaded %s@%s: %s", key[0], key[1], why)
+                done.append(key)
         return done

@@ -80,7 +80,7 @@ class ShadowRunner:
             self._task = asyncio.get_running_loop().create_task(self._work(self._queue), name="shadow")
         size = copy.size
         if self._bytes + size > self.max_bytes or self._queue.full():
-            self.comparisons.dropped(copy.primary.key, copy.shadow.key)
+            self.comparisons.dropped(copy.primary.key, copy.shadow.key, len(copy.images))
             return False
         self._queue.put_nowait(copy)
         self._bytes += size
@@ -96,7 +96,7 @@ class ShadowRunner:
                 raise
             except Exception:  # a comparison must never end the runner
                 log.exception("shadow comparison of %s@%s failed", copy.shadow.model, copy.shadow.version)
-                self.comparisons.failed(copy.primary.key, copy.shadow.key)
+                self.comparisons.failed(copy.primary.key, copy.shadow.key, len(copy.images))
             finally:
                 queue.task_done()
 
@@ -106,18 +106,17 @@ class ShadowRunner:
             results = await self._run(copy.shadow, copy.images)
         except Exception as exc:
             log.debug("shadow %s@%s failed: %s", copy.shadow.model, copy.shadow.version, exc)
-            self.comparisons.failed(copy.primary.key, copy.shadow.key)
+            self.comparisons.failed(copy.primary.key, copy.shadow.key, len(copy.images))
             return
         shadow_s = self.clock.now() - start
         measure = agreement(copy.primary.manifest.task)
-        for mine, theirs in zip(copy.results, results, strict=True):
-            self.comparisons.record(
-                copy.primary.key,
-                copy.shadow.key,
-                agreement=measure(mine, theirs),
-                primary_s=copy.primary_s,
-                shadow_s=shadow_s,
-            )
+        self.comparisons.record(
+            copy.primary.key,
+            copy.shadow.key,
+            agreements=[measure(mine, theirs) for mine, theirs in zip(copy.results, results, strict=True)],
+            primary_s=copy.primary_s,
+            shadow_s=shadow_s,
+        )
 
     async def drain(self) -> None:
         """Wait until every copy queued so far has run and been recorded."""

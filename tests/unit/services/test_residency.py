@@ -64,3 +64,30 @@ async def test_over_the_budget_the_least_recently_used_unpinned_go_first(engine:
     await residency.refresh()
     assert await residency.check() == [("cnn", 2)]  # 300 > 200: 2 is the LRU unpinned one (3 is pinned)
     assert await residency.check() == []
+
+
+async def test_a_slow_refresh_never_overwrites_a_newer_one(engine: Engine) -> None:
+    import asyncio
+    import threading
+
+    first_reading, release_first = threading.Event(), threading.Event()
+    calls = 0
+
+    def read() -> set[tuple[str, int]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the first read saw the registry before the promote, and is slow
+            first_reading.set()
+            assert release_first.wait(5)
+            return {("cnn", 1)}
+        return {("cnn", 2)}
+
+    residency = Residency(engine, read, idle_unload_s=1e9, clock=engine.clock)
+    slow = asyncio.create_task(residency.refresh())
+    assert await asyncio.to_thread(first_reading.wait, 5)
+    newer = asyncio.create_task(residency.refresh())  # a promote's refresh, started while the first reads
+    await asyncio.sleep(0)
+    release_first.set()
+    await asyncio.gather(slow, newer)
+    assert residency.pinned == {("cnn", 2)}
+    assert engine.get(("cnn", 2)) is not None  # the new production version was never unloaded

@@ -52,4 +52,5 @@ def open_artifacts(
             endpoint_url=endpoint_url,
             region=region,
         )
-    raise InvalidRequest(f"{SETTING}: expected a folder, a file:// URL or s3://bucket/prefix, got {url[:80]!r}")
+    shown = parts._replace(netloc=parts.hostname or "", query="", fragment="").geturl()  # no credentials
+    raise InvalidRequest(f"{SETTING}: expected a folder, a file:// URL or s3://bucket/prefix, got {shown[:80]!r}")

@@ -90,9 +90,9 @@ def _rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
 
 def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
-    """The first value of metadata key ``name`` sent by the caller, if it is a short string."""
+    """The first text value of metadata key ``name`` sent by the caller (gRPC bounds metadata size)."""
     for key, value in context.invocation_metadata() or ():
-        if key == name and isinstance(value, str) and 0 < len(value) <= 256:
+        if key == name and isinstance(value, str) and value:
             return value
     return None
 

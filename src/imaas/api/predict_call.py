@@ -37,7 +37,7 @@ from imaas.errors import InvalidRequest, UnsupportedMediaType
 from imaas.schemas.rest import PredictRequest
 from imaas.services.container import Services
 from imaas.services.inference import ImageInput, too_many_images
-from imaas.services.routing import ROUTING_KEY_HEADER, VERSION_HEADER
+from imaas.services.routing import ROUTING_KEY_HEADER, VERSION_HEADER, header_key
 
 MAX_TOP_K = 1000
 
@@ -105,7 +105,7 @@ async def answer_predict(request: Request, name: str) -> Response:
     await principal(request)
     services: Services = request.app.state.services
     call = await read_predict(request, name, services)
-    routing_key = request.headers.get(ROUTING_KEY_HEADER)
+    routing_key = header_key(request.headers.get(ROUTING_KEY_HEADER))
     result = await services.inference.predict(call.ref, call.images, call.top_k, routing_key)
     return FastJSONResponse(result, headers={VERSION_HEADER: f"{result['model']}@{result['version']}"})
 

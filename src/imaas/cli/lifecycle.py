@@ -138,7 +138,7 @@ def _ms(value: float | None) -> str:
 
 
 def _when(at: datetime | None) -> str:
-    return at.strftime("%Y-%m-%d %H:%M:%S") if at is not None else "-"
+    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z") if at is not None else "-"  # local time
 
 
 def status(name: str, url: UrlOption = DEFAULT_URL, as_json: JsonOption = False) -> None:

@@ -27,6 +27,20 @@ VERSION_HEADER = "x-imaas-version"
 """Response header naming the version that answered (``name@N``)."""
 
 
+def header_key(value: str | None) -> str | None:
+    """The routing key an HTTP header carried, as the text the caller sent.
+
+    HTTP servers hand header bytes over as latin-1; a UTF-8 key is decoded back, so a key
+    sent over REST and the same key in gRPC metadata (UTF-8) land on the same side.
+    """
+    if not value:
+        return None
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 @dataclass(frozen=True)
 class Choice:
     """The version that answers one request, and the shadow that gets a copy of it (if any)."""

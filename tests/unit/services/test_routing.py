@@ -63,3 +63,13 @@ def test_a_shadow_is_drawn_at_its_weight_and_never_answers() -> None:
     assert {c.version.version for c in choices} == {1}
     shadowed = sum(c.shadow is not None for c in choices)
     assert 880 <= shadowed <= 1120  # 1000 +- 4.5 sigma
+
+
+def test_a_utf8_key_from_an_http_header_is_the_key_grpc_would_carry() -> None:
+    from imaas.services.routing import header_key
+
+    sent = "utilisateur-é-42"
+    as_http_server_decodes_it = sent.encode("utf-8").decode("latin-1")
+    assert header_key(as_http_server_decodes_it) == sent
+    assert header_key("") is None
+    assert header_key(None) is None

@@ -27,7 +27,7 @@ from imaas.schemas.oip import (
     ServerMetadata,
 )
 from imaas.services.container import Services
-from imaas.services.routing import ROUTING_KEY_HEADER, VERSION_HEADER
+from imaas.services.routing import ROUTING_KEY_HEADER, VERSION_HEADER, header_key
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
@@ -215,7 +215,7 @@ async def _infer(svc: Services, request: Request, model: str, version: str | Non
         server.max_tensor_elements,
         server.max_json_values,
     )
-    parsed.routing_key = request.headers.get(ROUTING_KEY_HEADER)
+    parsed.routing_key = header_key(request.headers.get(ROUTING_KEY_HEADER))
     answer = await svc.oip.infer(parsed)
     content, headers = encode_response(answer)
     headers[VERSION_HEADER] = f"{answer.model_name}@{answer.model_version}"

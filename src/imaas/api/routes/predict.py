@@ -43,6 +43,14 @@ _PARAMETERS: list[dict[str, Any]] = [
         "description": "an alias such as production or staging; not with `version` or a suffix in `name`",
         "schema": {"type": "string", "pattern": ALIAS_RE.pattern},
     },
+    {
+        "name": "X-Imaas-Routing-Key",
+        "in": "header",
+        "required": False,
+        "description": "a caller's stable key (e.g. a user id): with a canary, one key always lands on the same "
+        "version; without it the split is drawn per request",
+        "schema": {"type": "string"},
+    },
 ]
 
 # An 8x8 orange PNG: the example body really gets an answer.
@@ -95,7 +103,15 @@ _RESPONSE_EXAMPLE = {
     summary="Classify images",
     openapi_extra=_BODY_DOC,
     responses={
-        200: {"content": {"application/json": {"example": _RESPONSE_EXAMPLE}}},
+        200: {
+            "content": {"application/json": {"example": _RESPONSE_EXAMPLE}},
+            "headers": {
+                "X-Imaas-Version": {
+                    "description": "the version that answered, `name@N` (a canary answers its share)",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
         **problem_responses(
             *LOOKUP_ERRORS,
             TooManyImages,

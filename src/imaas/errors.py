@@ -223,6 +223,18 @@ class RegistryBusy(ImaasError):
     default_retry_after = 1.0
 
 
+class RegistryUnavailable(ImaasError):
+    """The registry database cannot be reached (down, restarting, network cut): retry later.
+
+    The detail never names the database's URL, host or credentials.
+    """
+
+    status = 503
+    code = "registry_unavailable"
+    title = "Registry database unavailable"
+    default_retry_after = 1.0
+
+
 class DeadlineExceeded(ImaasError):
     """The request waited longer than its deadline."""
 

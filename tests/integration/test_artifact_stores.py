@@ -287,6 +287,16 @@ def test_an_endpoint_that_does_not_answer_is_registry_busy(tmp_path: Path) -> No
     assert "127.0.0.1" not in caught.value.detail
 
 
+def test_a_store_built_from_a_url_waits_briefly_on_small_calls(tmp_path: Path) -> None:
+    # HEAD and DELETE may run under the registry lock (the artifact sweep): a stalled endpoint
+    # must cost seconds there; transfers keep a longer read timeout for big uploads
+    store = open_artifacts("s3://models/p", tmp_path, endpoint_url="http://127.0.0.1:9", region=REGION)
+    assert isinstance(store, S3ArtifactStore)
+    small, transfer = store._client.meta.config, store._transfer.meta.config
+    assert (small.connect_timeout, small.read_timeout, small.retries["total_max_attempts"]) == (3, 10, 2)
+    assert (transfer.connect_timeout, transfer.read_timeout) == (5, 60)
+
+
 def test_a_missing_bucket_is_a_refusal_not_a_missing_artifact(tmp_path: Path, s3_endpoint: str) -> None:
     store = S3ArtifactStore("no-such-bucket-here", "p", tmp_path, client=s3_client(s3_endpoint))
     with pytest.raises(ImaasError) as caught:
@@ -343,3 +353,19 @@ def test_a_big_file_goes_up_in_parts_and_comes_back_whole(tmp_path: Path, s3_end
     )
     assert head["ETag"].strip('"').endswith("-2")  # a multipart upload's ETag counts its parts
     assert hashlib.sha256(backend.reader().open_path(sha).read_bytes()).hexdigest() == sha
+
+
+def test_s3_without_credentials_is_a_configuration_error_not_an_outage(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store = S3ArtifactStore(s3_bucket, "p", tmp_path / "cache", endpoint_url=s3_endpoint, region=REGION)
+    with pytest.raises(ImaasError) as caught:
+        store.exists("0" * 64)
+    assert not isinstance(caught.value, RegistryBusy)
+    assert (caught.value.status, caught.value.retry_after) == (500, None)
+    assert "credentials" in caught.value.detail

@@ -186,7 +186,7 @@ def test_downgrade_to_0001_and_back(registry_url: str) -> None:
     tables = set(inspect(engine).get_table_names())
     engine.dispose()
     assert "alias_events" in tables
-    assert not {"model_events", "registry_state"} & tables
+    assert not {"model_events", "registry_state", "artifact_tombstones"} & tables
     registry = open_registry(registry_url)
     try:
         moves = [(e.from_version, e.to_version) for e in registry.history("m")]
@@ -210,8 +210,26 @@ def test_migrate_false_refuses_a_database_that_is_not_current(registry_url: str)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     engine.dispose()
-    with pytest.raises(Conflict, match="9999, which this imaas does not know"):
+    with pytest.raises(Conflict, match="9999, newer than this imaas knows"):
         open_registry(registry_url, migrate=False)
+
+
+def test_a_database_migrated_by_a_newer_imaas_is_refused_clearly(registry_url: str) -> None:
+    open_registry(registry_url).close()
+    engine = make_engine(registry_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    try:
+        for attempt in (lambda: upgrade_schema(engine), lambda: open_registry(registry_url)):
+            with pytest.raises(Conflict) as caught:
+                attempt()
+            assert caught.value.detail == (
+                f"the registry database is at revision 0099, newer than this imaas knows (head {head_revision()}); "
+                "upgrade imaas"
+            )
+        assert revision_of(registry_url) == "0099"  # left as it was
+    finally:
+        engine.dispose()
 
 
 def test_concurrent_upgrades_of_a_fresh_database_all_succeed(registry_url: str) -> None:

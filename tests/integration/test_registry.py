@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import inspect, make_url, text
 
 from imaas.domain import ModelRef
-from imaas.errors import AliasNotFound, Conflict, ModelNotFound, VersionNotFound
+from imaas.errors import AliasNotFound, Conflict, InvalidField, InvalidManifest, ModelNotFound, VersionNotFound
 from imaas.registry.engine import registry_url as parse_registry_url
 from imaas.registry.migrate import head_revision
 from imaas.registry.sql import SqlRegistry, open_registry
@@ -29,7 +31,15 @@ M = Manifest(labels=["a", "b"])
 def test_migrations_create_the_schema_in_wal_mode(tmp_path: Path) -> None:
     registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
     tables = set(inspect(registry.engine).get_table_names())
-    assert {"models", "model_versions", "aliases", "model_events", "registry_state", "alembic_version"} <= tables
+    assert {
+        "models",
+        "model_versions",
+        "aliases",
+        "model_events",
+        "registry_state",
+        "artifact_tombstones",
+        "alembic_version",
+    } <= tables
     assert "alias_events" not in tables
     with registry.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -118,3 +128,39 @@ def test_unknown_parent_version(registry: SqlRegistry) -> None:
     assert child.parent_version == 1
     with pytest.raises(VersionNotFound):
         registry.add_version("m", "c" * 64, 10, M, parent_version=7)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"description": "a\x00b"}, "description"),
+        ({"labels": ["a", "b\x00"]}, "labels"),
+        ({"input": {"name": "in\x00put"}}, "input.name"),
+        ({"postprocess": {"output": "\x00"}}, "postprocess.output"),
+    ],
+)
+def test_a_manifest_with_a_nul_character_is_refused_naming_the_field(raw: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Manifest.model_validate(raw)
+    assert [(".".join(map(str, e["loc"])), "NUL characters" in e["msg"]) for e in caught.value.errors()] == [
+        (field, True)
+    ]
+
+
+def test_nul_characters_never_reach_the_database(registry: SqlRegistry) -> None:
+    # PostgreSQL cannot store NUL in text or JSON (a 500 before); SQLite stored it. Both refuse now,
+    # also for manifests completed from an ONNX graph (model_copy skips validation) and metrics.
+    from_graph = M.model_copy(update={"input": M.input.model_copy(update={"name": "in\x00put"})})
+    with pytest.raises(InvalidManifest) as manifest:
+        registry.add_version("m", "a" * 64, 10, from_graph)
+    assert manifest.value.status == 422
+    assert manifest.value.detail.startswith("input.name: must not contain NUL characters")
+    assert manifest.value.extra["errors"][0]["field"] == "input.name"
+    listed = Manifest(labels=["a", "b"]).model_copy(update={"labels": ["a", "b\x00"]})
+    with pytest.raises(InvalidManifest, match=r"^labels\.1: "):
+        registry.add_version("m", "a" * 64, 10, listed)
+    with pytest.raises(InvalidField, match=r"^metrics\.note: "):
+        registry.add_version("m", "a" * 64, 10, M, metrics={"note": "x\x00"})
+    with pytest.raises(InvalidField, match=r"^source: "):
+        registry.add_version("m", "a" * 64, 10, M, source="upload:\x00.onnx")
+    assert registry.list_models() == []

@@ -256,7 +256,10 @@ def test_a_poller_never_misses_a_change_that_commits_late(registry: SqlRegistry)
     assert len(polls) > 1
 
 
-def test_a_push_racing_the_delete_of_the_last_user_of_its_bytes_keeps_them(registry: SqlRegistry) -> None:
+def test_a_push_racing_the_delete_and_sweep_of_the_last_user_of_its_bytes_keeps_them(registry: SqlRegistry) -> None:
+    # A push stores its bytes first (outside the registry lock), then adds its row; the
+    # other side deletes the last version using those bytes and sweeps at once. Whatever the
+    # interleaving, a version that ends up naming the bytes has them stored.
     stored: set[str] = set()
     lock = threading.Lock()
 
@@ -268,18 +271,23 @@ def test_a_push_racing_the_delete_of_the_last_user_of_its_bytes_keeps_them(regis
         with lock:
             stored.discard(sha)
 
-    rounds = 6
+    rounds = 12
     for r in range(rounds):
         sha = f"{r:064x}"
+        ensure(sha)
         version, _ = registry.add_version("old", sha, 10, M, ensure_artifact=functools.partial(ensure, sha))
 
         def race(i: int, sha: str = sha, version: int = version.version) -> None:
             if i == 0:
-                registry.delete_version("old", version, remove_artifact=remove)
+                registry.delete_version("old", version)
+                registry.sweep_artifacts(remove)
             else:
+                ensure(sha)  # the push's commit: the bucket has the bytes (or gets them) here
                 registry.add_version("new", sha, 10, M, ensure_artifact=functools.partial(ensure, sha))
 
         run_together(race, n=2)
         users = [v for name in ("old", "new") for v in registry.list_versions(name) if v.sha256 == sha]
         assert users, "the push made a version"
         assert sha in stored, f"round {r}: a version uses {sha[-4:]} but its bytes were removed"
+        registry.sweep_artifacts(remove)
+        assert sha in stored, f"round {r}: a later sweep removed bytes a version uses"

@@ -4,6 +4,7 @@ registry (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def test_every_write_is_an_event_with_its_actor(registry: SqlRegistry) -> None:
     registry.set_alias("m", PRODUCTION, 1, "carol")
     registry.update_model("m", description="digits", actor="dan")
     registry.update_version("m", 2, tags={"stage": "qa"}, actor="erin")
-    registry.delete_version("m", 2, "frank", remove_artifact=lambda _sha: None)
+    registry.delete_version("m", 2, "frank")
     events = registry.history("m")
     assert [(e.action, e.actor, e.from_version, e.to_version) for e in events] == [
         ("delete", "frank", 2, None),
@@ -109,12 +110,47 @@ def test_cards_are_edited_and_read_back(registry: SqlRegistry) -> None:
 )
 def test_card_limits_name_the_field(registry: SqlRegistry, change: dict[str, object], field: str) -> None:
     registry.add_version("m", A, 10, M)
-    with pytest.raises(InvalidField, match=f"^{field}: "):
+    with pytest.raises(InvalidField, match=f"^{field}: ") as caught:
         registry.update_model("m", **change)  # type: ignore[arg-type]
+    assert caught.value.status == 422
+    assert caught.value.extra["errors"] == [{"field": field, "message": caught.value.detail.removeprefix(f"{field}: ")}]
     if "keep_latest" not in change:
         with pytest.raises(InvalidField, match=f"^{field}: "):
             registry.update_version("m", 1, **change)  # type: ignore[arg-type]
     assert registry.update_model("m", tags={f"k{i}": "v" * 256 for i in range(50)}).tags["k49"] == "v" * 256
+    assert registry.update_model("m", keep_latest=100).keep_latest == 100
+    assert registry.get_model("m").description == ""  # nothing refused was stored
+
+
+def test_nul_characters_and_keep_latest_over_100_are_refused(registry: SqlRegistry) -> None:
+    # PostgreSQL cannot store NUL in text or JSON (a 500 before) and SQLite stored it: both refuse now
+    registry.add_version("m", A, 10, M)
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"description": "nul \x00 inside"}, "description"),
+        ({"tags": {"k\x00": "v"}}, "tags"),
+        ({"tags": {"k": "v\x00"}}, "tags.k"),
+        ({"keep_latest": 101}, "keep_latest"),  # the API's limit
+    ]
+    for change, field in cases:
+        with pytest.raises(InvalidField, match=f"^{field}: ") as caught:
+            registry.update_model("m", **change)
+        assert caught.value.extra["errors"][0]["field"] == field
+        if "keep_latest" not in change:
+            with pytest.raises(InvalidField, match=f"^{field}: "):
+                registry.update_version("m", 1, **change)
+    record = registry.get_model("m")
+    assert (record.description, record.tags, record.keep_latest) == ("", {}, 0)
+    assert registry.update_model("m", keep_latest=100).keep_latest == 100
+
+
+def test_tag_key_messages_show_the_key_as_given(registry: SqlRegistry) -> None:
+    registry.add_version("m", A, 10, M)
+    with pytest.raises(InvalidField) as empty:
+        registry.update_model("m", tags={"": "v"})
+    assert empty.value.detail == "tags: key '' must be text of 1 to 64 characters"
+    with pytest.raises(InvalidField) as long:
+        registry.update_model("m", tags={"k" * 70: "v"})
+    assert long.value.detail == f"tags: key {'k' * 64!r}... must be text of 1 to 64 characters"
 
 
 def test_pinned_versions(registry: SqlRegistry) -> None:
@@ -143,24 +179,26 @@ def test_delete_version_refuses_while_anything_points_at_it(registry: SqlRegistr
     removed: list[str] = []
     for version, user in [(1, "alias 'production' of 'm'"), (2, "the canary of m:production"), (3, "the shadow")]:
         with pytest.raises(VersionInUse, match=user):
-            registry.delete_version("m", version, remove_artifact=removed.append)
+            registry.delete_version("m", version)
+    assert registry.sweep_artifacts(removed.append) == []
     assert removed == []
     assert [v.version for v in registry.list_versions("m")] == [4, 3, 2, 1]
     registry.set_shadow("other", PRODUCTION, None, 0)
-    assert registry.delete_version("m", 3, remove_artifact=removed.append).version == 3
+    assert registry.delete_version("m", 3).version == 3
+    assert registry.sweep_artifacts(removed.append) == [f"{2:064x}"]
     assert removed == [f"{2:064x}"]
     with pytest.raises(VersionNotFound):
-        registry.delete_version("m", 3, remove_artifact=removed.append)
+        registry.delete_version("m", 3)
 
 
 def test_a_deleted_number_is_never_given_again_and_lineage_keeps_it(registry: SqlRegistry) -> None:
     registry.add_version("m", A, 10, M)
     registry.add_version("m", B, 10, M, parent_version=1)
-    registry.delete_version("m", 2, remove_artifact=lambda _sha: None)
+    registry.delete_version("m", 2)
     again, created = registry.add_version("m", B, 10, M, parent_version=1)
     assert (again.version, created) == (3, True)
     registry.set_alias("m", PRODUCTION, 3)
-    registry.delete_version("m", 1, remove_artifact=lambda _sha: None)
+    registry.delete_version("m", 1)
     assert registry.get_version("m", 3).parent_version == 1  # the parent's number outlives it
     assert registry.get_model("m").latest_version == 3
 
@@ -171,15 +209,19 @@ def test_the_artifact_goes_with_its_last_user(registry: SqlRegistry) -> None:
     registry.add_version("other", A, 10, M)  # same bytes, other model
     registry.add_version("m", B, 10, M)
     removed: list[str] = []
-    registry.delete_version("m", 1, remove_artifact=removed.append)
-    registry.delete_version("m", 2, remove_artifact=removed.append)
-    assert removed == []
-    registry.delete_version("other", 1, remove_artifact=removed.append)
-    assert removed == [A]
-    registry.delete_version("m", 3, remove_artifact=removed.append)
+    registry.delete_version("m", 1)
+    registry.delete_version("m", 2)
+    assert registry.sweep_artifacts(removed.append) == []
+    registry.delete_version("other", 1)
+    assert registry.sweep_artifacts(removed.append) == [A]
+    registry.delete_version("m", 3)
+    assert registry.sweep_artifacts(removed.append) == [B]
     assert removed == [A, B]
+    assert registry.sweep_artifacts(removed.append) == []  # each file goes once
     assert registry.get_model("m").latest_version is None
+    # a push of removed bytes stores them again (ensure_artifact), then they are ordinary bytes
     ensured: list[str] = []
     registry.add_version("m", A, 10, M, ensure_artifact=lambda: ensured.append("new"))
     registry.add_version("m", A, 10, M, ensure_artifact=lambda: ensured.append("same"))
-    assert ensured == ["new", "same"]
+    registry.add_version("m", C, 10, M, ensure_artifact=lambda: ensured.append("never deleted"))
+    assert ensured == ["new"]

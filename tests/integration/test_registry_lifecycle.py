@@ -119,7 +119,7 @@ def test_rollback_refuses_a_deleted_target_and_unknown_aliases(registry: SqlRegi
     registry.set_alias("m", "staging", 3)
     registry.set_alias("m", "staging", 2)
     registry.set_alias("m", PRODUCTION, 3)
-    registry.delete_version("m", 1, remove_artifact=lambda _sha: None)
+    registry.delete_version("m", 1)
     registry.set_alias("m", PRODUCTION, 2)  # production 2 -> 3 -> 2: undo goes to 3, still there
     assert registry.rollback_plan("m", PRODUCTION).target == 3
     rollback(registry, "m")

@@ -7,7 +7,9 @@ would not make its snapshot current. So the registry takes over ``BEGIN`` (SQLAl
 pysqlite recipe): a connection whose execution options carry ``WRITE_OPTION`` begins with
 ``BEGIN IMMEDIATE``, taking the write lock before its first read and waiting for it under the
 busy timeout; every other connection begins a plain deferred transaction, so reads keep
-running beside writes. PostgreSQL needs none of this and gets no SQLite-only SQL.
+running beside writes. PostgreSQL needs none of this and gets no SQLite-only SQL; it gets a
+connect timeout instead, so a database host that stopped answering fails a request within
+seconds (``is_unavailable``) rather than hanging it.
 
 Example::
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 WRITE_OPTION = "imaas_write"
 """Execution option marking a connection whose transactions will write."""
@@ -30,9 +32,13 @@ WRITE_OPTION = "imaas_write"
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 """How long SQLite waits for another writer's lock before answering "database is locked"."""
 
+DEFAULT_CONNECT_TIMEOUT_S = 5
+"""How long a new PostgreSQL connection may take (unless the URL sets ``connect_timeout``)."""
+
 # SQLite primary result codes (the low byte of extended codes such as SQLITE_BUSY_SNAPSHOT).
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_ERROR = 1  # a statement SQLite refused (no such table...): a bug, not an outage
 # PostgreSQL SQLSTATEs that mean "run the transaction again": serialization failure,
 # deadlock detected, lock not available.
 _PG_RETRYABLE = frozenset({"40001", "40P01", "55P03"})
@@ -57,11 +63,13 @@ def make_engine(url: str | URL, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_
     """An engine for ``url``.
 
     SQLite gets WAL, foreign keys, ``busy_timeout_s`` and ``BEGIN IMMEDIATE`` for
-    connections marked by ``writer``; PostgreSQL gets psycopg 3 and pre-ping.
+    connections marked by ``writer``; PostgreSQL gets psycopg 3, pre-ping and a connect
+    timeout of ``DEFAULT_CONNECT_TIMEOUT_S`` unless the URL names one.
     """
     parsed = registry_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": DEFAULT_CONNECT_TIMEOUT_S}
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": busy_timeout_s})
@@ -103,3 +111,20 @@ def is_busy(exc: DBAPIError) -> bool:
         return True
     message = str(orig).lower()
     return "database is locked" in message or "database table is locked" in message
+
+
+def is_unavailable(exc: DBAPIError) -> bool:
+    """Whether ``exc`` says the database cannot be reached or cannot serve now (as opposed
+    to a lock held by others, ``is_busy``, or a statement it refused, a bug).
+
+    PostgreSQL: any ``OperationalError`` or ``InterfaceError`` of the driver (connection
+    refused or lost, server shutting down, too many connections, disk full). SQLite: an
+    ``OperationalError`` other than a refused statement (the file cannot be opened, an I/O
+    error, a full disk).
+    """
+    if is_busy(exc) or not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF != _SQLITE_ERROR
+    return True

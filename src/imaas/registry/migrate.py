@@ -51,12 +51,26 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+def _check_known(current: str | None) -> None:
+    """``Conflict`` when ``current`` is a revision these migrations do not have: a newer
+    imaas migrated the database, and this one can neither upgrade nor use it."""
+    if current is None:
+        return
+    known = {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+    if current not in known:
+        raise Conflict(
+            f"the registry database is at revision {current}, newer than this imaas knows "
+            f"(head {head_revision()}); upgrade imaas"
+        )
+
+
 def upgrade_schema(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (the newest by default), in one write transaction.
 
     PostgreSQL: ``pg_advisory_xact_lock`` first, so concurrent upgrades queue up and the
     later ones find the schema current (released at commit). SQLite: the transaction begins
-    with ``BEGIN IMMEDIATE``, which serialises the same way.
+    with ``BEGIN IMMEDIATE``, which serialises the same way. ``Conflict`` when a newer
+    imaas already migrated the database further than these migrations go.
     """
     _migrate(engine, lambda cfg: command.upgrade(cfg, revision))
 
@@ -86,6 +100,7 @@ def _migrate(engine: Engine, run: Callable[[Config], None]) -> None:
             with conn.begin():
                 if not sqlite:
                     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                _check_known(current_revision(conn))
                 cfg.attributes["connection"] = conn
                 run(cfg)
                 if sqlite:
@@ -125,10 +140,5 @@ def check_schema(engine: Engine) -> None:
         return
     if current is None:
         raise Conflict(f"the registry database has no schema yet (this imaas needs {head}); run `imaas db upgrade`")
-    known = {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
-    if current not in known:
-        raise Conflict(
-            f"the registry database is at revision {current}, which this imaas does not know "
-            f"(it needs {head}): it was migrated by a newer imaas"
-        )
+    _check_known(current)
     raise Conflict(f"the registry database is at revision {current}; run `imaas db upgrade` (this imaas needs {head})")

@@ -15,9 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imaas.domain import AliasRoute
-from imaas.errors import ConcurrentChange, InvalidField
+from imaas.errors import ConcurrentChange
 from imaas.registry import queries
 from imaas.registry.changes import NOT_MOVES, record
+from imaas.registry.fields import invalid
 from imaas.registry.tables import AliasRow, ModelRow, StateRow, VersionRow, utcnow
 
 
@@ -107,9 +108,9 @@ def set_canary(
         return queries.alias_route(s, model, alias)
     target = queries.version_row(s, model, version)
     if target.id == row.version_id:
-        raise InvalidField(
-            f"version: {alias!r} of {model.name!r} already points at version {version}; "
-            "a canary must be another version"
+        raise invalid(
+            "version",
+            f"{alias!r} of {model.name!r} already points at version {version}; a canary must be another version",
         )
     if weight == 100:
         detail = {"canary_weight": row.canary_weight if row.canary_version_id == target.id else 0.0}
@@ -171,14 +172,15 @@ def set_shadow(
     name, version = target
     shadow_model = model if name == model.name else queries.model_row(s, name)
     if shadow_model.task != model.task:
-        raise InvalidField(
-            f"model: {name!r} is a {shadow_model.task} model; the shadow of {model.name}:{alias} "
-            f"must be a {model.task} model"
+        raise invalid(
+            "model",
+            f"{name!r} is a {shadow_model.task} model; the shadow of {model.name}:{alias} must be a {model.task} model",
         )
     shadow = queries.version_row(s, shadow_model, version)
     if shadow.id == row.version_id:
-        raise InvalidField(
-            f"version: {alias!r} of {model.name!r} points at version {version} itself; a shadow must be another version"
+        raise invalid(
+            "version",
+            f"{alias!r} of {model.name!r} points at version {version} itself; a shadow must be another version",
         )
     if row.shadow_version_id == shadow.id and row.shadow_weight == weight:
         return queries.alias_route(s, model, alias)

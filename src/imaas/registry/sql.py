@@ -10,7 +10,15 @@ its events under the next numbers of the change sequence, and commits: writers q
 instead of colliding, and sequence numbers commit in order (see ``changes``). A write that
 still finds the database locked after SQLite's busy timeout is run again after a backoff
 (``WriteRetry``); when every attempt met a lock it raises ``RegistryBusy`` (503 with
-Retry-After), never a raw database error.
+Retry-After), never a raw database error. On PostgreSQL each write transaction sets
+``lock_timeout``, so a writer stuck behind a lock held too long gives up (and is retried,
+then answered ``RegistryBusy``) instead of hanging. A database that cannot be reached (down,
+restarting, network cut) makes reads and writes raise ``RegistryUnavailable`` (503 with
+Retry-After, no URL in the detail), and they work again as soon as it is back.
+
+No storage call runs under the registry lock on a request's path: a delete leaves a
+tombstone for ``sweep_artifacts``, which every process calls now and then (see
+``versions``).
 
 The work is split by concept: ``queries`` (reads), ``routing`` (aliases, canaries,
 shadows), ``versions`` (pushes, deletes, cards), ``changes`` (sequence, history,
@@ -25,28 +33,39 @@ Example::
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from types import EllipsisType
 from typing import Any, TypeVar
 
-from sqlalchemy import URL, Engine, select
+from sqlalchemy import URL, Engine, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imaas.domain import AliasRoute, ModelEvent, ModelRecord, ModelRef, ModelVersion, RollbackPlan, Route
-from imaas.errors import Conflict, NothingToRollBack, RegistryBusy
+from imaas.errors import Conflict, InvalidManifest, NothingToRollBack, RegistryBusy, RegistryUnavailable
 from imaas.registry import changes, fields, queries, routing, versions
-from imaas.registry.engine import DEFAULT_BUSY_TIMEOUT_S, is_busy, make_engine, writer
+from imaas.registry.engine import DEFAULT_BUSY_TIMEOUT_S, is_busy, is_unavailable, make_engine, writer
 from imaas.registry.migrate import check_schema, upgrade_schema
-from imaas.registry.tables import ModelRow, StateRow, VersionRow
-from imaas.schemas.manifest import Manifest
+from imaas.registry.tables import ModelRow, StateRow, VersionRow, utcnow
+from imaas.schemas.manifest import NUL_MESSAGE, Manifest
 
 __all__ = ["SqlRegistry", "WriteRetry", "check_schema", "make_engine", "open_registry", "upgrade_schema"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOCK_TIMEOUT_S = 10.0
+"""How long a PostgreSQL write waits for a lock before giving up (then retried, see ``WriteRetry``)."""
+
+FORGET_REMOVED_S = 86_400.0
+"""How long a tombstone outlives the removal of its bytes (see ``SqlRegistry.sweep_artifacts``)."""
 
 
 @dataclass(frozen=True)
@@ -78,64 +97,133 @@ def open_registry(
     *,
     migrate: bool = True,
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     retry: WriteRetry | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SqlRegistry:
     """Open the registry at ``url``, migrating it first (``migrate=False``: ``Conflict``
-    unless it is already at the newest revision); see ``SqlRegistry`` for the write options."""
+    unless it is already at the newest revision); see ``SqlRegistry`` for the write options.
+
+    ``Conflict`` for a database a newer imaas migrated; ``RegistryUnavailable`` (one line,
+    no URL) when the database cannot be reached.
+    """
     engine = make_engine(url, busy_timeout_s=busy_timeout_s)
     try:
         if migrate:
             upgrade_schema(engine)
         else:
             check_schema(engine)
+    except DBAPIError as exc:
+        engine.dispose()
+        if not is_unavailable(exc):
+            raise
+        log.warning("the registry database cannot be reached: %s", _reason(exc))
+        raise RegistryUnavailable(
+            f"the registry database ({engine.dialect.name}) cannot be reached: check the database URL "
+            "and that the server is up"
+        ) from None
     except BaseException:
         engine.dispose()
         raise
-    return SqlRegistry(engine, retry=retry, sleep=sleep)
+    return SqlRegistry(engine, retry=retry, sleep=sleep, lock_timeout_s=lock_timeout_s)
+
+
+def _reason(exc: DBAPIError) -> str:
+    """The first line of the driver's message (for the log: it may name the host, never the password)."""
+    lines = str(exc.orig).strip().splitlines()
+    return f"{type(exc.orig).__name__}: {lines[0] if lines else ''}"
 
 
 class SqlRegistry:
     """``RegistryStore`` over SQLAlchemy.
 
     ``retry`` says how a write that met a locked database is rerun and ``sleep`` waits
-    between attempts (tests pass one that does not really sleep). Pass an engine from
-    ``make_engine``, which makes SQLite writes begin with ``BEGIN IMMEDIATE``.
+    between attempts (tests pass one that does not really sleep). ``lock_timeout_s`` bounds
+    each PostgreSQL write's wait for a lock (SQLite's wait is the engine's busy timeout).
+    Pass an engine from ``make_engine``, which makes SQLite writes begin with ``BEGIN
+    IMMEDIATE``.
     """
 
     def __init__(
-        self, engine: Engine, *, retry: WriteRetry | None = None, sleep: Callable[[float], None] = time.sleep
+        self,
+        engine: Engine,
+        *,
+        retry: WriteRetry | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     ) -> None:
         self.engine = engine
         self.retry = retry or WriteRetry()
         self._sleep = sleep
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(writer(engine), expire_on_commit=False)
+        # SET takes no bind parameters; an integer of milliseconds is safe to format in
+        self._lock_timeout_sql = (
+            text(f"SET LOCAL lock_timeout = '{max(1, round(lock_timeout_s * 1000))}ms'")
+            if engine.dialect.name == "postgresql"
+            else None
+        )
+        self._state_lock = threading.Lock()
+        self._unreachable = False  # log the first failure and the recovery, not every request
+        self._failing_sweeps: set[str] = set()  # sha256s whose removal failed (warned once)
+
+    def _reachable(self) -> None:
+        if self._unreachable:
+            with self._state_lock:
+                if self._unreachable:
+                    self._unreachable = False
+                    log.warning("the registry database answers again")
+
+    def _unavailable(self, exc: DBAPIError, what: str) -> RegistryUnavailable:
+        """The error to raise for a connection-level failure; logged once per outage."""
+        with self._state_lock:
+            first, self._unreachable = not self._unreachable, True
+        if first:
+            log.warning("the registry database cannot be reached (%s): %s", what, _reason(exc))
+        else:
+            log.debug("the registry database is still unreachable (%s): %s", what, _reason(exc))
+        return RegistryUnavailable(
+            f"{what}: the registry database cannot be reached; retry later", retry_after=self.retry.retry_after_s
+        )
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
+        """A read transaction; ``RegistryUnavailable`` when the database cannot be reached."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except DBAPIError as exc:
+            if not is_unavailable(exc):
+                raise
+            raise self._unavailable(exc, "reading the registry") from exc
+        self._reachable()
 
     def _write(self, work: Callable[[Session, StateRow], T], what: str) -> T:
         """Run ``work`` in one write transaction holding the registry lock, rerunning it when
         it lost a race.
 
-        A locked database (after SQLite's busy timeout) is retried after the backoff of
-        ``self.retry``; a unique constraint that a concurrent writer took first is retried at
-        once, and the rerun sees that writer's rows.
+        A locked database (after SQLite's busy timeout, PostgreSQL's ``lock_timeout``) is
+        retried after the backoff of ``self.retry``; a unique constraint that a concurrent
+        writer took first is retried at once, and the rerun sees that writer's rows. A
+        database that cannot be reached raises ``RegistryUnavailable`` at once.
         """
         delays = iter(self.retry.delays())
         conflicts = 0
         while True:
             try:
                 with self._write_sessions.begin() as session:
-                    return work(session, changes.lock_registry(session))
+                    if self._lock_timeout_sql is not None:
+                        session.execute(self._lock_timeout_sql)
+                    result = work(session, changes.lock_registry(session))
+                self._reachable()
+                return result
             except IntegrityError:
                 conflicts += 1
                 if conflicts >= self.retry.attempts:
                     raise Conflict(f"{what} kept colliding with concurrent writes; retry") from None
             except DBAPIError as exc:
+                if is_unavailable(exc):
+                    raise self._unavailable(exc, what) from exc
                 if not is_busy(exc):
                     raise
                 delay = next(delays, None)
@@ -250,9 +338,21 @@ class SqlRegistry:
         """Register a version. The same bytes with the same manifest return the existing one.
 
         Records a ``push`` event when the version is new; setting ``production`` on a first
-        push is the caller's (``set_alias(..., if_absent=True)``).
+        push is the caller's (``set_alias(..., if_absent=True)``). ``ensure_artifact`` runs
+        under the lock only when a tombstone names ``sha256`` (see ``RegistryStore``).
+
+        ``InvalidManifest``/``InvalidField`` (422) for a NUL character in any text of the
+        manifest (names taken from the ONNX graph included), ``metrics`` or ``source``.
         """
         data = manifest.model_dump(mode="json")
+        bad = fields.find_nul(data)
+        if bad is not None:
+            raise InvalidManifest(f"{bad}: {NUL_MESSAGE}", errors=[{"field": bad, "message": NUL_MESSAGE}])
+        bad = fields.find_nul(metrics or {}, "metrics")
+        if bad is not None:
+            raise fields.invalid(bad, NUL_MESSAGE)
+        if source is not None:
+            fields.check_text(source, "source")
         return self._write(
             lambda s, state: versions.add_version(
                 s,
@@ -328,24 +428,70 @@ class SqlRegistry:
             f"setting the shadow of {name}:{alias}",
         )
 
-    def delete_version(
-        self, name: str, version: int, actor: str | None = None, *, remove_artifact: Callable[[str], None]
-    ) -> ModelVersion:
-        """Delete a version nothing points at, then its artifact if no version still uses it.
+    def delete_version(self, name: str, version: int, actor: str | None = None) -> ModelVersion:
+        """Delete a version nothing points at, in one transaction that touches no storage.
 
-        Two transactions: the delete commits first, so the bytes are never gone while a row
-        names them; the second, under the registry lock again, calls ``remove_artifact``
-        only if no version (of any model, a push meanwhile included) uses the sha256.
+        When no other version uses its bytes a tombstone is recorded with the delete;
+        ``sweep_artifacts`` removes the file later.
         """
-        deleted = self._write(
+        return self._write(
             lambda s, state: versions.delete_version(s, state, name, version, actor),
             f"deleting version {version} of {name!r}",
         )
-        self._write(
-            lambda s, _state: versions.remove_unused_artifact(s, deleted.sha256, remove_artifact),
-            f"removing the artifact of version {version} of {name!r}",
-        )
-        return deleted
+
+    def sweep_artifacts(
+        self,
+        remove_artifact: Callable[[str], None],
+        *,
+        older_than_s: float = 0.0,
+        limit: int = 100,
+        forget_after_s: float = FORGET_REMOVED_S,
+    ) -> list[str]:
+        """Remove the bytes of tombstones older than ``older_than_s``; returns the sha256s removed.
+
+        Each one gets its own short write transaction under the registry lock, which checks
+        again that no version uses the bytes, calls ``remove_artifact(sha256)`` and marks
+        the tombstone removed (the one place storage is called under the lock: in the
+        background, bounded by the store's short timeouts). Bytes a version uses again just
+        lose their tombstone. A removal that fails keeps its tombstone for the next sweep and
+        is logged once (a warning, no traceback) until it succeeds; a store that does not
+        answer (``RegistryBusy``) ends the sweep there. At most ``limit`` per call, oldest
+        first. Tombstones whose bytes were removed more than ``forget_after_s``
+        ago are dropped (until then a push of the same bytes stores them again).
+
+        Example::
+
+            removed = registry.sweep_artifacts(artifacts.delete, older_than_s=60)
+        """
+        now = utcnow()
+        before = now - timedelta(seconds=max(older_than_s, 0.0))
+        forget_before = now - timedelta(seconds=max(forget_after_s, 0.0))
+        with self._session() as s:
+            candidates = versions.sweep_candidates(s, before, limit)
+            forgettable = versions.removed_before(s, forget_before)
+        removed: list[str] = []
+        for sha in candidates:
+            try:
+                done = self._write(
+                    versions.sweeper(sha, before, remove_artifact), f"removing the unused artifact {sha}"
+                )
+            except versions.RemovalFailed as failed:
+                if sha not in self._failing_sweeps:
+                    self._failing_sweeps.add(sha)
+                    log.warning("could not remove the unused artifact %s (the next sweep retries): %s", sha, failed)
+                else:
+                    log.debug("still cannot remove the unused artifact %s: %s", sha, failed)
+                if isinstance(failed.__cause__, RegistryBusy):
+                    break  # the store does not answer: the others would wait for it under the lock too
+                continue
+            if sha in self._failing_sweeps:
+                self._failing_sweeps.discard(sha)
+                log.info("removed the unused artifact %s after earlier failures", sha)
+            if done:
+                removed.append(sha)
+        if forgettable:
+            self._write(lambda s, _state: versions.forget_removed(s, forget_before), "forgetting removed artifacts")
+        return removed
 
     def update_model(
         self,
@@ -359,7 +505,7 @@ class SqlRegistry:
         """Edit a model's card (fields left None are kept); records an ``edit`` event.
 
         ``InvalidField`` for a description over 10,000 characters, more than 50 tags, a tag
-        key over 64 or value over 256 characters, or ``keep_latest`` outside 0-1000.
+        key over 64 or value over 256 characters, a NUL character, or ``keep_latest`` outside 0-100.
         """
         if description is not None:
             description = fields.check_description(description)

@@ -5,6 +5,12 @@ one registry-wide change sequence; ``changes_since`` is the feed other processes
 invalidate what they cached. Writes are serialised registry-wide (SQLite: ``BEGIN
 IMMEDIATE``; PostgreSQL: a row lock on the sequence), so sequence numbers commit in order
 and a poller never skips a change that commits late.
+
+No write calls the artifact store under that lock on a request's path: deleting the last
+version that uses some bytes leaves a tombstone, and ``sweep_artifacts`` (which every
+serving process calls periodically) removes the file later. A database that cannot be
+reached raises ``RegistryUnavailable`` (503); one locked by others past every retry,
+``RegistryBusy`` (503).
 """
 
 from __future__ import annotations
@@ -35,10 +41,17 @@ class RegistryStore(Protocol):
     ) -> tuple[ModelVersion, bool]:
         """Register a version; returns it and whether it is new (same bytes+manifest is not).
 
-        ``ensure_artifact`` runs inside the write transaction, under the registry-wide write
-        lock, before the row is written: it makes sure the bytes are stored (a concurrent
-        delete of the last other version with the same sha256 may have removed them).
-        Records a ``push`` event when the version is new.
+        The caller stores the bytes first. ``ensure_artifact`` makes sure they are still
+        stored and is called only when a tombstone names ``sha256`` (the last version using
+        those bytes was deleted, so ``sweep_artifacts`` may have removed them, possibly after
+        the caller stored them): then it runs inside the write transaction, under the
+        registry-wide lock, before the row is written, and the tombstone goes. Without a
+        tombstone the bytes cannot have been removed (only the sweeper removes, only
+        tombstoned bytes), so a push does no storage I/O under the lock. An
+        ``ensure_artifact`` that raises aborts the push.
+
+        Records a ``push`` event when the version is new. ``InvalidManifest``/``InvalidField``
+        (422) for a NUL character in the manifest, ``metrics`` or ``source``.
         """
         ...
 
@@ -120,14 +133,36 @@ class RegistryStore(Protocol):
         a weight outside 0-100 or the alias's own version."""
         ...
 
-    def delete_version(
-        self, name: str, version: int, actor: str | None = None, *, remove_artifact: Callable[[str], None]
-    ) -> ModelVersion:
+    def delete_version(self, name: str, version: int, actor: str | None = None) -> ModelVersion:
         """Delete a version; ``VersionInUse`` (409) while an alias, canary or shadow points at it.
 
-        When no remaining version shares its sha256, ``remove_artifact(sha256)`` is called
-        under the registry-wide write lock (after the delete committed), so a concurrent push
-        of the same bytes either sees them removed and stores them again, or keeps them.
+        One transaction, no storage call: when no remaining version shares its sha256, a
+        tombstone is recorded with the delete and ``sweep_artifacts`` removes the file later.
+        """
+        ...
+
+    def sweep_artifacts(
+        self,
+        remove_artifact: Callable[[str], None],
+        *,
+        older_than_s: float = 0.0,
+        limit: int = 100,
+        forget_after_s: float = 86_400.0,
+    ) -> list[str]:
+        """Remove the files of tombstones older than ``older_than_s``; returns their sha256s.
+
+        For each (at most ``limit``, oldest first), a short transaction under the
+        registry-wide lock checks again that no version uses the bytes and then calls
+        ``remove_artifact(sha256)`` (the one storage call made under the lock: background
+        work, bounded by the store's short timeouts); bytes in use again just lose their
+        tombstone. A removal that raises keeps its tombstone for the next sweep and is
+        logged once, not raised; database trouble raises ``RegistryBusy`` or
+        ``RegistryUnavailable``. A tombstone stays ``forget_after_s`` after its file was
+        removed, so a push that found the file just before the removal stores it again.
+
+        Example::
+
+            registry.sweep_artifacts(artifacts.delete, older_than_s=60)  # every minute or so
         """
         ...
 

@@ -127,6 +127,25 @@ class EventRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict, server_default="{}")
 
 
+class TombstoneRow(Base):
+    """Bytes no version uses any more, waiting for the sweeper (``RegistryStore.sweep_artifacts``).
+
+    A delete that leaves no version naming ``sha256`` records one in its own transaction:
+    no storage call happens under the registry lock on the request path. The sweeper later
+    removes the bytes (if still unused) and stamps ``removed_at``; the row stays a while
+    after that, because a push that checked the bucket before the removal may still be on
+    its way to ``add_version``, which must then store the bytes again (it calls
+    ``ensure_artifact`` whenever a tombstone, removed or not, names its sha256).
+    """
+
+    __tablename__ = "artifact_tombstones"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # when the last version using the bytes was deleted
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    # when the sweeper removed the bytes; None while they wait
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class StateRow(Base):
     """The registry's single row: the last change sequence number given out.
 

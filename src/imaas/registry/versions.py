@@ -4,15 +4,22 @@ Each function runs inside a write transaction that holds the registry lock. Vers
 numbers come from ``models.last_version``, never from the versions that remain, so a
 deleted version's number is not given to other bytes later.
 
-Artifacts are shared by sha256 between versions (of any model) and removed only when the
-last version using them is gone; both the push (``ensure_artifact``) and the removal run
-under the registry lock, so they cannot interleave: a push either finds the bytes gone and
-stores them again, or the removal finds the push's new row and keeps them.
+Artifacts are shared by sha256 between versions (of any model). Deleting the last version
+that uses some bytes records a tombstone (``artifact_tombstones``) in the same transaction
+and touches no storage: a slow or stalled bucket never holds the registry lock on a
+request's path. ``sweep_one`` (run by ``SqlRegistry.sweep_artifacts``) removes tombstoned
+bytes later, one sha256 per short transaction under the registry lock, after checking
+again that no version uses them. Only the sweeper removes bytes and only tombstoned ones,
+so a push whose sha256 has no tombstone knows its bytes are stored (it committed them
+before ``add_version``) and does no I/O under the lock; with a tombstone (waiting, or
+removed by a sweep that may have run after the push uploaded or found its bytes) it calls
+``ensure_artifact`` there, and the tombstone goes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -22,7 +29,7 @@ from imaas.domain import ModelRecord, ModelVersion
 from imaas.errors import Conflict, VersionInUse
 from imaas.registry import queries
 from imaas.registry.changes import record
-from imaas.registry.tables import ModelRow, StateRow, VersionRow, utcnow
+from imaas.registry.tables import ModelRow, StateRow, TombstoneRow, VersionRow, utcnow
 from imaas.schemas.manifest import Manifest
 
 
@@ -42,8 +49,9 @@ def add_version(
 ) -> tuple[ModelVersion, bool]:
     """Register a version (see ``RegistryStore.add_version``); the model is created on its first push.
 
-    ``ensure_artifact`` runs after every check passed and before the row is written, also
-    when the same version already exists (so the answer "it is there" holds for the bytes too).
+    After every check passed and before the row is written (also when the same version
+    already exists), a tombstone of ``sha256`` is claimed: ``ensure_artifact`` runs, since
+    a sweep may have removed the bytes, and the tombstone goes (``claim_artifact``).
     """
     model = s.scalar(select(ModelRow).where(ModelRow.name == name))
     if model is None:
@@ -55,13 +63,11 @@ def add_version(
     for existing in s.scalars(select(VersionRow).where(VersionRow.model_id == model.id, VersionRow.sha256 == sha256)):
         # compare in today's form: a row stored before a field was added lacks its default
         if Manifest.model_validate(existing.manifest).model_dump(mode="json") == manifest:
-            if ensure_artifact is not None:
-                ensure_artifact()
+            claim_artifact(s, sha256, ensure_artifact)
             return queries.to_version(name, existing), False
     if parent_version is not None:
         queries.version_row(s, model, parent_version)  # VersionNotFound for an unknown parent
-    if ensure_artifact is not None:
-        ensure_artifact()
+    claim_artifact(s, sha256, ensure_artifact)
     model.last_version += 1
     row = VersionRow(
         model_id=model.id,
@@ -84,9 +90,30 @@ def add_version(
     return queries.to_version(name, row), True
 
 
+def claim_artifact(s: Session, sha256: str, ensure_artifact: Callable[[], None] | None) -> None:
+    """A version is about to use ``sha256``: if a tombstone names it, run ``ensure_artifact``
+    (the sweeper may have removed the bytes, even after the caller stored or found them)
+    and drop the tombstone. Without one the bytes are stored and nothing is called.
+
+    An ``ensure_artifact`` that raises aborts the write (and keeps the tombstone).
+    """
+    tombstone = s.get(TombstoneRow, sha256)
+    if tombstone is None:
+        return
+    if ensure_artifact is not None:
+        ensure_artifact()
+    s.delete(tombstone)
+
+
+def in_use(s: Session, sha256: str) -> bool:
+    """Whether any version (of any model) uses the bytes ``sha256``."""
+    return s.scalar(select(VersionRow.id).where(VersionRow.sha256 == sha256).limit(1)) is not None
+
+
 def delete_version(s: Session, state: StateRow, name: str, version: int, actor: str | None) -> ModelVersion:
     """Delete a version nothing routes to; ``VersionInUse`` names every alias, canary and
-    shadow (of any model) that still points at it. The artifact is the caller's next step."""
+    shadow (of any model) that still points at it. When it was the last version using its
+    bytes, a tombstone tells the sweeper to remove them (no storage call here)."""
     model = queries.model_row(s, name)
     row = queries.version_row(s, model, version)
     users = queries.version_users(s, row)
@@ -94,16 +121,77 @@ def delete_version(s: Session, state: StateRow, name: str, version: int, actor: 
         raise VersionInUse(f"version {version} of {name!r} is in use by {', '.join(users)}")
     deleted = queries.to_version(name, row)
     s.delete(row)
-    record(s, state, name, "delete", from_version=version, actor=actor, detail={"sha256": row.sha256})
+    s.flush()
+    if not in_use(s, deleted.sha256):
+        tombstone = s.get(TombstoneRow, deleted.sha256)
+        if tombstone is None:
+            s.add(TombstoneRow(sha256=deleted.sha256, since=utcnow(), removed_at=None))
+        else:  # the bytes were removed once and pushed again since: they wait again
+            tombstone.since, tombstone.removed_at = utcnow(), None
+    record(s, state, name, "delete", from_version=version, actor=actor, detail={"sha256": deleted.sha256})
     return deleted
 
 
-def remove_unused_artifact(s: Session, sha256: str, remove_artifact: Callable[[str], None]) -> bool:
-    """Call ``remove_artifact(sha256)`` when no version row uses those bytes any more."""
-    if s.scalar(select(VersionRow.id).where(VersionRow.sha256 == sha256).limit(1)) is not None:
+def sweep_candidates(s: Session, before: datetime, limit: int) -> list[str]:
+    """Tombstoned sha256s waiting since before ``before``, oldest first, at most ``limit``."""
+    q = (
+        select(TombstoneRow.sha256)
+        .where(TombstoneRow.removed_at.is_(None), TombstoneRow.since <= before)
+        .order_by(TombstoneRow.since, TombstoneRow.sha256)
+        .limit(max(limit, 0))
+    )
+    return list(s.scalars(q))
+
+
+class RemovalFailed(Exception):
+    """``remove_artifact`` raised inside a sweep: the transaction is rolled back and the
+    tombstone stays. The message is the cause in one line (its class and first line)."""
+
+
+def sweeper(
+    sha256: str, before: datetime, remove_artifact: Callable[[str], None]
+) -> Callable[[Session, StateRow], bool]:
+    """The write that sweeps one tombstone (``sweep_one``), for ``SqlRegistry._write``."""
+    return lambda s, _state: sweep_one(s, sha256, before, remove_artifact)
+
+
+def sweep_one(s: Session, sha256: str, before: datetime, remove_artifact: Callable[[str], None]) -> bool:
+    """Under the registry lock: remove the bytes of a waiting tombstone if still unused.
+
+    Returns whether ``remove_artifact`` ran; when it raises, ``RemovalFailed`` rolls the
+    transaction back (the tombstone waits for the next sweep). A tombstone whose bytes a
+    version uses again is dropped; one another sweeper handled meanwhile is left alone.
+    """
+    tombstone = s.get(TombstoneRow, sha256)
+    if tombstone is None or tombstone.removed_at is not None or queries.aware(tombstone.since) > before:
         return False
-    remove_artifact(sha256)
+    if in_use(s, sha256):
+        s.delete(tombstone)
+        return False
+    try:
+        remove_artifact(sha256)
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        raise RemovalFailed(f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__) from exc
+    tombstone.removed_at = utcnow()
     return True
+
+
+def removed_before(s: Session, before: datetime) -> bool:
+    """Whether a tombstone's bytes were removed before ``before`` (``forget_removed`` has work)."""
+    q = select(TombstoneRow.sha256).where(TombstoneRow.removed_at.is_not(None), TombstoneRow.removed_at < before)
+    return s.scalar(q.limit(1)) is not None
+
+
+def forget_removed(s: Session, before: datetime) -> int:
+    """Drop tombstones whose bytes were removed before ``before``: no push still on its way
+    can have seen those bytes. Returns how many went."""
+    rows = list(
+        s.scalars(select(TombstoneRow).where(TombstoneRow.removed_at.is_not(None), TombstoneRow.removed_at < before))
+    )
+    for row in rows:
+        s.delete(row)
+    return len(rows)
 
 
 def update_model(

@@ -12,16 +12,30 @@ Example (YAML)::
                  mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}
     labels: imagenet-1k
     postprocess: {activation: softmax, top_k: 5}
+
+No text in a manifest may contain a NUL character: PostgreSQL cannot store one in JSON, so
+it is refused on every backend, naming the field (``description: ... NUL characters``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Task = Literal["classification", "detection", "ocr", "embedding", "image-to-image"]
 NAMED_LABEL_SETS = ("imagenet-1k",)
+NUL_MESSAGE = "must not contain NUL characters (\\u0000)"
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError(NUL_MESSAGE)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""A ``str`` field of the manifest: any text but NUL."""
 
 
 class _Strict(BaseModel):
@@ -38,7 +52,7 @@ class InputSpec(_Strict):
     are padded to it.
     """
 
-    name: str | None = None
+    name: Text | None = None
     layout: Literal["NCHW", "NHWC"] | None = None
     size: tuple[int, int] | None = None
     color: Literal["RGB", "BGR", "L"] = "RGB"
@@ -93,14 +107,14 @@ class Postprocess(_Strict):
 
     activation: Literal["softmax", "sigmoid", "none", "auto"] = "auto"
     top_k: int = Field(5, ge=1, le=1000)
-    output: str | None = None
+    output: Text | None = None
 
 
 class Manifest(_Strict):
     """Everything imaas needs to serve an ONNX file."""
 
     task: Task = "classification"
-    description: str = ""
+    description: Text = ""
     input: InputSpec = Field(default_factory=InputSpec)
     preprocess: Preprocess = Field(default_factory=Preprocess)
     labels: str | list[str] | None = None
@@ -113,6 +127,10 @@ class Manifest(_Strict):
             raise ValueError(f"unknown label set {v!r}; use one of {list(NAMED_LABEL_SETS)} or a list")
         if isinstance(v, list) and not v:
             raise ValueError("labels must not be an empty list")
+        if isinstance(v, list):
+            for i, label in enumerate(v):
+                if "\x00" in label:
+                    raise ValueError(f"label {i} {NUL_MESSAGE}")
         return v
 
     @model_validator(mode="after")

@@ -15,6 +15,12 @@ botocore's errors are translated where they enter: a missing object is ``NotFoun
 endpoint that does not answer (or answers 5xx) is ``RegistryBusy`` (503, retry later),
 and a refusal (access denied, no such bucket) is an internal error for the operator.
 
+The client the store builds itself waits briefly on the small calls (HEAD, DELETE: 3 s to
+connect, 10 s for an answer, two attempts), so a stalled endpoint costs the registry's
+artifact sweep (the one caller under the registry lock) seconds, not minutes; transfers
+(uploads, downloads) get their own client with a longer read timeout, because a large
+multipart upload's completion may take a while to answer.
+
 Example::
 
     store = S3ArtifactStore("models", "imaas", home / "artifact-cache")
@@ -29,7 +35,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imaas.errors import ArtifactCorrupt, ImaasError, NotFound, RegistryBusy
 from imaas.registry.artifacts.local import LocalArtifactStore, Readable, check_digest
@@ -44,12 +50,28 @@ _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 _BUSY = frozenset({"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ServiceUnavailable"})
 
 
+SMALL_CALLS: dict[str, Any] = {
+    "connect_timeout": 3,
+    "read_timeout": 10,
+    "retries": {"mode": "standard", "total_max_attempts": 2},
+}
+"""botocore settings of the client for HEAD and DELETE (seconds)."""
+
+TRANSFERS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "read_timeout": 60,
+    "retries": {"mode": "standard", "max_attempts": 3},
+}
+"""botocore settings of the client for uploads and downloads (seconds)."""
+
+
 class S3ArtifactStore:
     """Artifacts in ``s3://bucket/prefix``, with a local cache under ``cache_dir``.
 
-    ``client`` replaces the boto3 client the store would build (tests pass one holding
-    dummy credentials); otherwise credentials come from boto3's usual chain. The bucket
-    must exist: the store never creates it.
+    ``client`` replaces the boto3 clients the store would build (tests pass one holding
+    dummy credentials; it then serves small calls and transfers alike); otherwise
+    credentials come from boto3's usual chain. The bucket must exist: the store never
+    creates it.
     """
 
     def __init__(
@@ -62,16 +84,20 @@ class S3ArtifactStore:
         endpoint_url: str | None = None,
         region: str | None = None,
     ) -> None:
-        if client is None:
+        if client is not None:
+            transfer = client
+        else:
             import boto3
             from botocore.config import Config
 
             # bounded waits: a stalled endpoint becomes RegistryBusy, not a hung request
-            config = Config(connect_timeout=5, read_timeout=60, retries={"mode": "standard", "max_attempts": 3})
-            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+            session = boto3.session.Session()
+            client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=Config(**SMALL_CALLS))
+            transfer = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=Config(**TRANSFERS))
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self._client = client
+        self._transfer = transfer
         self._cache = LocalArtifactStore(cache_dir)
         # digests whose cached copy this process has hashed (or written itself)
         self._verified: set[str] = set()
@@ -98,7 +124,7 @@ class S3ArtifactStore:
         key = self.key(staged.sha256)
         if not self._object_exists(staged.sha256, key):
             with _answers(staged.sha256):
-                self._client.upload_file(str(staged.path), self.bucket, key)
+                self._transfer.upload_file(str(staged.path), self.bucket, key)
         cached = self._cache.exists(staged.sha256)
         self._cache.commit(staged, keep=keep)
         if not cached:
@@ -158,7 +184,7 @@ class S3ArtifactStore:
 
     def _download(self, sha256: str) -> Path:
         with _answers(sha256):
-            body = self._client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
+            body = self._transfer.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
             try:
                 staged = self._cache.stage(body)
             finally:
@@ -176,10 +202,13 @@ class S3ArtifactStore:
 def _answers(sha256: str) -> Iterator[None]:
     """Translate what boto3 raises inside the block into the error tree."""
     from boto3.exceptions import Boto3Error
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
     try:
         yield
+    except (NoCredentialsError, PartialCredentialsError) as exc:  # configuration, not an outage: no retry-after
+        log.error("the artifact store has no usable credentials (AWS_ACCESS_KEY_ID...): %s", exc)
+        raise ImaasError("the artifact store refused the request: the server has no credentials for it") from exc
     except (ClientError, BotoCoreError, Boto3Error) as exc:
         # boto3's transfer errors (S3UploadFailedError) wrap the ClientError that caused them
         cause: BaseException | None = exc

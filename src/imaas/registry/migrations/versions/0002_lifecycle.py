@@ -13,6 +13,8 @@ Create Date: 2026-12-04
   numbers (history outlives deleted versions), numbered by the change sequence ``seq``
   kept in the single-row ``registry_state``. Old alias moves become ``alias`` events whose
   ``seq`` is their old id, so they keep their order.
+- ``artifact_tombstones``: bytes no version uses any more, removed later by the sweeper
+  (never under the registry lock on a request's path).
 """
 
 from typing import Literal
@@ -62,6 +64,12 @@ def upgrade() -> None:
         "LEFT JOIN model_versions p ON p.id = e.previous_version_id"
     )
     op.execute("INSERT INTO registry_state (id, seq) SELECT 1, COALESCE(MAX(seq), 0) FROM model_events")
+    op.create_table(
+        "artifact_tombstones",
+        sa.Column("sha256", sa.String(64), primary_key=True),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("removed_at", sa.DateTime(timezone=True)),
+    )
     op.drop_index("ix_alias_events_model_id", table_name="alias_events")
     op.drop_table("alias_events")
 
@@ -98,7 +106,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Back to 0001: alias moves whose versions still exist return to ``alias_events``;
-    every other event, the cards, shadows and the numbers of deleted parents are dropped."""
+    every other event, the cards, shadows and the numbers of deleted parents are dropped,
+    and so are the tombstones: files still waiting for the sweeper stay in the artifact
+    store, unused (harmless; a push of the same bytes reuses them)."""
+    op.drop_table("artifact_tombstones")
+
     with op.batch_alter_table("aliases", recreate=_recreate()) as batch:
         batch.drop_column("shadow_weight")
         batch.drop_column("shadow_version_id")

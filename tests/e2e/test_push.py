@@ -157,9 +157,7 @@ def test_a_graph_onnx_runtime_cannot_run_is_refused_at_push(server: RunningServe
     assert httpx.get(f"{server.url}/v1/models/refused").status_code == 404  # nothing registered
 
 
-def test_a_graph_that_runs_one_image_at_a_time_is_served_one_at_a_time(
-    server: RunningServer, tmp_path: Path
-) -> None:
+def test_a_graph_that_runs_one_image_at_a_time_is_served_one_at_a_time(server: RunningServer, tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from tests.factories import batch_of_one_inside

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from imaas.errors import ImaasError
 from imaas.imaging.decode import DecodeLimits
 from imaas.registry.artifacts.factory import open_artifacts
 from imaas.registry.artifacts.store import ArtifactStore
@@ -56,6 +57,11 @@ class Services:
             await asyncio.sleep(interval)
             try:
                 await self.inference.residency.check()
+                # files whose last version was deleted (a delete removes them at once when the
+                # store answers; this retries the ones it could not)
+                await asyncio.to_thread(self.registry.sweep_artifacts, self.artifacts.delete)
+            except ImaasError as exc:  # the database or the store is away: next interval
+                log.warning("periodic model housekeeping failed (will retry): %s", exc.detail)
             except Exception:  # never let the policy loop die
                 log.exception("checking idle versions failed")
 

@@ -17,12 +17,13 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from imaas.domain import PRODUCTION, AliasRoute, ModelEvent, ModelRecord, ModelVersion, check_name
-from imaas.errors import AliasNotFound, ConcurrentChange, InvalidField
+from imaas.errors import AliasNotFound, ConcurrentChange, ImaasError, InvalidField
 from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.fields import check_weight
 from imaas.registry.store import RegistryStore
@@ -31,6 +32,8 @@ from imaas.schemas.rest import LoadState
 from imaas.services.comparison import PairStats
 from imaas.services.inference import InferenceService
 from imaas.services.models import ModelService
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -206,13 +209,17 @@ class LifecycleService:
         return route
 
     async def delete_version(self, name: str, version: int, actor: str | None = None) -> ModelVersion:
-        """Delete a version (409 while pinned by an alias, canary or shadow); its file goes
-        with its last reference; it is unloaded here once its requests have finished."""
-        deleted = await asyncio.to_thread(
-            self.registry.delete_version, name, version, actor, remove_artifact=self.artifacts.delete
-        )
+        """Delete a version (409 while pinned by an alias, canary or shadow); it is unloaded
+        here once its requests have finished, and its file goes with its last reference:
+        removed now when the store answers, else by the periodic sweep (a failing store
+        never fails the delete, which has happened)."""
+        deleted = await asyncio.to_thread(self.registry.delete_version, name, version, actor)
         self.inference.invalidate(name)
         await self.inference.engine.unload(deleted.key)
+        try:
+            await asyncio.to_thread(self.registry.sweep_artifacts, self.artifacts.delete)
+        except ImaasError as exc:
+            log.warning("removing unused artifacts after a delete failed (the sweep retries): %s", exc.detail)
         return deleted
 
     async def status(self, name: str) -> tuple[list[VersionStatus], int]:

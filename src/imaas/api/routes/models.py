@@ -20,6 +20,7 @@ from imaas.errors import (
     ModelNotFound,
     ModelNotReady,
     RegistryBusy,
+    RegistryUnavailable,
     VersionNotFound,
     VersionNotLoadable,
 )
@@ -38,7 +39,8 @@ class _SegmentWithoutColon(StringConvertor):
 
 register_url_convertor("imaas_model", _SegmentWithoutColon())
 
-WRITE_ERRORS = (Conflict, RegistryBusy)  # a registry write can collide with another, or find it locked
+# a registry write can collide with another, find it locked, or not reach it
+WRITE_ERRORS = (Conflict, RegistryBusy, RegistryUnavailable)
 
 
 WARM_ERRORS = (VersionNotLoadable, ModelNotReady)  # a version that cannot load, or still loads

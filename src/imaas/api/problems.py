@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -99,7 +100,31 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     resp = problem(request, exc.status_code, code, title, str(exc.detail))
     if exc.headers:
         resp.headers.update(exc.headers)
+    if exc.status_code == 405 and (allowed := allowed_methods(request)):
+        resp.headers["Allow"] = ", ".join(sorted(allowed))  # every route of the path, not only the first
     return resp
+
+
+def allowed_methods(request: Request) -> set[str]:
+    """The methods of every route whose path matches the request's (a path served by several
+    routes, e.g. GET and PATCH ``/v1/models/{name}``, allows all of theirs)."""
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in _flat(request.app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
+
+
+def _flat(routes: Iterable[Any]) -> Iterator[Any]:
+    """Routes, with those of included routers (FastAPI keeps them inside the router they came from)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _flat(inner.routes)
+        else:
+            yield route
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -4,15 +4,29 @@ comparison, history and model cards. Shared by the API and the SDK."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from imaas.schemas.rest import LoadState
 
 _ALIAS = r"^[a-z][a-z0-9_-]{0,31}$"
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 _MAX_VERSION = 2**53 - 1
+_PERCENT: dict[str, Any] = {"minimum": 0, "maximum": 100}
+# what the registry accepts in a card (registry/fields.py): no NUL (PostgreSQL text cannot hold one)
+_TEXT = r"^[^\x00]*$"
+TagKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+TagValue = Annotated[str, StringConstraints(max_length=256, pattern=_TEXT)]
+Tags = Annotated[
+    dict[TagKey, TagValue],
+    Field(
+        max_length=50,
+        description="replaces the tags; at most 50",
+        # a key pattern would turn into patternProperties; the registry refuses a NUL in a key
+        json_schema_extra={"propertyNames": {"minLength": 1, "maxLength": 64, "pattern": _TEXT}},
+    ),
+]
 
 
 class PromoteRequest(BaseModel):
@@ -48,7 +62,11 @@ class CanaryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(ge=1, le=_MAX_VERSION, description="a version of the same model, not the alias's own")
-    weight: float = Field(strict=True, description="percent of requests, 0-100; 100 completes the rollout, 0 ends it")
+    weight: float = Field(
+        strict=True,
+        description="percent of requests, 0-100; 100 completes the rollout, 0 ends it",
+        json_schema_extra=_PERCENT,  # checked by the service: 422 invalid_field naming `weight`
+    )
 
 
 class ShadowRequest(BaseModel):
@@ -58,7 +76,9 @@ class ShadowRequest(BaseModel):
 
     model: str | None = Field(None, pattern=_NAME, description="another model of the same task; default this one")
     version: int = Field(ge=1, le=_MAX_VERSION)
-    weight: float = Field(strict=True, description="percent of requests copied, 0-100; 0 ends the shadow")
+    weight: float = Field(
+        strict=True, description="percent of requests copied, 0-100; 0 ends the shadow", json_schema_extra=_PERCENT
+    )
 
 
 class VersionStatusInfo(BaseModel):
@@ -146,9 +166,18 @@ class ModelCardUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    description: str | None = Field(None, max_length=10_000)
-    tags: dict[str, str] | None = Field(None, description="replaces the tags; at most 50")
-    keep_latest: int | None = Field(None, ge=0, le=100, description="newest versions kept loaded")
+    description: str | None = Field(None, max_length=10_000, pattern=_TEXT)
+    tags: Tags | None = None
+    keep_latest: int | None = Field(
+        None, ge=0, le=100, description="newest versions kept loaded", json_schema_extra={"type": "integer"}
+    )
+
+    @field_validator("keep_latest", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # JSON true is not the integer 1
+            raise ValueError("keep_latest must be an integer, not a boolean")
+        return value
 
 
 class VersionCardUpdate(BaseModel):
@@ -156,5 +185,5 @@ class VersionCardUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    description: str | None = Field(None, max_length=10_000)
-    tags: dict[str, str] | None = Field(None, description="replaces the tags; at most 50")
+    description: str | None = Field(None, max_length=10_000, pattern=_TEXT)
+    tags: Tags | None = None

@@ -134,6 +134,7 @@ class InferenceService:
         self.shadow_nice = shadow_nice
         self._shadow_executor: ThreadPoolExecutor | None = None
         self._warm: set[tuple[str, int]] | None = None
+        self._warmed: set[tuple[str, int]] = set()  # the warm-up versions that did load
         self._unloaded: set[tuple[str, int]] = set()
 
     def invalidate(self, name: str) -> None:
@@ -365,6 +366,7 @@ class InferenceService:
         for version in versions:
             with contextlib.suppress(ModelNotReady):  # remembered with its reason, and logged
                 await self.model(version)
+        self._warmed = {v.key for v in versions if self.engine.get(v.key) is not None}
         self._warm = {v.key for v in versions}
 
     def assume_warm(self) -> None:
@@ -382,7 +384,9 @@ class InferenceService:
         failed = {f"{n}@{v}": f for (n, v), f in sorted(failures.items()) if self.engine.get((n, v)) is None}
         if self._warm is None:
             return Readiness(False, loaded, ["warm-up still running"], failed)
-        wanted = sorted((self._warm - self._unloaded) & self.residency.pinned)  # a promote unpins the old
+        # a promote unpins the old version; one that loaded at warm-up and is being loaded again
+        # (an operator unloaded it, a request brought it back) does not make the server unready
+        wanted = sorted((self._warm - self._unloaded - self._warmed) & self.residency.pinned)
         missing = [f"{n}@{v}" for n, v in wanted if self.engine.get((n, v)) is None and (n, v) not in failures]
         return Readiness(not missing, loaded, missing, failed)
 

@@ -131,7 +131,6 @@ def build_services(settings: Settings) -> Services:
         idle_unload_s=policy.idle_unload_s,
         memory_budget_bytes=policy.memory_budget_mib * 1024 * 1024 if policy.memory_budget_mib else None,
     )
-    models.on_change(inference.invalidate)
     return Services(
         settings=settings,
         registry=registry,

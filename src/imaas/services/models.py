@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -43,21 +42,13 @@ def parse_manifest(raw: str | bytes | dict[str, Any] | Manifest | None) -> Manif
 
 
 class ModelService:
-    """Registers and describes models; tells listeners when an alias may have moved."""
+    """Registers and describes models (synchronous: the edges run it on a thread). A server
+    pushes through ``LifecycleService.push``, which takes up the change in its caches."""
 
     def __init__(self, registry: RegistryStore, artifacts: ArtifactStore, max_upload_bytes: int) -> None:
         self.registry = registry
         self.artifacts = artifacts
         self.max_upload_bytes = max_upload_bytes
-        self._listeners: list[Callable[[str], None]] = []
-
-    def on_change(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(model_name)`` after every write to a model."""
-        self._listeners.append(listener)
-
-    def _changed(self, name: str) -> None:
-        for listener in self._listeners:
-            listener(name)
 
     def push(
         self,
@@ -107,7 +98,6 @@ class ModelService:
         self.registry.set_alias(name, PRODUCTION, version.version, actor=actor or "push", if_absent=True, action="push")
         if alias is not None and self.registry.get_model(name).aliases.get(alias) != version.version:
             self.registry.set_alias(name, alias, version.version, actor=actor or "push", action="push")
-        self._changed(name)
         return version, created
 
     def _ensure_stored(self, staged: Staged) -> None:

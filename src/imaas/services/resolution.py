@@ -32,11 +32,6 @@ class RouteCache:
         self._generation = 0
         self._lock = threading.Lock()
 
-    @property
-    def generation(self) -> int:
-        """Bumped by every invalidation."""
-        return self._generation
-
     def peek(self, ref: ModelRef) -> Route | None:
         """The cached route of ``ref``, without reading the registry."""
         return self._routes.get(ref)

@@ -68,11 +68,6 @@ class ShadowRunner:
         self._queue: asyncio.Queue[ShadowCopy] | None = None
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def pending(self) -> int:
-        """Copies waiting to run."""
-        return self._queue.qsize() if self._queue is not None else 0
-
     def offer(self, copy: ShadowCopy) -> bool:
         """Queue ``copy`` (on the event loop) unless the queue is full; never waits."""
         if self._queue is None:

@@ -1,11 +1,15 @@
-"""Plain domain types shared across layers: model references, versions, the clock."""
+"""Plain domain types shared across layers: model references, versions, API keys and the
+caller (``Principal``), the clock."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 from imaas.errors import InvalidRequest
@@ -215,3 +219,115 @@ class SystemClock:
     def now(self) -> float:
         """``time.monotonic()``."""
         return time.monotonic()
+
+
+class Scope(StrEnum):
+    """What an API key may do. ``keys:admin`` manages keys and reads the audit log."""
+
+    INFER = "infer"
+    MODELS_READ = "models:read"
+    MODELS_WRITE = "models:write"
+    KEYS_ADMIN = "keys:admin"
+    USAGE_READ = "usage:read"
+
+
+ALL_SCOPES: frozenset[str] = frozenset(s.value for s in Scope)
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """A key's rate limit and image quotas (None: unlimited), and its free tier.
+
+    ``rps`` requests per second refill a bucket of ``burst`` requests (default: ``rps``
+    rounded up); ``images_per_day`` and ``images_per_month`` count predicted images per UTC
+    day and calendar month; the first ``free_images_per_month`` images of a month cost nothing.
+    """
+
+    rps: float | None = None
+    burst: int | None = None
+    images_per_day: int | None = None
+    images_per_month: int | None = None
+    free_images_per_month: int = 0
+
+    @property
+    def limited(self) -> bool:
+        """Whether any limit applies (an unlimited key skips the counters)."""
+        return self.rps is not None or self.images_per_day is not None or self.images_per_month is not None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as stored: never its secret, only the secret's hash.
+
+    ``models`` holds model names or shell-style patterns (``team-a-*``); None means every
+    model. ``replaced_by`` names the key a rotation created; the old one keeps working
+    until ``revoked_at`` (the end of the rotation's grace period).
+    """
+
+    id: str
+    name: str
+    secret_hash: str
+    scopes: frozenset[str]
+    models: tuple[str, ...] | None
+    limits: KeyLimits
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+    created_by: str | None = None
+    replaced_by: str | None = None
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling and what they may do: handed by the edges to every service that
+    authorises, meters or records.
+
+    ``key_id`` is None only when authentication is off (local development), where the
+    caller may do everything.
+
+    Example::
+
+        p = Principal("k1", "ci", frozenset({"infer"}), ("team-a-*",))
+        p.allows(Scope.INFER), p.sees("team-a-cats"), p.sees("team-b")  # True, True, False
+    """
+
+    key_id: str | None
+    name: str
+    scopes: frozenset[str] = ALL_SCOPES
+    models: tuple[str, ...] | None = None
+    limits: KeyLimits = field(default_factory=KeyLimits)
+
+    def allows(self, scope: Scope | str) -> bool:
+        """Whether the key carries ``scope``."""
+        return scope in self.scopes
+
+    def sees(self, model: str) -> bool:
+        """Whether ``model`` exists for this key (a key limited to some models sees no other)."""
+        if self.models is None:
+            return True
+        return _model_matcher(self.models)(model) is not None
+
+    @property
+    def actor(self) -> str:
+        """How history and the audit log name this caller."""
+        return self.name if self.key_id is None else f"{self.name} ({self.key_id})"
+
+
+ANONYMOUS = Principal(key_id=None, name="anonymous")
+"""The caller when authentication is off: every scope, every model."""
+
+
+_MATCHERS: dict[tuple[str, ...], Callable[[str], re.Match[str] | None]] = {}
+
+
+def _model_matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    """One compiled regex for a key's patterns (cached: a predict checks it on the hot path)."""
+    matcher = _MATCHERS.get(patterns)
+    if matcher is None:
+        regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or "(?!)")
+        matcher = regex.fullmatch
+        if len(_MATCHERS) < 4096:
+            _MATCHERS[patterns] = matcher
+    return matcher

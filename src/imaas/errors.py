@@ -40,11 +40,65 @@ class InvalidRequest(ImaasError):
 
 
 class Unauthorized(ImaasError):
-    """Credentials are missing or wrong (used once authentication lands)."""
+    """Credentials are missing or wrong: the request is refused before anything else is read.
+
+    The subclasses tell why, each with its own code; none of them tells whether a key with
+    the presented id exists (a wrong secret and an unknown key are both ``invalid_credentials``).
+    """
 
     status = 401
     code = "unauthorized"
     title = "Missing or invalid credentials"
+
+
+class MissingCredentials(Unauthorized):
+    """No ``Authorization: Bearer`` header (gRPC: ``authorization`` metadata) was sent."""
+
+    code = "missing_credentials"
+    title = "Authentication required"
+
+
+class MalformedCredentials(Unauthorized):
+    """The credentials are not an imaas API key (wrong scheme, prefix or length)."""
+
+    code = "malformed_credentials"
+    title = "Malformed credentials"
+
+
+class InvalidCredentials(Unauthorized):
+    """The key is well formed but no key with that secret exists."""
+
+    code = "invalid_credentials"
+    title = "Invalid API key"
+
+
+class KeyRevoked(Unauthorized):
+    """The key was revoked (or replaced by a rotation whose grace period ended)."""
+
+    code = "key_revoked"
+    title = "API key revoked"
+
+
+class KeyExpired(Unauthorized):
+    """The key's expiry time has passed."""
+
+    code = "key_expired"
+    title = "API key expired"
+
+
+class Forbidden(ImaasError):
+    """The caller is authenticated but may not do this."""
+
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class InsufficientScope(Forbidden):
+    """The key lacks the scope this operation needs (the detail names it)."""
+
+    code = "insufficient_scope"
+    title = "The API key lacks a scope this operation needs"
 
 
 class TooManyImages(InvalidRequest):
@@ -203,6 +257,20 @@ class Overloaded(ImaasError):
     code = "overloaded"
     title = "Too many requests queued for this model"
     default_retry_after = 1.0
+
+
+class RateLimited(Overloaded):
+    """The key sent more requests per second than its rate limit allows (burst included)."""
+
+    code = "rate_limited"
+    title = "Rate limit exceeded for this API key"
+
+
+class QuotaExceeded(Overloaded):
+    """The key used up its images for the day or the month; ``Retry-After`` says when it refills."""
+
+    code = "quota_exceeded"
+    title = "Image quota exhausted for this API key"
 
 
 class ModelNotReady(ImaasError):

@@ -13,13 +13,14 @@ version they name was deleted.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -55,6 +56,8 @@ class ModelRow(Base):
     keep_latest: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # the highest version number ever given (deleted ones included): the next push gets one more
     last_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # what 1,000 predicted images cost (None: the task's price from the settings, else free)
+    price_per_1000: Mapped[float | None] = mapped_column(Float)
 
 
 class VersionRow(Base):
@@ -158,3 +161,66 @@ class StateRow(Base):
     __table_args__ = (CheckConstraint("id = 1", name="ck_registry_state_single_row"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+
+
+class ApiKeyRow(Base):
+    """An API key: its id (the public part of the key), the sha256 of the whole key, never the key.
+
+    ``seq`` is the registry change sequence number of the key's last change (create, revoke,
+    rotate, edit), so every server refreshes its in-memory key table with ``seq > last``;
+    ``last_used_at`` is written in batches off the request path and takes no sequence number.
+    """
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    scopes: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    # model names or shell patterns; None: every model
+    models: Mapped[list[str] | None] = mapped_column(JSON)
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict, server_default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replaced_by: Mapped[str | None] = mapped_column(String(32))
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0", index=True)
+
+
+class UsageRow(Base):
+    """Units of one key on one model version and task in one UTC day, added to in batches.
+
+    The key's id, not a foreign key: usage outlives a revoked key (and is what it is billed on).
+    """
+
+    __tablename__ = "usage_daily"
+    __table_args__ = (
+        UniqueConstraint("key_id", "model", "version", "task", "day", name="uq_usage_daily"),
+        Index("ix_usage_daily_day", "day"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    model: Mapped[str] = mapped_column(String(63), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    task: Mapped[str] = mapped_column(String(32), nullable=False)
+    day: Mapped[date] = mapped_column(Date, nullable=False)
+    requests: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    images: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    compute_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
+    bytes_in: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+
+
+class AuditRow(Base):
+    """One privileged action: who (key id and name), what, on which target, when. Append-only:
+    nothing in imaas updates or deletes these rows."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    target: Mapped[str] = mapped_column(String(255), nullable=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict, server_default="{}")

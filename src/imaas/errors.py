@@ -137,6 +137,13 @@ class AliasNotFound(NotFound):
     title = "Model alias not found"
 
 
+class KeyNotFound(NotFound):
+    """No API key has the requested id."""
+
+    code = "key_not_found"
+    title = "API key not found"
+
+
 class Conflict(ImaasError):
     """The request conflicts with the current state."""
 

@@ -1,0 +1,152 @@
+"""Key management use cases: create, list, revoke, rotate, and the first start's admin key.
+
+Creating a key draws a random id and secret (``security/keys.py``), stores the id and the
+hash (``registry/keys.py``) and applies the new key to this process's ``Authenticator`` at
+once; the text is returned once and never stored. A rotation creates a copy of a key (same
+name, scopes, models and limits) and revokes the old one after a grace period, so callers
+can switch without an outage.
+
+On a registry with no key at all, ``ensure_admin_key`` creates one with every scope and
+writes it to a file only its owner may read (mode 0600, created exclusively: an existing
+file is never overwritten), so a new server is secure from its first start and the CLI on
+the same machine finds the key by itself.
+
+Example::
+
+    svc = KeyService(SqlKeys(registry), authenticator)
+    created = svc.create("ci", ["infer"], models=("team-a-*",), actor="admin (k1)")
+    print(created.text)       # shown once
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from imaas.domain import ALL_SCOPES, ApiKey, KeyLimits
+from imaas.errors import Conflict, InvalidField
+from imaas.registry.keys import SqlKeys
+from imaas.security.keys import new_key
+from imaas.services.auth import Authenticator
+
+MAX_NAME = 128
+MAX_PATTERNS = 64
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A key just made: its record and its text (the only time the text exists)."""
+
+    key: ApiKey
+    text: str
+
+
+class KeyService:
+    """Create, list, revoke and rotate API keys; keeps the process's ``Authenticator`` current."""
+
+    def __init__(self, keys: SqlKeys, authenticator: Authenticator) -> None:
+        self.keys = keys
+        self.authenticator = authenticator
+
+    def create(
+        self,
+        name: str,
+        scopes: Iterable[str],
+        *,
+        models: tuple[str, ...] | None = None,
+        limits: KeyLimits | None = None,
+        expires_at: datetime | None = None,
+        actor: str | None = None,
+    ) -> CreatedKey:
+        """A new key; ``InvalidField`` naming the field for a bad name, scope, pattern or limit."""
+        scopes = check_key_fields(name, scopes, models, limits, expires_at)
+        for _attempt in range(3):
+            issued = new_key()
+            try:
+                key = self.keys.create(
+                    issued.id,
+                    issued.secret_hash,
+                    name,
+                    scopes,
+                    models=models,
+                    limits=limits,
+                    expires_at=expires_at,
+                    created_by=actor,
+                )
+            except Conflict:  # 60 random bits collided: draw another id
+                continue
+            self.authenticator.apply(key)
+            return CreatedKey(key, issued.text)
+        raise Conflict("could not draw an unused API key id; retry")
+
+    def list_keys(self) -> list[ApiKey]:
+        """Every key, without secrets (only their hashes exist)."""
+        return self.keys.list_keys()
+
+    def revoke(self, key_id: str, at: datetime | None = None) -> ApiKey:
+        """Revoke ``key_id`` from ``at`` (default now); ``KeyNotFound`` when no key has that id."""
+        key = self.keys.revoke(key_id, at)
+        self.authenticator.apply(key)
+        return key
+
+    def rotate(self, key_id: str, grace: timedelta = timedelta(0), actor: str | None = None) -> CreatedKey:
+        """A new key with the old one's name, scopes, models, limits and expiry; the old one
+        is revoked after ``grace`` (0: at once)."""
+        old = self.keys.get(key_id)
+        created = self.create(
+            old.name, old.scopes, models=old.models, limits=old.limits, expires_at=old.expires_at, actor=actor
+        )
+        self.revoke(key_id, datetime.now(UTC) + grace)
+        return created
+
+    def ensure_admin_key(self, path: Path) -> Path | None:
+        """On a registry without keys, create an admin key (every scope) and write it to
+        ``path`` (mode 0600); returns the path when it did, None when keys already existed."""
+        if self.keys.list_keys():
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        created = self.create("admin", ALL_SCOPES, actor="imaas (first start)")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(created.text + "\n")
+        return path
+
+
+def check_key_fields(
+    name: str,
+    scopes: Iterable[str],
+    models: tuple[str, ...] | None,
+    limits: KeyLimits | None,
+    expires_at: datetime | None,
+) -> list[str]:
+    """The scopes as a sorted list, once every field of a new key has been checked."""
+    if not name or len(name) > MAX_NAME or not name.isprintable():
+        raise InvalidField(f"name: 1-{MAX_NAME} printable characters")
+    wanted = sorted(set(scopes))
+    unknown = [s for s in wanted if s not in ALL_SCOPES]
+    if unknown or not wanted:
+        raise InvalidField(f"scopes: {unknown or 'none given'}; choose from {', '.join(sorted(ALL_SCOPES))}")
+    if models is not None:
+        if not models or len(models) > MAX_PATTERNS:
+            raise InvalidField(f"models: 1-{MAX_PATTERNS} names or patterns")
+        for p in models:
+            if not p or len(p) > 63 or not p.isprintable() or p != p.strip():
+                raise InvalidField(f"models: {p[:70]!r} is not a model name or pattern")
+    if limits is not None:
+        if limits.rps is not None and not 0 < limits.rps <= 1e6:
+            raise InvalidField("limits.rps: must be above 0 (and at most 1,000,000)")
+        for field, value in (
+            ("burst", limits.burst),
+            ("images_per_day", limits.images_per_day),
+            ("images_per_month", limits.images_per_month),
+        ):
+            if value is not None and value < 1:
+                raise InvalidField(f"limits.{field}: must be at least 1")
+        if limits.free_images_per_month < 0:
+            raise InvalidField("limits.free_images_per_month: must not be negative")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise InvalidField("expires: give a time zone (e.g. 2027-01-01T00:00:00Z)")
+    return wanted

@@ -1,0 +1,98 @@
+"""Usage units accumulated in memory on the request path, written in batches off it.
+
+``add`` is a dictionary update on the event loop (no I/O, no lock: one loop owns the
+recorder); ``flush`` swaps the accumulated batch out and hands it to the ``sink`` on a
+thread. A batch the sink fails to write is merged back and tried again at the next flush,
+so nothing recorded is lost while the database is away; ``close`` flushes what is left.
+
+Example::
+
+    recorder = UsageRecorder(registry_usage.add)     # sink: dict[UsageKey, Units] -> None
+    recorder.add(UsageKey("k1", "mobilenet-v2", 1, "classification", date.today()), images=2, ...)
+    await recorder.flush()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UsageKey:
+    """What a unit is counted against: key x model x version x task x UTC day."""
+
+    key_id: str
+    model: str
+    version: int
+    task: str
+    day: date
+
+
+@dataclass
+class Units:
+    """What was used: requests, images, milliseconds of the server's time, bytes received."""
+
+    requests: int = 0
+    images: int = 0
+    compute_ms: float = 0.0
+    bytes_in: int = 0
+
+    def merge(self, other: Units) -> None:
+        """Add ``other`` into these units."""
+        self.requests += other.requests
+        self.images += other.images
+        self.compute_ms += other.compute_ms
+        self.bytes_in += other.bytes_in
+
+
+Sink = Callable[[dict[UsageKey, Units]], None]
+
+
+class UsageRecorder:
+    """Accumulates usage and writes it through ``sink`` in batches."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._pending: dict[UsageKey, Units] = {}
+        self._flushing = asyncio.Lock()
+
+    @property
+    def pending(self) -> int:
+        """Rows waiting to be written."""
+        return len(self._pending)
+
+    def add(self, key: UsageKey, *, requests: int = 1, images: int, compute_ms: float, bytes_in: int) -> None:
+        """Count one call's units (on the event loop; no I/O)."""
+        units = self._pending.get(key)
+        if units is None:
+            self._pending[key] = Units(requests, images, compute_ms, bytes_in)
+        else:
+            units.requests += requests
+            units.images += images
+            units.compute_ms += compute_ms
+            units.bytes_in += bytes_in
+
+    async def flush(self) -> bool:
+        """Write what is pending; on failure keep it for the next flush. True when written."""
+        async with self._flushing:
+            batch, self._pending = self._pending, {}
+            if not batch:
+                return True
+            try:
+                await asyncio.to_thread(self._sink, batch)
+            except Exception as exc:
+                for key, units in batch.items():  # back in, with whatever arrived meanwhile
+                    current = self._pending.get(key)
+                    if current is None:
+                        self._pending[key] = units
+                    else:
+                        current.merge(units)
+                log.warning("writing %d usage rows failed (kept for the next flush): %s", len(batch), exc)
+                return False
+            return True

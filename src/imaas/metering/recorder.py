@@ -69,14 +69,14 @@ class UsageRecorder:
 
     def add(self, key: UsageKey, *, requests: int = 1, images: int, compute_ms: float, bytes_in: int) -> None:
         """Count one call's units (on the event loop; no I/O)."""
-        units = self._pending.get(key)
-        if units is None:
-            self._pending[key] = Units(requests, images, compute_ms, bytes_in)
+        self._merge(key, Units(requests, images, compute_ms, bytes_in))
+
+    def _merge(self, key: UsageKey, units: Units) -> None:
+        current = self._pending.get(key)
+        if current is None:
+            self._pending[key] = units
         else:
-            units.requests += requests
-            units.images += images
-            units.compute_ms += compute_ms
-            units.bytes_in += bytes_in
+            current.merge(units)
 
     async def flush(self) -> bool:
         """Write what is pending; on failure keep it for the next flush. True when written."""
@@ -88,11 +88,7 @@ class UsageRecorder:
                 await asyncio.to_thread(self._sink, batch)
             except Exception as exc:
                 for key, units in batch.items():  # back in, with whatever arrived meanwhile
-                    current = self._pending.get(key)
-                    if current is None:
-                        self._pending[key] = units
-                    else:
-                        current.merge(units)
+                    self._merge(key, units)
                 log.warning("writing %d usage rows failed (kept for the next flush): %s", len(batch), exc)
                 return False
             return True

@@ -3,7 +3,8 @@
 ``add`` is a dictionary update on the event loop (no I/O, no lock: one loop owns the
 recorder); ``flush`` swaps the accumulated batch out and hands it to the ``sink`` on a
 thread. A batch the sink fails to write is merged back and tried again at the next flush,
-so nothing recorded is lost while the database is away; ``close`` flushes what is left.
+so nothing recorded is lost while the database is away. (Wiring it into the server, with a
+periodic flush and a last one at shutdown, is the next step of the metering work.)
 
 Example::
 

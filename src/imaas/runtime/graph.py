@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,19 @@ def check_model_file(path: Path) -> GraphInfo:
         raise InvalidModel(f"the file is not an ONNX model ({type(exc).__name__})") from None
     if not model.graph.node and not model.graph.output:
         raise InvalidModel("the file is not an ONNX model (empty graph)")
+    external = next(_external_tensors(model.graph), None)
+    if external is not None:
+        # before the checker: ONNX Runtime would open the named file relative to the model's
+        # folder, the artifact store's, where ../x leaves it and a plain name reads another
+        # model's bytes; refuse every one, wherever it points
+        raise InvalidModel(
+            f"tensor {external[:64]!r} keeps its data in an external file; models with external data "
+            "are not accepted (embed the weights in the .onnx file)"
+        )
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
         raise InvalidModel(f"the ONNX model failed the checker: {str(exc).splitlines()[0][:300]}") from None
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise InvalidModel("models with external data files are not supported; embed the weights")
     initializers = {i.name for i in model.graph.initializer}
     inputs = tuple(_info(v) for v in model.graph.input if v.name not in initializers)
     outputs = tuple(_info(v) for v in model.graph.output)
@@ -65,6 +72,31 @@ def check_model_file(path: Path) -> GraphInfo:
     if not inputs or not outputs:
         raise InvalidModel("the ONNX graph must have at least one input and one output")
     return GraphInfo(inputs=inputs, outputs=outputs, opset=opset)
+
+
+def _external_tensors(graph: Any) -> Iterator[str]:
+    """Names of the tensors anywhere in ``graph`` whose data lives in an external file:
+    initializers, sparse initializers and tensor attributes of nodes, in subgraphs too
+    (``If``/``Loop``/``Scan`` bodies)."""
+    import onnx
+
+    def external(t: Any) -> bool:
+        return bool(t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data))
+
+    for t in graph.initializer:
+        if external(t):
+            yield t.name or "(unnamed)"
+    for sp in graph.sparse_initializer:
+        for t in (sp.values, sp.indices):
+            if external(t):
+                yield t.name or sp.values.name or "(unnamed)"
+    for node in graph.node:
+        for attr in node.attribute:
+            for t in (attr.t, *attr.tensors):  # an unset attr.t is an empty, embedded tensor
+                if external(t):
+                    yield t.name or f"{node.name or node.op_type}.{attr.name}"
+            for sub in (attr.g, *attr.graphs):
+                yield from _external_tensors(sub)
 
 
 def _info(value: Any) -> TensorInfo:

@@ -266,7 +266,7 @@ class ApiKey:
 
     id: str
     name: str
-    secret_hash: str
+    secret_hash: str = field(repr=False)
     scopes: frozenset[str]
     models: tuple[str, ...] | None
     limits: KeyLimits

@@ -137,3 +137,12 @@ def test_last_use_is_handed_over_in_batches_and_written(keys: SqlKeys) -> None:
     keys.touch(batch)
     assert keys.get(a.id).last_used_at == datetime.fromtimestamp(NOW + 5, UTC)
     assert keys.get(b.id).last_used_at is None
+
+
+def test_applying_an_own_write_does_not_skip_changes_made_elsewhere(keys: SqlKeys) -> None:
+    here = Authenticator(keys.changed_since, clock=Clock())
+    elsewhere_made = make(keys)  # another process's key, which `here` has not read yet
+    own = make(keys)
+    here.apply(keys.get(own.id))  # a newer sequence number than the other key's
+    assert here.refresh() >= 1
+    assert here.authenticate(bearer(elsewhere_made)).key_id == elsewhere_made.id

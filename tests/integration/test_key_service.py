@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from imaas.domain import ALL_SCOPES, KeyLimits
-from imaas.errors import InvalidCredentials, InvalidField, KeyNotFound, KeyRevoked
+from imaas.errors import Conflict, InvalidCredentials, InvalidField, KeyNotFound, KeyRevoked
 from imaas.registry.keys import SqlKeys
 from imaas.registry.sql import open_registry
 from imaas.services.auth import Authenticator
@@ -106,3 +106,30 @@ def test_bad_fields_are_named(svc: KeyService, kwargs: dict[str, object], field:
 def test_an_aware_expiry_is_kept(svc: KeyService) -> None:
     at = datetime(2030, 1, 1, tzinfo=UTC)
     assert svc.create("ci", ["infer"], expires_at=at).key.expires_at == at
+
+
+def test_a_key_file_already_there_is_never_overwritten_nor_a_key_made_without_it(
+    svc: KeyService, tmp_path: Path
+) -> None:
+    path = tmp_path / "admin.key"
+    path.write_text("someone else's\n")
+    with pytest.raises(Conflict):
+        svc.ensure_admin_key(path)
+    assert path.read_text() == "someone else's\n"
+    assert svc.list_keys() == []
+
+
+def test_revoking_a_key_in_its_rotation_grace_period_ends_it_now(svc: KeyService) -> None:
+    old = svc.create("ci", ["infer"])
+    svc.rotate(old.key.id, grace=timedelta(days=7))
+    svc.revoke(old.key.id)
+    with pytest.raises(KeyRevoked):
+        svc.authenticator.authenticate(f"Bearer {old.text}")
+
+
+def test_secrets_stay_out_of_reprs(svc: KeyService) -> None:
+    created = svc.create("ci", ["infer"])
+    secret = created.text.rsplit("_", 1)[1]
+    for thing in (created, created.key):
+        assert secret not in repr(thing)
+        assert created.key.secret_hash not in repr(thing)

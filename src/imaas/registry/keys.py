@@ -117,15 +117,18 @@ class SqlKeys:
             return [to_key(r) for r in s.scalars(q)]
 
     def revoke(self, key_id: str, at: datetime | None = None) -> ApiKey:
-        """Revoke a key from ``at`` (default now); revoking a revoked key keeps the first time."""
+        """Revoke a key from ``at`` (default now); of several revocations the earliest time holds."""
 
         def work(s: Any, state: Any) -> ApiKey:
             row = s.get(ApiKeyRow, key_id)
             if row is None:
                 raise KeyNotFound(f"no API key with id {key_id!r}")
-            if row.revoked_at is None:
+            when = at or utcnow()
+            # a revocation only ever comes sooner: revoking a key in a rotation's grace period
+            # ends it now, and a second revoke never postpones the first
+            if row.revoked_at is None or aware(row.revoked_at) > when:
                 state.seq += 1
-                row.revoked_at = at or utcnow()
+                row.revoked_at = when
                 row.seq = state.seq
             return to_key(row)
 

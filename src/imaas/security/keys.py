@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from imaas.errors import MalformedCredentials
 
@@ -43,8 +43,8 @@ class IssuedKey:
     """A new key: ``text`` is shown to its owner once and never stored."""
 
     id: str
-    text: str
-    secret_hash: str
+    text: str = field(repr=False)
+    secret_hash: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class ParsedKey:
     """A presented key split into its public id and the whole text (which is hashed)."""
 
     id: str
-    text: str
+    text: str = field(repr=False)
 
 
 def hash_key(text: str) -> str:

@@ -42,8 +42,8 @@ class Authenticator:
     def __init__(self, changed_since: ChangedSince, *, clock: Callable[[], float] = time.time) -> None:
         self._changed_since = changed_since
         self._clock = clock
-        self._keys: dict[str, ApiKey] = {}
-        self._principals: dict[str, Principal] = {}
+        # one entry per key, replaced in one assignment: a lookup never sees half an update
+        self._entries: dict[str, tuple[ApiKey, Principal]] = {}
         self._seq = 0
         self._lock = threading.Lock()  # refresh runs on a thread; lookups only read dict entries
         self._last_used: dict[str, float] = {}
@@ -60,6 +60,9 @@ class Authenticator:
             changed = self._changed_since(self._seq)
             for key in changed:
                 self._apply(key)
+                # only a refresh advances: a key this process applied may be newer than changes
+                # made elsewhere that the next refresh still has to read
+                self._seq = max(self._seq, key.seq)
             return len(changed)
 
     def apply(self, key: ApiKey) -> None:
@@ -68,12 +71,10 @@ class Authenticator:
             self._apply(key)
 
     def _apply(self, key: ApiKey) -> None:
-        current = self._keys.get(key.id)
-        if current is not None and current.seq > key.seq:
+        current = self._entries.get(key.id)
+        if current is not None and current[0].seq > key.seq:
             return  # an older copy (a refresh that read before this process's own write)
-        self._keys[key.id] = key
-        self._principals[key.id] = Principal(key.id, key.name, key.scopes, key.models, key.limits)
-        self._seq = max(self._seq, key.seq)
+        self._entries[key.id] = (key, Principal(key.id, key.name, key.scopes, key.models, key.limits))
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller an ``Authorization`` header value names; raises the ``Unauthorized`` that says why not."""
@@ -81,16 +82,17 @@ class Authenticator:
         if token is None:
             raise MissingCredentials("send 'Authorization: Bearer <API key>'")
         parsed = parse_key(token)
-        key = self._keys.get(parsed.id)
-        if not verify(parsed, key.secret_hash if key is not None else None) or key is None:
+        entry = self._entries.get(parsed.id)
+        if not verify(parsed, entry[0].secret_hash if entry is not None else None) or entry is None:
             raise InvalidCredentials("the API key is not valid")
+        key, principal = entry
         now = self._clock()
         if key.revoked_at is not None and key.revoked_at.timestamp() <= now:
             raise KeyRevoked(f"the API key {key.id} was revoked at {_iso(key.revoked_at)}")
         if key.expires_at is not None and key.expires_at.timestamp() <= now:
             raise KeyExpired(f"the API key {key.id} expired at {_iso(key.expires_at)}")
         self._last_used[key.id] = now
-        return self._principals[key.id]
+        return principal
 
     def take_last_used(self) -> dict[str, datetime]:
         """Keys used since the last call, with when they were last used (for a batched write)."""

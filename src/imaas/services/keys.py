@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,7 +41,7 @@ class CreatedKey:
     """A key just made: its record and its text (the only time the text exists)."""
 
     key: ApiKey
-    text: str
+    text: str = field(repr=False)
 
 
 class KeyService:
@@ -108,10 +108,24 @@ class KeyService:
         if self.keys.list_keys():
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
-        created = self.create("admin", ALL_SCOPES, actor="imaas (first start)")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(created.text + "\n")
+        # the file first (exclusively: it is also the lock between two first starts), so no
+        # key is ever made whose text could not be written down
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if self.keys.list_keys():
+                return None  # another first start won the race
+            raise Conflict(
+                f"{path} exists but the registry has no API key: it holds no valid key; "
+                "remove it and start again to get a new admin key"
+            ) from None
+        try:
+            with os.fdopen(fd, "w") as f:
+                created = self.create("admin", ALL_SCOPES, actor="imaas (first start)")
+                f.write(created.text + "\n")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         return path
 
 

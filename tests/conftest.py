@@ -95,6 +95,10 @@ class RunningServer:
                 raise RuntimeError("server did not start")
             time.sleep(0.02)
         self.grpc_port: int | None = getattr(self.app.state, "grpc_port", None)
+        # the admin key the first start wrote (every scope), for tests that are not about keys
+        key_file = self.settings.admin_key_file
+        self.key = key_file.read_text().strip() if self.settings.auth.enabled else ""
+        self.headers: dict[str, str] = {"authorization": f"Bearer {self.key}"} if self.key else {}
         while wait_ready and httpx.get(f"{self.url}/readyz").status_code != 200:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not become ready")

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -134,6 +135,7 @@ class ModelRecord:
     routes: dict[str, AliasRoute] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     keep_latest: int = 0
+    price_per_1000: Decimal | None = None  # what 1,000 predicted images cost; None: the task's price
 
 
 @dataclass(frozen=True)

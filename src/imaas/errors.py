@@ -28,6 +28,7 @@ class ImaasError(Exception):
         self.extra: dict[str, Any] = extra
         # seconds; the edges send it as Retry-After (gRPC: trailing metadata) when set
         self.retry_after = retry_after if retry_after is not None else self.default_retry_after
+        self.headers: dict[str, str] = {}  # response headers the edges add (e.g. RateLimit on a 429)
         super().__init__(self.detail)
 
 
@@ -99,6 +100,13 @@ class InsufficientScope(Forbidden):
 
     code = "insufficient_scope"
     title = "The API key lacks a scope this operation needs"
+
+
+class ModelForbidden(Forbidden):
+    """The key is limited to other models (a push or a write naming a model outside its list)."""
+
+    code = "model_forbidden"
+    title = "The API key may not use this model"
 
 
 class TooManyImages(InvalidRequest):
@@ -266,14 +274,23 @@ class Overloaded(ImaasError):
     default_retry_after = 1.0
 
 
-class RateLimited(Overloaded):
+class LimitExceeded(ImaasError):
+    """The API key went over one of its own limits (not the server's load): back off until ``Retry-After``."""
+
+    status = 429
+    code = "limit_exceeded"
+    title = "API key limit exceeded"
+    default_retry_after = 1.0
+
+
+class RateLimited(LimitExceeded):
     """The key sent more requests per second than its rate limit allows (burst included)."""
 
     code = "rate_limited"
     title = "Rate limit exceeded for this API key"
 
 
-class QuotaExceeded(Overloaded):
+class QuotaExceeded(LimitExceeded):
     """The key used up its images for the day or the month; ``Retry-After`` says when it refills."""
 
     code = "quota_exceeded"
@@ -366,3 +383,10 @@ def error_for_code(code: str) -> type[ImaasError]:
         if cls.code == code:
             return cls
     return ImaasError
+
+
+class UnsafeSettings(ImaasError):
+    """The settings would expose the server unprotected (authentication off on a non-loopback address)."""
+
+    code = "unsafe_settings"
+    title = "Refusing unsafe settings"

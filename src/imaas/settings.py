@@ -11,11 +11,25 @@ Example::
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imaas.errors import UnsafeSettings
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _default_home() -> Path:
@@ -147,6 +161,47 @@ class ModelPolicySettings(BaseModel):
     )
 
 
+class AuthSettings(BaseModel):
+    """API keys: on by default, loopback included.
+
+    On a registry without keys the first start creates an admin key (every scope) and writes
+    it to ``key_file`` (default ``$IMAAS_HOME/admin.key``, mode 0600); the CLI on the same
+    machine reads it from there.
+    """
+
+    enabled: bool = Field(
+        True,
+        description="require an API key on every route but health and docs; false is for local development "
+        "only (the server refuses it on a non-loopback address)",
+    )
+    key_file: Path | None = Field(
+        None, description="where the first start writes the admin key; default home/admin.key"
+    )
+    refresh_s: float = Field(
+        1.0, gt=0, le=60, description="how often keys made or revoked by other processes are read from the registry"
+    )
+
+
+class QuotaSettings(BaseModel):
+    """Where per-key rate-limit and quota counters live."""
+
+    redis_url: str | None = Field(
+        None,
+        description="redis://host:6379/0: counters shared by every server using it (cluster mode); "
+        "unset: in this process's memory",
+    )
+
+
+class MeteringSettings(BaseModel):
+    """Usage metering: units per key x model x version x task x day, written in batches."""
+
+    flush_s: float = Field(2.0, gt=0, le=300, description="how often recorded usage is written to the registry")
+    task_prices: dict[str, Decimal] = Field(
+        default_factory=dict,
+        description='price per 1,000 images by task (e.g. {"detection": "1.50"}), for models without a price',
+    )
+
+
 class Settings(BaseSettings):
     """All configuration of one imaas process."""
 
@@ -165,11 +220,27 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    metering: MeteringSettings = Field(default_factory=MeteringSettings)
 
     @property
     def db_url(self) -> str:
         """The registry database URL (SQLite file under ``home`` unless set)."""
         return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    def check_safe(self) -> None:
+        """``UnsafeSettings`` when authentication is off on an address other machines reach."""
+        if not self.auth.enabled and not is_loopback(self.server.host):
+            raise UnsafeSettings(
+                f"authentication is off (auth.enabled=false) and the server would listen on {self.server.host}: "
+                "turn authentication on, or bind 127.0.0.1 for local development"
+            )
+
+    @property
+    def admin_key_file(self) -> Path:
+        """Where the first start's admin key is written (and where the local CLI reads it)."""
+        return self.auth.key_file or self.home / "admin.key"
 
     @property
     def artifacts_dir(self) -> Path:

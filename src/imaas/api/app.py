@@ -21,10 +21,12 @@ from fastapi_offline import FastAPIOffline
 
 from imaas import __version__
 from imaas.api import openapi, problems
+from imaas.api.auth import Authenticate
 from imaas.api.fastpath import PredictFastPath
 from imaas.api.middleware import BodyLimit, RequestContext
 from imaas.api.responses import FastJSONResponse
 from imaas.api.routes import health, lifecycle, models, oip, predict
+from imaas.errors import ImaasError
 from imaas.services.container import Services, build_services
 from imaas.settings import Settings
 
@@ -43,12 +45,31 @@ imaas serves ONNX vision models over HTTP.
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Build the app; ``services`` may be injected (tests), else built from ``settings`` at startup."""
     settings = settings or Settings()
+    settings.check_safe()  # never unauthenticated on a network
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
         svc: Services = services if services is not None else await asyncio.to_thread(build_services, settings)
         app.state.services = svc
+        if settings.auth.enabled:
+            try:
+                written = await asyncio.to_thread(svc.keys.ensure_admin_key, settings.admin_key_file)
+            except ImaasError as exc:
+                log.error("%s", exc.detail)
+                if owned:
+                    await svc.close()
+                raise
+            if written is not None:
+                log.warning(
+                    "first start: an admin API key (every scope) was written to %s (readable only by you)", written
+                )
+        else:
+            log.warning(
+                "AUTHENTICATION IS OFF (auth.enabled=false): every caller on %s may do everything; "
+                "for local development only",
+                settings.server.host,
+            )
         grpc_server = None
         if settings.server.grpc_port is not None:
             from imaas.api.grpc_server import start_grpc
@@ -102,6 +123,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return upload_limit if path.endswith("/versions") else body_limit
 
     app.add_middleware(PredictFastPath)
+    app.add_middleware(Authenticate, enabled=settings.auth.enabled)
     app.add_middleware(BodyLimit, limit_for=limit_for)
     app.add_middleware(RequestContext)
     return app

@@ -1,27 +1,29 @@
 """Request dependencies: the services of the app and the caller's identity.
 
-``principal`` is the authentication seam: today every caller is anonymous; the API-key
-issue replaces its body, and every route already depends on it.
+The ``Authenticate`` middleware (``api/auth.py``) puts the caller's ``Principal`` in the
+request's scope state before any route runs, on both predict paths alike; ``principal``
+reads it back and ``require(...)`` adds the scope a route needs, so every route names what
+it requires in one place (and the OpenAPI description says it).
+
+Example::
+
+    @router.get("/v1/models")
+    async def list_models(p: Principal = Depends(require(Scope.MODELS_READ))) -> ...: ...
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
+from imaas.domain import Principal, Scope
+from imaas.errors import MissingCredentials
+from imaas.services.access import authorize, check_model, check_new_model
 from imaas.services.container import Services
 
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling and what they may do."""
-
-    name: str = "anonymous"
-    scopes: frozenset[str] = frozenset({"*"})
-
-
-ANONYMOUS = Principal()
+__all__ = ["Principal", "principal", "require", "services"]
 
 
 async def services(request: Request) -> Services:
@@ -30,6 +32,43 @@ async def services(request: Request) -> Services:
     return svc
 
 
+def principal_of(conn: HTTPConnection) -> Principal:
+    """The caller the ``Authenticate`` middleware found (``MissingCredentials`` on a public path)."""
+    p = conn.scope.get("state", {}).get("principal")
+    if p is None:
+        raise MissingCredentials("send 'Authorization: Bearer <API key>'")
+    assert isinstance(p, Principal)
+    return p
+
+
 async def principal(request: Request) -> Principal:
-    """The caller (authentication lands here in a later issue)."""
-    return ANONYMOUS
+    """The authenticated caller of this request."""
+    return principal_of(request)
+
+
+def require(*scopes: Scope, new_model: bool = False) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: the caller, once it holds one of ``scopes`` (else ``InsufficientScope``, 403)
+    and sees the model the path names (``{name}`` or ``{model}``): a model outside a limited
+    key's list is ``ModelNotFound`` as if absent, or ``ModelForbidden`` where the route may
+    create it (``new_model``: a push)."""
+
+    async def dependency(request: Request) -> Principal:
+        p = principal_of(request)
+        authorize(p, *scopes)
+        if p.models is not None:
+            params = request.path_params
+            name = params.get("name") or params.get("model")
+            if isinstance(name, str):
+                (check_new_model if new_model else check_model)(p, name.split("@", 1)[0])
+        return p
+
+    dependency.__name__ = "require_" + "_or_".join(s.value.replace(":", "_") for s in scopes)
+    return dependency
+
+
+READ = require(Scope.MODELS_READ)
+WRITE = require(Scope.MODELS_WRITE)
+PUSH = require(Scope.MODELS_WRITE, new_model=True)
+INFER = require(Scope.INFER)
+DESCRIBE = require(Scope.INFER, Scope.MODELS_READ)  # what a client reads before inferring
+KEYS_ADMIN = require(Scope.KEYS_ADMIN)

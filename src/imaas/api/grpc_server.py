@@ -27,9 +27,10 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from imaas.api.offload import parse_sized
+from imaas.domain import ANONYMOUS, Principal
 from imaas.errors import ImaasError, InvalidInput, InvalidRequest
 from imaas.services.container import Services
-from imaas.services.oip import InferRequest, InTensor, OipService, OutSpec
+from imaas.services.oip import InferRequest, InTensor, OutSpec
 from imaas.services.routing import ROUTING_KEY_HEADER
 from imaas.services.tensors import ElementBudget, from_json_data, from_raw, to_raw
 
@@ -144,9 +145,20 @@ def parse_infer(request: Any, max_elements: int) -> InferRequest:
 class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """OIP RPCs; the Triton-only ones answer UNIMPLEMENTED (the base class)."""
 
-    def __init__(self, oip: OipService, max_elements: int) -> None:
-        self.oip = oip
+    def __init__(self, services: Services, max_elements: int) -> None:
+        self.oip = services.oip
+        self.auth = services.auth if services.settings.auth.enabled else None
+        self.usage = services.usage
         self.max_elements = max_elements
+
+    async def _caller(self, context: grpc.aio.ServicerContext) -> Principal:
+        """The caller named by the ``authorization`` metadata (``Bearer <key>``, as REST's
+        header; tritonclient sends it with ``headers=``), its rate-limit token taken."""
+        if self.auth is None:
+            return ANONYMOUS
+        principal = self.auth.authenticate(_metadata(context, "authorization"))
+        await self.usage.take_request(principal)
+        return principal
 
     @_rpc
     async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -158,7 +170,9 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     @_rpc
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        return pb.ModelReadyResponse(ready=await self.oip.model_ready(request.name, request.version or None))
+        return pb.ModelReadyResponse(
+            ready=await self.oip.model_ready(await self._caller(context), request.name, request.version or None)
+        )
 
     @_rpc
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
@@ -167,7 +181,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     @_rpc
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        md = await self.oip.model_metadata(request.name, request.version or None)
+        md = await self.oip.model_metadata(await self._caller(context), request.name, request.version or None)
 
         def tensors(items: list[dict[str, Any]]) -> list[Any]:
             return [
@@ -185,9 +199,11 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     @_rpc
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        parsed = await parse_sized(request.ByteSize(), parse_infer, request, self.max_elements)
+        caller = await self._caller(context)
+        size = request.ByteSize()
+        parsed = await parse_sized(size, parse_infer, request, self.max_elements)
         parsed.routing_key = _metadata(context, ROUTING_KEY_HEADER)
-        response = await self.oip.infer(parsed)
+        response, _ = await self.oip.infer(caller, parsed, size)
         return pb.ModelInferResponse(
             model_name=response.model_name,
             model_version=response.model_version,
@@ -201,17 +217,17 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     @_rpc
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        index = await self.oip.repository_index(request.ready)
+        index = await self.oip.repository_index(await self._caller(context), request.ready)
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in index])
 
     @_rpc
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-        await self.oip.load(request.model_name)
+        await self.oip.load(await self._caller(context), request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     @_rpc
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        await self.oip.unload(request.model_name)
+        await self.oip.unload(await self._caller(context), request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
 
@@ -253,7 +269,7 @@ async def start_grpc(services: Services, host: str, port: int) -> tuple[grpc.aio
             ("grpc.so_reuseport", 0),
         ]
     )
-    servicer = OipServicer(services.oip, server_settings.max_tensor_elements)
+    servicer = OipServicer(services, server_settings.max_tensor_elements)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")

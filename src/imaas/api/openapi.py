@@ -30,17 +30,27 @@ from fastapi import FastAPI, Path
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from imaas.api.auth import is_public
 from imaas.domain import ALIAS_RE, MAX_VERSION, NAME_RE
 from imaas.errors import (
     AliasNotFound,
     DeadlineExceeded,
     ImaasError,
     InferenceFailed,
+    InsufficientScope,
+    InvalidCredentials,
     InvalidRequest,
+    KeyExpired,
+    KeyRevoked,
+    MalformedCredentials,
+    MissingCredentials,
+    ModelForbidden,
     ModelNotFound,
     ModelNotReady,
     Overloaded,
     PayloadTooLarge,
+    QuotaExceeded,
+    RateLimited,
     VersionNotFound,
 )
 from imaas.schemas.oip import InferenceRequest, InferenceResponse, OipError, Ready
@@ -167,8 +177,53 @@ def _components(settings: Settings) -> dict[str, Any]:
     return schemas
 
 
+AUTH_ERRORS = (MissingCredentials, MalformedCredentials, InvalidCredentials, KeyRevoked, KeyExpired)
+KEY_LIMIT_ERRORS = (RateLimited, QuotaExceeded)
+BEARER = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "an imaas API key (`imaas_<id>_<secret>`); the first start writes an admin key to "
+    "`$IMAAS_HOME/admin.key`",
+}
+RATELIMIT_HEADERS: dict[str, Any] = {
+    "RateLimit": {
+        "description": 'the most constrained limit the request touched (IETF draft): `"policy";r=remaining;t=reset`',
+        "schema": {"type": "string"},
+    },
+    "RateLimit-Policy": {
+        "description": 'the key\'s limits the request touched: `"rps";q=burst;w=1`, `"day";q=images;w=86400`...',
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _secure(path: str, operation: dict[str, Any], render: Any) -> None:
+    """Declare the bearer key, the 401s, the 403 and the key's own 429s on a protected operation."""
+    operation["security"] = [{"bearer": []}]
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    errors: list[type[ImaasError]] = [*AUTH_ERRORS, InsufficientScope, *KEY_LIMIT_ERRORS]
+    if path.endswith("/versions") and "post" in operation.get("operationId", "").lower():
+        errors.append(ModelForbidden)
+    for status, entry in render(*errors).items():
+        current = responses.get(str(status))
+        if current is None:
+            responses[str(status)] = entry
+        else:  # the route's own errors of that status (e.g. 429 overloaded), and the key's
+            current["description"] = f"{current['description']}; {entry['description']}"
+        if status == 429:
+            responses[str(status)].setdefault("headers", {}).update(RATELIMIT_HEADERS)
+        if status == 401:
+            responses[str(status)].setdefault("headers", {})["WWW-Authenticate"] = {
+                "description": 'the scheme to authenticate with: `Bearer realm="imaas"`',
+                "required": True,
+                "schema": {"type": "string"},
+            }
+
+
 def complete(doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Finish FastAPI's document in place: components, 413 everywhere, 400 for validation, X-Request-ID."""
+    """Finish FastAPI's document in place: components, 413 everywhere, 400 for validation,
+    X-Request-ID, and the API key on every operation but the public ones."""
+    doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = BEARER
     components = doc.setdefault("components", {}).setdefault("schemas", {})
     for name, schema in _components(settings).items():
         components.setdefault(name, schema)
@@ -184,6 +239,8 @@ def complete(doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
                     responses.setdefault(str(status), entry)
             for status, entry in render(PayloadTooLarge).items():  # BodyLimit answers before routing
                 responses.setdefault(str(status), entry)
+            if settings.auth.enabled and not is_public(path):
+                _secure(path, operation, render)
             for entry in responses.values():
                 entry.setdefault("headers", {})["X-Request-ID"] = REQUEST_ID_HEADER
             operation["responses"] = dict(sorted(responses.items()))

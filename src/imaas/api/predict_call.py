@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -29,12 +30,13 @@ from starlette.responses import Response
 from starlette.types import Message
 
 from imaas.api.bodies import check_json_size, read_body
-from imaas.api.deps import principal
+from imaas.api.deps import principal_of
 from imaas.api.offload import parse_sized
 from imaas.api.responses import FastJSONResponse
-from imaas.domain import ModelRef, parse_decimal
+from imaas.domain import ModelRef, Scope, parse_decimal
 from imaas.errors import InvalidRequest, UnsupportedMediaType
 from imaas.schemas.rest import PredictRequest
+from imaas.services.access import authorize, check_model
 from imaas.services.container import Services
 from imaas.services.inference import ImageInput, too_many_images
 from imaas.services.routing import ROUTING_KEY_HEADER, VERSION_HEADER, header_key
@@ -101,13 +103,29 @@ async def read_predict(request: Request, name: str, services: Services) -> Predi
 
 
 async def answer_predict(request: Request, name: str) -> Response:
-    """Authenticate, read, predict and render one predict call; errors are raised for the caller to render."""
-    await principal(request)
+    """Authorise, read, charge, predict, meter and render one predict call; errors are raised
+    for the caller to render. (The ``Authenticate`` middleware found the caller and took its
+    rate-limit token before either path was chosen.)"""
+    p = principal_of(request)
+    authorize(p, Scope.INFER)
     services: Services = request.app.state.services
     call = await read_predict(request, name, services)
+    check_model(p, call.ref.name)
     routing_key = header_key(request.headers.get(ROUTING_KEY_HEADER))
-    result = await services.inference.predict(call.ref, call.images, call.top_k, routing_key)
+    result, decisions = await services.usage.metered(
+        p,
+        len(call.images),
+        sum(len(im.data) for im in call.images),
+        lambda: services.inference.predict(call.ref, call.images, call.top_k, routing_key),
+        _answered_by,
+    )
+    if decisions:
+        request.scope["state"].setdefault("ratelimit", []).extend(decisions)
     return FastJSONResponse(result, headers={VERSION_HEADER: f"{result['model']}@{result['version']}"})
+
+
+def _answered_by(result: dict[str, Any]) -> tuple[str, int, str]:
+    return result["model"], result["version"], result["task"]
 
 
 def _with_body(request: Request, body: bytes) -> Request:

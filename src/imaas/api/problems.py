@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from imaas.api.responses import FastJSONResponse, ProblemResponse
-from imaas.errors import ImaasError, PayloadTooLarge
+from imaas.errors import ImaasError, MissingCredentials, PayloadTooLarge, Unauthorized
 
 log = logging.getLogger("imaas.api")
 
@@ -73,6 +73,11 @@ async def imaas_error(request: Request, exc: Exception) -> JSONResponse:
     resp = problem(request, exc.status, exc.code, exc.title, exc.detail, **exc.extra)
     if exc.retry_after is not None:
         resp.headers["Retry-After"] = retry_after_header(exc.retry_after)
+    if exc.headers:
+        resp.headers.update(exc.headers)
+    if isinstance(exc, Unauthorized):  # RFC 6750: no error code when no credentials came
+        error = "" if isinstance(exc, MissingCredentials) else ', error="invalid_token"'
+        resp.headers["WWW-Authenticate"] = f'Bearer realm="imaas"{error}'
     return resp
 
 

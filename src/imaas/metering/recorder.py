@@ -3,8 +3,8 @@
 ``add`` is a dictionary update on the event loop (no I/O, no lock: one loop owns the
 recorder); ``flush`` swaps the accumulated batch out and hands it to the ``sink`` on a
 thread. A batch the sink fails to write is merged back and tried again at the next flush,
-so nothing recorded is lost while the database is away. (Wiring it into the server, with a
-periodic flush and a last one at shutdown, is the next step of the metering work.)
+so nothing recorded is lost while the database is away (``services/usage.py`` flushes it
+periodically and once more at shutdown).
 
 Example::
 
@@ -78,6 +78,11 @@ class UsageRecorder:
             self._pending[key] = units
         else:
             current.merge(units)
+
+    def take_pending(self) -> dict[UsageKey, Units]:
+        """Everything not yet written, removed from the recorder (for a last-resort spill file)."""
+        batch, self._pending = self._pending, {}
+        return batch
 
     async def flush(self) -> bool:
         """Write what is pending; on failure keep it for the next flush. True when written."""

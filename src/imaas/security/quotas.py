@@ -89,9 +89,11 @@ def _refill(tokens: float, ts: float, now: float, rps: float, burst: int) -> tup
 def _bucket_decision(ok: bool, tokens: float, rps: float, burst: int) -> Decision:
     """The decision for a bucket left holding ``tokens``; raises RateLimited when the take was refused."""
     if not ok:
-        raise RateLimited(
+        err = RateLimited(
             f"rate limit of {rps:g} requests/s (burst {burst}) exceeded", retry_after=max(0.0, (1 - tokens) / rps)
         )
+        err.headers = ratelimit_headers([Decision("rps", burst, 1, 0, max(0.0, (burst - tokens) / rps))])
+        raise err
     return Decision("rps", burst, 1, max(0, math.floor(tokens + _EPS)), max(0.0, (burst - tokens) / rps))
 
 
@@ -137,9 +139,11 @@ def _refusal(windows: Sequence[_Window], used: Sequence[int], n: int, now: float
     w, u = max(over, key=lambda wu: wu[0].end)
     left = max(0, w.limit - u)
     name = "daily" if w.policy == "day" else "monthly"
-    return QuotaExceeded(
+    err = QuotaExceeded(
         f"{name} image quota of {w.limit} exceeded: {left} left, {n} requested", retry_after=max(0.0, w.end - now)
     )
+    err.headers = ratelimit_headers([w.decision(u, now)])
+    return err
 
 
 def _check_n(n: int) -> None:

@@ -7,20 +7,29 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
-from imaas.errors import ImaasError
+from imaas.errors import ImaasError, KeyNotFound, ModelNotFound
 from imaas.imaging.decode import DecodeLimits
 from imaas.registry.artifacts.factory import open_artifacts
 from imaas.registry.artifacts.store import ArtifactStore
-from imaas.registry.sql import open_registry
+from imaas.registry.audit import SqlAudit
+from imaas.registry.keys import SqlKeys
+from imaas.registry.sql import SqlRegistry, open_registry
 from imaas.registry.store import RegistryStore
+from imaas.registry.usage import SqlUsage
 from imaas.runtime.engine import Engine, EngineConfig
 from imaas.runtime.session import SessionOptions
+from imaas.security.quotas import open_counters
+from imaas.services.audit import AuditService
+from imaas.services.auth import Authenticator
 from imaas.services.changes import ChangeFeed
 from imaas.services.inference import InferenceService
+from imaas.services.keys import KeyService
 from imaas.services.lifecycle import LifecycleService
 from imaas.services.models import ModelService
 from imaas.services.oip import OipService
+from imaas.services.usage import UsageService
 from imaas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,17 +48,48 @@ class Services:
     lifecycle: LifecycleService
     oip: OipService
     changes: ChangeFeed
+    auth: Authenticator
+    keys: KeyService
+    usage: UsageService
+    audit: AuditService
     close_registry: Callable[[], None]
     _keeper: asyncio.Task[None] | None = None
+    _bookkeeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start the background work of a serving process: the registry change feed and the
-        periodic check of idle versions and the memory budget."""
+        """Start the background work of a serving process: the registry change feed, the
+        periodic check of idle versions and the memory budget, and the key refresh and usage
+        flush (with the usage a previous shutdown could not write)."""
         await self.changes.start()
         # uploads left half-staged by a killed process (an upload in flight is younger)
         await asyncio.to_thread(self.artifacts.sweep_staging, STALE_UPLOAD_S)
+        await asyncio.to_thread(self.auth.refresh)
+        await asyncio.to_thread(self.usage.write_spilled)
+        loop = asyncio.get_running_loop()
         if self._keeper is None:
-            self._keeper = asyncio.get_running_loop().create_task(self._keep(), name="residency")
+            self._keeper = loop.create_task(self._keep(), name="residency")
+        if self._bookkeeper is None:
+            self._bookkeeper = loop.create_task(self._bookkeeping(), name="keys-and-usage")
+
+    async def _bookkeeping(self) -> None:
+        """Keys made or revoked elsewhere, last-used times and usage, each on its own interval."""
+        refresh_s, flush_s = self.settings.auth.refresh_s, self.settings.metering.flush_s
+        loop = asyncio.get_running_loop()
+        next_flush = loop.time() + flush_s
+        while True:
+            await asyncio.sleep(min(refresh_s, flush_s))
+            try:
+                await asyncio.to_thread(self.auth.refresh)
+                used = self.auth.take_last_used()
+                if used:
+                    await asyncio.to_thread(self.keys.keys.touch, used)
+            except ImaasError as exc:
+                log.warning("refreshing API keys failed (will retry): %s", exc.detail)
+            except Exception:
+                log.exception("refreshing API keys failed")
+            if loop.time() >= next_flush:
+                next_flush = loop.time() + flush_s
+                await self.usage.flush()  # keeps what it could not write
 
     async def _keep(self) -> None:
         interval = self.settings.models.check_interval_s
@@ -66,14 +106,20 @@ class Services:
                 log.exception("checking idle versions failed")
 
     async def close(self) -> None:
-        """Stop background work, release engine threads and database connections."""
+        """Stop background work, write the usage recorded, release engine threads and database connections."""
         await self.changes.stop()
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
-            self._keeper = None
+        for task in (self._keeper, self._bookkeeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._keeper = self._bookkeeper = None
         await self.inference.close()
+        await self.usage.close()
+        used = self.auth.take_last_used()
+        if used:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.keys.keys.touch, used)
         self.close_registry()
 
 
@@ -131,6 +177,17 @@ def build_services(settings: Settings) -> Services:
         idle_unload_s=policy.idle_unload_s,
         memory_budget_bytes=policy.memory_budget_mib * 1024 * 1024 if policy.memory_budget_mib else None,
     )
+    keys = SqlKeys(registry)
+    auth = Authenticator(keys.changed_since)
+    usage = UsageService(
+        open_counters(settings.quotas.redis_url),
+        SqlUsage(registry),
+        lambda name: _model_price(registry, name),
+        lambda key_id: _free_images(keys, key_id),
+        settings.metering.task_prices,
+        settings.home / "usage-pending",
+    )
+    audit = AuditService(SqlAudit(registry))
     return Services(
         settings=settings,
         registry=registry,
@@ -138,9 +195,27 @@ def build_services(settings: Settings) -> Services:
         models=models,
         inference=inference,
         lifecycle=LifecycleService(registry, artifacts, inference, models),
-        oip=OipService(inference, models),
+        oip=OipService(inference, models, usage, audit),
         changes=ChangeFeed(
             registry.changes_since, inference.apply_changes, interval_s=settings.registry.poll_interval_s
         ),
+        auth=auth,
+        keys=KeyService(keys, auth),
+        usage=usage,
+        audit=audit,
         close_registry=registry.close,
     )
+
+
+def _model_price(registry: SqlRegistry, name: str) -> Decimal | None:
+    try:
+        return registry.get_model(name).price_per_1000
+    except ModelNotFound:  # deleted since it was used
+        return None
+
+
+def _free_images(keys: SqlKeys, key_id: str) -> int:
+    try:
+        return keys.get(key_id).limits.free_images_per_month
+    except KeyNotFound:  # the anonymous caller of a server without authentication
+        return 0

@@ -8,7 +8,7 @@ from typing import Any, BinaryIO
 import yaml
 from pydantic import ValidationError
 
-from imaas.domain import PRODUCTION, ModelRecord, ModelVersion, check_name
+from imaas.domain import PRODUCTION, ModelRecord, ModelVersion, Principal, check_name
 from imaas.errors import InvalidManifest
 from imaas.registry.artifacts.store import ArtifactStore, Staged
 from imaas.registry.store import RegistryStore
@@ -16,6 +16,7 @@ from imaas.runtime.graph import check_model_file, complete_manifest
 from imaas.runtime.probe import probe_manifest
 from imaas.runtime.tasks import postprocessor
 from imaas.schemas.manifest import Manifest
+from imaas.services.access import visible
 
 
 def parse_manifest(raw: str | bytes | dict[str, Any] | Manifest | None) -> Manifest:
@@ -114,6 +115,20 @@ class ModelService:
     def list_models(self, limit: int | None = None, after: str | None = None) -> list[ModelRecord]:
         """Models by name: up to ``limit`` (all by default) whose name sorts after ``after``."""
         return self.registry.list_models(limit, after)
+
+    def list_visible(self, principal: Principal, limit: int, after: str | None = None) -> list[ModelRecord]:
+        """``list_models`` as ``principal`` sees it: a key limited to some models lists only
+        those (pages are read on until ``limit`` visible ones are found or none are left)."""
+        if principal.models is None:
+            return self.registry.list_models(limit, after)
+        found: list[ModelRecord] = []
+        while len(found) < limit:
+            page = self.registry.list_models(max(limit, 200), after)
+            found += visible(principal, page)
+            if len(page) < max(limit, 200):
+                break
+            after = page[-1].name
+        return found[:limit]
 
     def describe(self, name: str) -> tuple[ModelRecord, list[ModelVersion]]:
         """A model and its versions, newest first."""

@@ -22,15 +22,19 @@ from typing import Any
 import numpy as np
 
 from imaas import __version__
-from imaas.domain import ModelRef, ModelVersion, parse_decimal
+from imaas.domain import ModelRef, ModelVersion, Principal, Scope, parse_decimal
 from imaas.errors import InvalidInput, InvalidRequest, ModelNotFound
 from imaas.runtime.engine import LoadedModel
 from imaas.runtime.graph import GraphInfo, check_model_file
 from imaas.runtime.tasks.classification import to_probabilities, top_k
+from imaas.security.quotas import Decision
+from imaas.services.access import authorize, check_model, visible
+from imaas.services.audit import AuditService
 from imaas.services.inference import ImageInput, InferenceService
 from imaas.services.models import ModelService
 from imaas.services.shadow import ShadowCopy
 from imaas.services.tensors import ONNX_TO_OIP
+from imaas.services.usage import UsageService
 
 PLATFORM = "onnxruntime_onnx"
 IMAGE_INPUT = "image"
@@ -108,9 +112,13 @@ def parse_ref(name: str, version: str | None) -> ModelRef:
 class OipService:
     """Health, metadata, inference and repository control in OIP terms."""
 
-    def __init__(self, inference: InferenceService, models: ModelService) -> None:
+    def __init__(
+        self, inference: InferenceService, models: ModelService, usage: UsageService, audit: AuditService
+    ) -> None:
         self.inference = inference
         self.models = models
+        self.usage = usage
+        self.audit = audit
         self._graphs: dict[str, GraphInfo] = {}
 
     # -- health and metadata ----------------------------------------------------------------
@@ -122,8 +130,10 @@ class OipService:
         """Ready once every production model is loaded."""
         return self.inference.readiness().ready
 
-    async def model_ready(self, name: str, version: str | None) -> bool:
+    async def model_ready(self, p: Principal, name: str, version: str | None) -> bool:
         """Whether the designated version is loaded."""
+        authorize(p, Scope.INFER, Scope.MODELS_READ)
+        check_model(p, name)
         resolved = await self.inference.resolve(parse_ref(name, version))
         return self.inference.engine.get(resolved.key) is not None
 
@@ -136,8 +146,10 @@ class OipService:
             self._graphs[version.sha256] = graph
         return graph
 
-    async def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
+    async def model_metadata(self, p: Principal, name: str, version: str | None) -> dict[str, Any]:
         """Inputs (raw tensor and encoded images), outputs, versions, platform."""
+        authorize(p, Scope.INFER, Scope.MODELS_READ)
+        check_model(p, name)
         resolved = await self.inference.resolve(parse_ref(name, version))
         _, versions = await asyncio.to_thread(self.models.describe, resolved.model)
         graph = await self._graph(resolved)
@@ -168,8 +180,19 @@ class OipService:
         }
 
     # -- inference ----------------------------------------------------------------------------
-    async def infer(self, request: InferRequest) -> InferResponse:
-        """Run one request through the model's batch queue."""
+    async def infer(
+        self, p: Principal, request: InferRequest, bytes_in: int = 0
+    ) -> tuple[InferResponse, list[Decision]]:
+        """Run one request through the model's batch queue, charged to and metered for ``p``
+        (one image per row of the input); returns the quotas' state with the answer."""
+        authorize(p, Scope.INFER)
+        check_model(p, request.model)
+        first = request.inputs[0].shape if len(request.inputs) == 1 else []
+        rows = first[0] if first and isinstance(first[0], int) and first[0] > 0 else 1
+        (answer, _), decisions = await self.usage.metered(p, rows, bytes_in, lambda: self._infer(request), _answered_by)
+        return answer, decisions
+
+    async def _infer(self, request: InferRequest) -> tuple[InferResponse, tuple[str, int, str]]:
         start = self.inference.clock.now()
         deadline = self.inference.deadline()
         choice = await self.inference.choose(parse_ref(request.model, request.version), request.routing_key)
@@ -186,12 +209,13 @@ class OipService:
         else:  # raw tensors are not copied to a shadow: its input may differ
             results = await self.inference.run_tensors(model, self._raw_rows(version, tensor), deadline)
         raw = np.stack([r[0] for r in results])
-        return InferResponse(
+        answer = InferResponse(
             model_name=version.model,
             model_version=str(version.version),
             id=request.id,
             outputs=self._outputs(version, model, raw, request),
         )
+        return answer, (version.model, version.version, version.manifest.task)
 
     def _input(self, version: ModelVersion, inputs: list[InTensor]) -> InTensor:
         spec = version.manifest.input
@@ -261,11 +285,12 @@ class OipService:
         return out.astype(object)
 
     # -- model repository ---------------------------------------------------------------------
-    async def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
-        """Every model with its default version and whether that version is loaded."""
+    async def repository_index(self, p: Principal, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Every model ``p`` sees with its default version and whether that version is loaded."""
+        authorize(p, Scope.MODELS_READ)
         records = await asyncio.to_thread(self.models.list_models)
         index = []
-        for record in records:
+        for record in visible(p, records):
             try:
                 version = await self.inference.resolve(ModelRef(record.name))
             except ModelNotFound:
@@ -285,16 +310,26 @@ class OipService:
             )
         return index
 
-    async def load(self, name: str) -> None:
+    async def load(self, p: Principal, name: str) -> None:
         """Load the model's default version (its ``production`` alias), now: an operator's
         load does not wait out the backoff of a version that failed (the file may be fixed)."""
+        authorize(p, Scope.MODELS_WRITE)
+        check_model(p, name)
         version = await self.inference.resolve(ModelRef.parse(name))
         await self.inference.model(version, force=True)
+        await self.audit.record(p, "model.load", f"{name}@{version.version}")
 
-    async def unload(self, name: str) -> None:
+    async def unload(self, p: Principal, name: str) -> None:
         """Unload every loaded version of the model; a later request loads it again."""
+        authorize(p, Scope.MODELS_WRITE)
+        check_model(p, name)
         ModelRef.parse(name)
         await asyncio.to_thread(self.models.registry.get_model, name)  # ModelNotFound for unknown names
         for v in self.inference.engine.loaded:
             if v.model == name:
                 await self.inference.unload(v.key)
+        await self.audit.record(p, "model.unload", name)
+
+
+def _answered_by(result: tuple[InferResponse, tuple[str, int, str]]) -> tuple[str, int, str]:
+    return result[1]

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import Response
 
-from imaas.api.deps import Principal, principal, services
+from imaas.api.deps import READ, WRITE, Principal, services
 from imaas.api.openapi import AliasName, ModelName, VersionPath, problem_responses
 from imaas.api.routes.models import WARM_ERRORS, WRITE_ERRORS, route_info, summary, version_info
 from imaas.domain import ALIAS_RE, MAX_VERSION, check_name, parse_decimal
@@ -40,6 +40,7 @@ from imaas.schemas.lifecycle import (
     VersionStatusInfo,
 )
 from imaas.schemas.rest import AliasRouteInfo, ModelSummary, VersionInfo
+from imaas.services.access import check_model
 from imaas.services.comparison import Latency
 from imaas.services.container import Services
 from imaas.services.lifecycle import AliasChange
@@ -87,7 +88,7 @@ def _latency(lat: Latency) -> LatencyInfo:
     responses=problem_responses(*LOOKUP, *WRITE_ERRORS, *WARM_ERRORS),
 )
 async def promote(
-    name: ModelName, body: PromoteRequest, svc: Services = Depends(services), p: Principal = Depends(principal)
+    name: ModelName, body: PromoteRequest, svc: Services = Depends(services), p: Principal = Depends(WRITE)
 ) -> AliasChangeInfo:
     """Load ``version``, run one real inference on it, then move the alias atomically.
 
@@ -96,7 +97,9 @@ async def promote(
     why; a concurrent change of the alias is a 409 ``concurrent_change``.
     """
     check_name(name)
-    return _change(await svc.lifecycle.promote(name, body.version, body.alias, p.name))
+    change = await svc.lifecycle.promote(name, body.version, body.alias, p.actor)
+    await svc.audit.record(p, "model.promote", f"{name}:{body.alias}", version=body.version)
+    return _change(change)
 
 
 @router.post(
@@ -109,12 +112,14 @@ async def rollback(
     name: ModelName,
     body: Annotated[RollbackRequest | None, Body()] = None,
     svc: Services = Depends(services),
-    p: Principal = Depends(principal),
+    p: Principal = Depends(WRITE),
 ) -> AliasChangeInfo:
     """Undo the alias's last change (repeated rollbacks walk back through its history)."""
     check_name(name)
     alias = (body or RollbackRequest()).alias
-    return _change(await svc.lifecycle.rollback(name, alias, p.name))
+    change = await svc.lifecycle.rollback(name, alias, p.actor)
+    await svc.audit.record(p, "model.rollback", f"{name}:{alias}", version=change.to_version)
+    return _change(change)
 
 
 @router.put(
@@ -128,7 +133,7 @@ async def set_canary(
     alias: AliasName,
     body: CanaryRequest,
     svc: Services = Depends(services),
-    p: Principal = Depends(principal),
+    p: Principal = Depends(WRITE),
 ) -> AliasRouteInfo:
     """Answer ``weight`` percent of the alias's requests with ``version`` (warmed first).
 
@@ -137,7 +142,9 @@ async def set_canary(
     to the canary), weight 0 ends it.
     """
     check_name(name)
-    return route_info(await svc.lifecycle.set_canary(name, _alias(alias), body.version, body.weight, p.name))
+    route = await svc.lifecycle.set_canary(name, _alias(alias), body.version, body.weight, p.actor)
+    await svc.audit.record(p, "model.canary", f"{name}:{alias}", version=body.version, weight=body.weight)
+    return route_info(route)
 
 
 @router.delete(
@@ -147,11 +154,13 @@ async def set_canary(
     responses=problem_responses(*LOOKUP, AliasNotFound, *WRITE_ERRORS),
 )
 async def end_canary(
-    name: ModelName, alias: AliasName, svc: Services = Depends(services), p: Principal = Depends(principal)
+    name: ModelName, alias: AliasName, svc: Services = Depends(services), p: Principal = Depends(WRITE)
 ) -> AliasRouteInfo:
     """Send all of the alias's traffic back to its version."""
     check_name(name)
-    return route_info(await svc.lifecycle.set_canary(name, _alias(alias), None, 0.0, p.name))
+    route = await svc.lifecycle.set_canary(name, _alias(alias), None, 0.0, p.actor)
+    await svc.audit.record(p, "model.canary_end", f"{name}:{alias}")
+    return route_info(route)
 
 
 @router.put(
@@ -165,14 +174,19 @@ async def set_shadow(
     alias: AliasName,
     body: ShadowRequest,
     svc: Services = Depends(services),
-    p: Principal = Depends(principal),
+    p: Principal = Depends(WRITE),
 ) -> AliasRouteInfo:
     """Copy ``weight`` percent of the alias's requests to a version (of this model or
     another of the same task) that never answers callers; compare them with
     ``GET /v1/models/{name}/comparison``."""
     check_name(name)
     target = (body.model or name, body.version)
-    return route_info(await svc.lifecycle.set_shadow(name, _alias(alias), target, body.weight, p.name))
+    check_model(p, target[0])  # a limited key shadows only to models it sees
+    route = await svc.lifecycle.set_shadow(name, _alias(alias), target, body.weight, p.actor)
+    await svc.audit.record(
+        p, "model.shadow", f"{name}:{alias}", model=target[0], version=body.version, weight=body.weight
+    )
+    return route_info(route)
 
 
 @router.delete(
@@ -182,11 +196,13 @@ async def set_shadow(
     responses=problem_responses(*LOOKUP, AliasNotFound, *WRITE_ERRORS),
 )
 async def end_shadow(
-    name: ModelName, alias: AliasName, svc: Services = Depends(services), p: Principal = Depends(principal)
+    name: ModelName, alias: AliasName, svc: Services = Depends(services), p: Principal = Depends(WRITE)
 ) -> AliasRouteInfo:
     """Stop copying the alias's traffic."""
     check_name(name)
-    return route_info(await svc.lifecycle.set_shadow(name, _alias(alias), None, 0.0, p.name))
+    route = await svc.lifecycle.set_shadow(name, _alias(alias), None, 0.0, p.actor)
+    await svc.audit.record(p, "model.shadow_end", f"{name}:{alias}")
+    return route_info(route)
 
 
 @router.get(
@@ -195,7 +211,7 @@ async def end_shadow(
     summary="Load state, memory and last use of each version on this server",
     responses=problem_responses(InvalidRequest, ModelNotFound),
 )
-async def status(name: ModelName, svc: Services = Depends(services), _p: Principal = Depends(principal)) -> ModelStatus:
+async def status(name: ModelName, svc: Services = Depends(services), _p: Principal = Depends(READ)) -> ModelStatus:
     """Per version, newest first: ready, loading, failed (with the reason), draining or
     unloaded; its resident memory, load time and last use, on the server that answered."""
     check_name(name)
@@ -226,9 +242,7 @@ async def status(name: ModelName, svc: Services = Depends(services), _p: Princip
     summary="How shadows agree with the versions that answered",
     responses=problem_responses(InvalidRequest, ModelNotFound),
 )
-async def comparison(
-    name: ModelName, svc: Services = Depends(services), _p: Principal = Depends(principal)
-) -> Comparison:
+async def comparison(name: ModelName, svc: Services = Depends(services), _p: Principal = Depends(READ)) -> Comparison:
     """Per pair of versions: images compared, agreement (classification: same top-1 class),
     copies dropped or failed, and each side's latency; this server's figures since start."""
     check_name(name)
@@ -263,7 +277,7 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="the `next` of the previous page")] = None,
     svc: Services = Depends(services),
-    _p: Principal = Depends(principal),
+    _p: Principal = Depends(READ),
 ) -> History:
     """Who changed what and when, newest first."""
     check_name(name)
@@ -295,12 +309,14 @@ async def history(
     responses=problem_responses(InvalidRequest, ModelNotFound, InvalidField, *WRITE_ERRORS),
 )
 async def update_model(
-    name: ModelName, body: ModelCardUpdate, svc: Services = Depends(services), p: Principal = Depends(principal)
+    name: ModelName, body: ModelCardUpdate, svc: Services = Depends(services), p: Principal = Depends(WRITE)
 ) -> ModelSummary:
     """Change the fields given; the others stay."""
     check_name(name)
     fields = body.model_dump(exclude_none=True)
-    return summary(await svc.lifecycle.update_model(name, p.name, **fields))
+    record = await svc.lifecycle.update_model(name, p.actor, **fields)
+    await svc.audit.record(p, "model.update", name, fields=sorted(fields))
+    return summary(record)
 
 
 @router.patch(
@@ -314,12 +330,13 @@ async def update_version(
     version: VersionPath,
     body: VersionCardUpdate,
     svc: Services = Depends(services),
-    p: Principal = Depends(principal),
+    p: Principal = Depends(WRITE),
 ) -> VersionInfo:
     """Change the fields given; the others stay."""
     check_name(name)
     fields = body.model_dump(exclude_none=True)
-    updated = await svc.lifecycle.update_version(name, _version(version), p.name, **fields)
+    updated = await svc.lifecycle.update_version(name, _version(version), p.actor, **fields)
+    await svc.audit.record(p, "version.update", f"{name}@{updated.version}", fields=sorted(fields))
     record = await asyncio.to_thread(svc.models.get_model, name)
     return version_info(updated, record.aliases, svc)
 
@@ -332,10 +349,11 @@ async def update_version(
     responses=problem_responses(*LOOKUP, VersionInUse, *WRITE_ERRORS),
 )
 async def delete_version(
-    name: ModelName, version: VersionPath, svc: Services = Depends(services), p: Principal = Depends(principal)
+    name: ModelName, version: VersionPath, svc: Services = Depends(services), p: Principal = Depends(WRITE)
 ) -> Response:
     """Delete a version no alias, canary or shadow points at (409 ``version_in_use``
     otherwise); its file is removed with its last reference."""
     check_name(name)
-    await svc.lifecycle.delete_version(name, _version(version), p.name)
+    deleted = await svc.lifecycle.delete_version(name, _version(version), p.actor)
+    await svc.audit.record(p, "version.delete", f"{name}@{deleted.version}", sha256=deleted.sha256)
     return Response(status_code=204)

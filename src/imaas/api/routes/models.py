@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from imaas.api.deps import Principal, principal, services
+from imaas.api.deps import PUSH, READ, WRITE, Principal, services
 from imaas.api.openapi import AliasName, ModelName, problem_responses
 from imaas.domain import ALIAS_RE, MAX_VERSION, AliasRoute, ModelRecord, ModelVersion, check_name
 from imaas.errors import (
@@ -99,13 +99,13 @@ async def list_models(
     limit: Annotated[int, Query(ge=1, le=1000, description="models per page")] = 100,
     after: Annotated[str | None, Query(description="the `next` of the previous page")] = None,
     svc: Services = Depends(services),
-    _p: Principal = Depends(principal),
+    p: Principal = Depends(READ),
 ) -> ModelList:
     """Registered models by name with their latest version and aliases, a page at a time.
 
     A page costs the same however many models are registered (keyset paging on the name).
     """
-    records = await asyncio.to_thread(svc.models.list_models, limit + 1, after)
+    records = await asyncio.to_thread(svc.models.list_visible, p, limit + 1, after)
     more = len(records) > limit
     page = records[:limit]
     return ModelList(models=[summary(r) for r in page], next=page[-1].name if more else None)
@@ -117,9 +117,7 @@ async def list_models(
     summary="Describe a model",
     responses=problem_responses(InvalidRequest, ModelNotFound),
 )
-async def get_model(
-    name: ModelName, svc: Services = Depends(services), _p: Principal = Depends(principal)
-) -> ModelDetail:
+async def get_model(name: ModelName, svc: Services = Depends(services), _p: Principal = Depends(READ)) -> ModelDetail:
     """A model with all its versions (newest first), manifests and aliases."""
     check_name(name)
     record, versions = await asyncio.to_thread(svc.models.describe, name)
@@ -151,7 +149,7 @@ async def push_version(
         ),
     ] = None,
     svc: Services = Depends(services),
-    p: Principal = Depends(principal),
+    p: Principal = Depends(PUSH),
 ) -> Any:
     """Validate the ONNX graph and manifest, store the file by sha256 and register a version.
 
@@ -164,7 +162,9 @@ async def push_version(
     if alias is not None and not ALIAS_RE.fullmatch(alias):
         raise InvalidRequest(f"invalid alias {alias!r}")
     source = f"upload:{model.filename or 'model.onnx'}"
-    version, created = await svc.lifecycle.push(name, model.file, manifest, source=source, alias=alias, actor=p.name)
+    version, created = await svc.lifecycle.push(name, model.file, manifest, source=source, alias=alias, actor=p.actor)
+    if created or alias is not None:
+        await svc.audit.record(p, "version.push", f"{name}@{version.version}", sha256=version.sha256, alias=alias)
     record = await asyncio.to_thread(svc.models.get_model, name)
     body = version_info(version, record.aliases, svc).model_dump(mode="json")
     return JSONResponse(body, status_code=201 if created else 200)
@@ -181,12 +181,13 @@ async def set_alias(
     alias: AliasName,
     version: Annotated[int, Body(embed=True, ge=1, le=MAX_VERSION)],
     svc: Services = Depends(services),
-    p: Principal = Depends(principal),
+    p: Principal = Depends(WRITE),
 ) -> ModelSummary:
     """Move ``alias`` (e.g. ``staging``) to ``version`` as a promote does: the version is
     loaded and answers one inference first, then the alias moves atomically."""
     check_name(name)
     if not ALIAS_RE.fullmatch(alias):
         raise InvalidRequest(f"invalid alias {alias!r}")
-    await svc.lifecycle.promote(name, version, alias, p.name, action="alias")
+    await svc.lifecycle.promote(name, version, alias, p.actor, action="alias")
+    await svc.audit.record(p, "alias.set", f"{name}:{alias}", version=version)
     return summary(await asyncio.to_thread(svc.models.get_model, name))

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from starlette.responses import Response
 
 from imaas.api.bodies import read_body
-from imaas.api.deps import Principal, principal, services
+from imaas.api.deps import DESCRIBE, INFER, READ, WRITE, Principal, services
 from imaas.api.offload import parse_sized
 from imaas.api.oip_codec import HEADER_LENGTH, encode_response, parse_request
 from imaas.api.openapi import LOOKUP_ERRORS, SERVING_ERRORS, ModelName, VersionPath, oip_responses, ref
@@ -121,10 +121,10 @@ _METADATA_RESPONSES = {200: {"model": ModelMetadata}, **oip_responses(*LOOKUP_ER
     "/models/{model}", summary="Model metadata (default version)", response_model=None, responses=_METADATA_RESPONSES
 )
 async def model_metadata(
-    model: ModelName, svc: Services = Depends(services), _p: Principal = Depends(principal)
+    model: ModelName, svc: Services = Depends(services), p: Principal = Depends(DESCRIBE)
 ) -> dict[str, Any]:
     """Inputs (the raw tensor, and ``image`` for encoded images as BYTES), outputs (-1 for variable dims)."""
-    return await svc.oip.model_metadata(model, None)
+    return await svc.oip.model_metadata(p, model, None)
 
 
 @router.get(
@@ -134,10 +134,10 @@ async def model_metadata(
     responses=_METADATA_RESPONSES,
 )
 async def model_version_metadata(
-    model: ModelName, version: VersionPath, svc: Services = Depends(services), _p: Principal = Depends(principal)
+    model: ModelName, version: VersionPath, svc: Services = Depends(services), p: Principal = Depends(DESCRIBE)
 ) -> dict[str, Any]:
     """Inputs (the raw tensor, and ``image`` for encoded images as BYTES), outputs (-1 for variable dims)."""
-    return await svc.oip.model_metadata(model, version)
+    return await svc.oip.model_metadata(p, model, version)
 
 
 _MODEL_READY_RESPONSES = {**oip_responses(*LOOKUP_ERRORS), **_READY_RESPONSES}
@@ -150,10 +150,10 @@ _MODEL_READY_RESPONSES = {**oip_responses(*LOOKUP_ERRORS), **_READY_RESPONSES}
     responses=_MODEL_READY_RESPONSES,
 )
 async def model_ready(
-    model: ModelName, svc: Services = Depends(services), _p: Principal = Depends(principal)
+    model: ModelName, svc: Services = Depends(services), p: Principal = Depends(DESCRIBE)
 ) -> FastJSONResponse:
     """200 when the version is loaded, 400 when it is not."""
-    return _flag(await svc.oip.model_ready(model, None), "ready")
+    return _flag(await svc.oip.model_ready(p, model, None), "ready")
 
 
 @router.get(
@@ -163,10 +163,10 @@ async def model_ready(
     responses=_MODEL_READY_RESPONSES,
 )
 async def model_version_ready(
-    model: ModelName, version: VersionPath, svc: Services = Depends(services), _p: Principal = Depends(principal)
+    model: ModelName, version: VersionPath, svc: Services = Depends(services), p: Principal = Depends(DESCRIBE)
 ) -> FastJSONResponse:
     """200 when the version is loaded, 400 when it is not."""
-    return _flag(await svc.oip.model_ready(model, version), "ready")
+    return _flag(await svc.oip.model_ready(p, model, version), "ready")
 
 
 @router.post(
@@ -177,10 +177,10 @@ async def model_version_ready(
     responses=_INFER_RESPONSES,
 )
 async def infer(
-    model: ModelName, request: Request, svc: Services = Depends(services), _p: Principal = Depends(principal)
+    model: ModelName, request: Request, svc: Services = Depends(services), p: Principal = Depends(INFER)
 ) -> Response:
     """Run the model; JSON and binary tensor data, and the classification extension."""
-    return await _infer(svc, request, model, None)
+    return await _infer(svc, p, request, model, None)
 
 
 @router.post(
@@ -195,13 +195,13 @@ async def infer_version(
     version: VersionPath,
     request: Request,
     svc: Services = Depends(services),
-    _p: Principal = Depends(principal),
+    p: Principal = Depends(INFER),
 ) -> Response:
     """Run the model; JSON and binary tensor data, and the classification extension."""
-    return await _infer(svc, request, model, version)
+    return await _infer(svc, p, request, model, version)
 
 
-async def _infer(svc: Services, request: Request, model: str, version: str | None) -> Response:
+async def _infer(svc: Services, p: Principal, request: Request, model: str, version: str | None) -> Response:
     server = svc.settings.server
     body = await read_body(request, server.max_body_bytes)
     header_length = request.headers.get(HEADER_LENGTH)
@@ -216,7 +216,9 @@ async def _infer(svc: Services, request: Request, model: str, version: str | Non
         server.max_json_values,
     )
     parsed.routing_key = header_key(request.headers.get(ROUTING_KEY_HEADER))
-    answer = await svc.oip.infer(parsed)
+    answer, decisions = await svc.oip.infer(p, parsed, len(body))
+    if decisions:
+        request.scope["state"].setdefault("ratelimit", []).extend(decisions)
     content, headers = encode_response(answer)
     headers[VERSION_HEADER] = f"{answer.model_name}@{answer.model_version}"
     return Response(content, headers=headers, media_type=headers["Content-Type"])
@@ -231,11 +233,11 @@ async def _infer(svc: Services, request: Request, model: str, version: str | Non
 async def repository_index(
     body: Annotated[RepositoryIndexRequest | None, Body()] = None,
     svc: Services = Depends(services),
-    _p: Principal = Depends(principal),
+    p: Principal = Depends(READ),
 ) -> Any:
     """Every model with its default version and state (``READY`` when loaded)."""
     ready_only = body is not None and body.ready
-    return FastJSONResponse(await svc.oip.repository_index(ready_only))
+    return FastJSONResponse(await svc.oip.repository_index(p, ready_only))
 
 
 @router.post(
@@ -244,9 +246,9 @@ async def repository_index(
     response_class=Response,
     responses={200: {"description": "loaded (no body)"}, **oip_responses(*LOOKUP_ERRORS, ModelNotReady)},
 )
-async def load(model: ModelName, svc: Services = Depends(services), _p: Principal = Depends(principal)) -> Response:
+async def load(model: ModelName, svc: Services = Depends(services), p: Principal = Depends(WRITE)) -> Response:
     """Load the model's default (``production``) version."""
-    await svc.oip.load(model)
+    await svc.oip.load(p, model)
     return Response(status_code=200)
 
 
@@ -256,7 +258,7 @@ async def load(model: ModelName, svc: Services = Depends(services), _p: Principa
     response_class=Response,
     responses={200: {"description": "unloaded (no body)"}, **oip_responses(InvalidRequest, ModelNotFound)},
 )
-async def unload(model: ModelName, svc: Services = Depends(services), _p: Principal = Depends(principal)) -> Response:
+async def unload(model: ModelName, svc: Services = Depends(services), p: Principal = Depends(WRITE)) -> Response:
     """Unload every loaded version; the next request loads it again."""
-    await svc.oip.unload(model)
+    await svc.oip.unload(p, model)
     return Response(status_code=200)

@@ -25,7 +25,7 @@ from imaas.api.auth import Authenticate
 from imaas.api.fastpath import PredictFastPath
 from imaas.api.middleware import BodyLimit, RequestContext
 from imaas.api.responses import FastJSONResponse
-from imaas.api.routes import health, lifecycle, models, oip, predict
+from imaas.api.routes import health, keys, lifecycle, models, oip, predict
 from imaas.errors import ImaasError
 from imaas.services.container import Services, build_services
 from imaas.settings import Settings
@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(lifecycle.router)
     app.include_router(predict.router)
     app.include_router(oip.router)
+    app.include_router(keys.router)
 
     upload_limit = settings.server.max_upload_bytes
     body_limit = settings.server.max_body_bytes

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -52,6 +52,11 @@ def to_key(row: ApiKeyRow) -> ApiKey:
 
 def _maybe_aware(dt: datetime | None) -> datetime | None:
     return aware(dt) if dt is not None else None
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    # SQLite keeps no offset: every time goes in as UTC, so it reads back as the same instant
+    return dt.astimezone(UTC) if dt is not None else None
 
 
 class SqlKeys:
@@ -88,7 +93,7 @@ class SqlKeys:
                 limits=dataclasses.asdict(limits or KeyLimits()),
                 created_at=utcnow(),
                 created_by=created_by,
-                expires_at=expires_at,
+                expires_at=_utc(expires_at),
                 seq=state.seq,
             )
             s.add(row)
@@ -116,19 +121,23 @@ class SqlKeys:
             q = select(ApiKeyRow).where(ApiKeyRow.seq > seq).order_by(ApiKeyRow.seq)
             return [to_key(r) for r in s.scalars(q)]
 
-    def revoke(self, key_id: str, at: datetime | None = None) -> ApiKey:
-        """Revoke a key from ``at`` (default now); of several revocations the earliest time holds."""
+    def revoke(self, key_id: str, at: datetime | None = None, *, replaced_by: str | None = None) -> ApiKey:
+        """Revoke a key from ``at`` (default now); of several revocations the earliest time holds.
+        ``replaced_by`` names the key a rotation made in its place."""
 
         def work(s: Any, state: Any) -> ApiKey:
             row = s.get(ApiKeyRow, key_id)
             if row is None:
                 raise KeyNotFound(f"no API key with id {key_id!r}")
-            when = at or utcnow()
+            when = _utc(at) or utcnow()
+            if replaced_by is not None:
+                row.replaced_by = replaced_by
             # a revocation only ever comes sooner: revoking a key in a rotation's grace period
             # ends it now, and a second revoke never postpones the first
-            if row.revoked_at is None or aware(row.revoked_at) > when:
+            if row.revoked_at is None or aware(row.revoked_at) > when or replaced_by is not None:
                 state.seq += 1
-                row.revoked_at = when
+                if row.revoked_at is None or aware(row.revoked_at) > when:
+                    row.revoked_at = when
                 row.seq = state.seq
             return to_key(row)
 
@@ -140,4 +149,4 @@ class SqlKeys:
             return
         with self.registry._session() as s:
             for key_id, at in last_used.items():
-                s.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(last_used_at=at))
+                s.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(last_used_at=_utc(at)))

@@ -32,6 +32,7 @@ PREFIX = "imaas_"
 ID_LENGTH = 12
 SECRET_BYTES = 32
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+KEY_ID_PATTERN = "^[a-z2-7]{12}$"  # a key's public id (documentation of path parameters)
 KEY_RE = re.compile(r"imaas_([a-z2-7]{12})_([A-Za-z0-9_-]{43})")
 """A whole key (matched with ``fullmatch``)."""
 

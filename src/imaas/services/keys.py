@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from imaas.domain import ALL_SCOPES, ApiKey, KeyLimits
-from imaas.errors import Conflict, InvalidField
+from imaas.domain import ALL_SCOPES, ApiKey, KeyLimits, Principal, Scope
+from imaas.errors import Conflict, Forbidden, InvalidField
 from imaas.registry.keys import SqlKeys
 from imaas.security.keys import new_key
 from imaas.services.auth import Authenticator
@@ -60,9 +60,15 @@ class KeyService:
         limits: KeyLimits | None = None,
         expires_at: datetime | None = None,
         actor: str | None = None,
+        creator: Principal | None = None,
     ) -> CreatedKey:
-        """A new key; ``InvalidField`` naming the field for a bad name, scope, pattern or limit."""
+        """A new key; ``InvalidField`` naming the field for a bad name, scope, pattern or limit.
+
+        A ``creator`` (the caller, when a key makes the key) can give no more than it holds:
+        ``Forbidden`` for a scope it lacks, or for models outside its own list."""
         scopes = check_key_fields(name, scopes, models, limits, expires_at)
+        if creator is not None:
+            check_within(creator, scopes, models)
         for _attempt in range(3):
             issued = new_key()
             try:
@@ -86,20 +92,35 @@ class KeyService:
         """Every key, without secrets (only their hashes exist)."""
         return self.keys.list_keys()
 
-    def revoke(self, key_id: str, at: datetime | None = None) -> ApiKey:
-        """Revoke ``key_id`` from ``at`` (default now); ``KeyNotFound`` when no key has that id."""
-        key = self.keys.revoke(key_id, at)
+    def get(self, key_id: str) -> ApiKey:
+        """One key; ``KeyNotFound`` when no key has that id."""
+        return self.keys.get(key_id)
+
+    def revoke(self, key_id: str, at: datetime | None = None, *, replaced_by: str | None = None) -> ApiKey:
+        """Revoke ``key_id`` from ``at`` (default now); ``KeyNotFound`` when no key has that id,
+        ``Conflict`` when it is the last usable key with ``keys:admin`` (nobody could make keys again)."""
+        if replaced_by is None and Scope.KEYS_ADMIN in self.keys.get(key_id).scopes:
+            now = datetime.now(UTC)
+            admins = [k for k in self.keys.list_keys() if Scope.KEYS_ADMIN in k.scopes and _usable(k, now)]
+            if [k.id for k in admins] == [key_id]:
+                raise Conflict(
+                    f"{key_id} is the last usable key with keys:admin; create another admin key before revoking it"
+                )
+        key = self.keys.revoke(key_id, at, replaced_by=replaced_by)
         self.authenticator.apply(key)
         return key
 
     def rotate(self, key_id: str, grace: timedelta = timedelta(0), actor: str | None = None) -> CreatedKey:
         """A new key with the old one's name, scopes, models, limits and expiry; the old one
-        is revoked after ``grace`` (0: at once)."""
+        is revoked after ``grace`` (0: at once) and names the new one as ``replaced_by``.
+        ``Conflict`` for a key that is revoked or expired already (create a new one instead)."""
         old = self.keys.get(key_id)
+        if not _usable(old, datetime.now(UTC)) or old.replaced_by is not None:
+            raise Conflict(f"API key {key_id} is revoked, expired or already rotated: create a new key instead")
         created = self.create(
             old.name, old.scopes, models=old.models, limits=old.limits, expires_at=old.expires_at, actor=actor
         )
-        self.revoke(key_id, datetime.now(UTC) + grace)
+        self.revoke(key_id, datetime.now(UTC) + grace, replaced_by=created.key.id)
         return created
 
     def ensure_admin_key(self, path: Path) -> Path | None:
@@ -164,3 +185,23 @@ def check_key_fields(
     if expires_at is not None and expires_at.tzinfo is None:
         raise InvalidField("expires: give a time zone (e.g. 2027-01-01T00:00:00Z)")
     return wanted
+
+
+def _usable(key: ApiKey, now: datetime) -> bool:
+    """Neither revoked nor expired at ``now``."""
+    return (key.revoked_at is None or key.revoked_at > now) and (key.expires_at is None or key.expires_at > now)
+
+
+def check_within(creator: Principal, scopes: list[str], models: tuple[str, ...] | None) -> None:
+    """``Forbidden`` unless a key with ``scopes`` and ``models`` gives no more than ``creator`` holds."""
+    extra = [s for s in scopes if s not in creator.scopes]
+    if extra:
+        raise Forbidden(f"a key cannot give scopes it does not hold: {', '.join(extra)}")
+    if creator.models is None:
+        return
+    if models is None:
+        raise Forbidden("this key is limited to some models: give the new key models within them")
+    own = set(creator.models)
+    outside = [m for m in models if m not in own and (any(c in m for c in "*?[") or not creator.sees(m))]
+    if outside:
+        raise Forbidden(f"models outside this key's own: {', '.join(outside)}")

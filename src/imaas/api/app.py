@@ -23,7 +23,7 @@ from imaas import __version__
 from imaas.api import openapi, problems
 from imaas.api.auth import Authenticate
 from imaas.api.fastpath import PredictFastPath
-from imaas.api.middleware import BodyLimit, RequestContext
+from imaas.api.middleware import BodyLimit, RequestContext, SecurityHeaders
 from imaas.api.responses import FastJSONResponse
 from imaas.api.routes import health, keys, lifecycle, models, oip, predict
 from imaas.errors import ImaasError
@@ -126,5 +126,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(PredictFastPath)
     app.add_middleware(Authenticate, enabled=settings.auth.enabled)
     app.add_middleware(BodyLimit, limit_for=limit_for)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestContext)
     return app

@@ -177,6 +177,13 @@ class AuthSettings(BaseModel):
     key_file: Path | None = Field(
         None, description="where the first start writes the admin key; default home/admin.key"
     )
+    refusal_delay_s: float = Field(
+        0.05,
+        ge=0,
+        le=5,
+        description="pause before answering a refused request (401, 403 of the key, 429 of its limits): a client "
+        "looping on refusals then cannot take the event loop from other keys",
+    )
     refresh_s: float = Field(
         1.0, gt=0, le=60, description="how often keys made or revoked by other processes are read from the registry"
     )

@@ -8,7 +8,9 @@ goes into the scope state, where ``api/deps.py`` and ``answer_predict`` read it.
 paths (health probes, the OpenAPI document and its pages, OIP server metadata) need no key.
 
 A refused request gets its problem (OIP paths: ``{"error": ...}``) with
-``WWW-Authenticate: Bearer`` on a 401 (``api/problems.py``); the body is never read. Responses of a key with
+``WWW-Authenticate: Bearer`` on a 401 (``api/problems.py``), after ``auth.refusal_delay_s``
+(a tarpit: a client looping on refusals is slowed to its connections / delay instead of
+spinning the event loop every other key needs); the body is never read. Responses of a key with
 limits carry the IETF ``RateLimit`` / ``RateLimit-Policy`` headers of the limits the request
 touched (``ratelimit`` in the scope state: the rate limit here, quotas in the predict call).
 
@@ -17,6 +19,8 @@ every caller is ``ANONYMOUS``: every scope, every model.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,9 +56,10 @@ def is_public(path: str) -> bool:
 class Authenticate:
     """Put the caller's ``Principal`` in ``scope["state"]["principal"]`` or answer 401/429."""
 
-    def __init__(self, app: ASGIApp, enabled: bool) -> None:
+    def __init__(self, app: ASGIApp, enabled: bool, refusal_delay_s: float = 0.05) -> None:
         self.app = app
         self.enabled = enabled
+        self.refusal_delay_s = refusal_delay_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,6 +83,10 @@ class Authenticate:
             principal = services.auth.authenticate(authorization)
             decision = await services.usage.take_request(principal)
         except ImaasError as exc:
+            # answered after a short pause: a client looping on refusals cannot spin the event
+            # loop that every other key's requests need (a tarpit, as gateways' delayed limits)
+            if self.refusal_delay_s:
+                await asyncio.sleep(self.refusal_delay_s)
             await _refuse(exc, scope, send)
             return
         state["principal"] = principal

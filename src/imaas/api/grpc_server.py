@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
@@ -149,6 +150,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         self.oip = services.oip
         self.auth = services.auth if services.settings.auth.enabled else None
         self.usage = services.usage
+        self.refusal_delay_s = services.settings.auth.refusal_delay_s
         self.max_elements = max_elements
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> Principal:
@@ -156,8 +158,12 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         header; tritonclient sends it with ``headers=``), its rate-limit token taken."""
         if self.auth is None:
             return ANONYMOUS
-        principal = self.auth.authenticate(_metadata(context, "authorization"))
-        await self.usage.take_request(principal)
+        try:
+            principal = self.auth.authenticate(_metadata(context, "authorization"))
+            await self.usage.take_request(principal)
+        except ImaasError:
+            await asyncio.sleep(self.refusal_delay_s)  # as REST's: a refusal loop cannot spin the loop
+            raise
         return principal
 
     @_rpc

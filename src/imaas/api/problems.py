@@ -41,7 +41,7 @@ def request_id(request: Request) -> str | None:
 
 def problem(request: Request, status: int, code: str, title: str, detail: str | None, **extra: Any) -> JSONResponse:
     """Build a problem response for ``request`` (the OIP error form under ``/v2``)."""
-    if request.url.path.startswith("/v2"):
+    if request.scope.get("path", "").startswith("/v2"):  # the path, without building a URL
         return oip_error(request, status, detail or title)
     body: dict[str, Any] = {
         "type": f"https://imaas.dev/problems/{code}",

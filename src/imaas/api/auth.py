@@ -34,7 +34,6 @@ from imaas.services.container import Services
 PUBLIC_PATHS = frozenset(
     {
         "/healthz",
-        "/livez",
         "/readyz",
         "/openapi.json",
         "/docs",

@@ -1,4 +1,4 @@
-"""Limits on what users write into the registry: model and version cards, route weights.
+"""Limits on what users write into the registry: model and version cards, prices, route weights.
 
 Checked before the write transaction starts, so a bad value costs no lock. Every error is
 an ``InvalidField`` (422) whose detail starts with the offending field, as in
@@ -12,11 +12,13 @@ Example::
 
     check_tags({"team": "vision"})  # {'team': 'vision'}
     check_weight(150)               # InvalidField("weight: must be between 0 and 100, got 150")
+    check_price(Decimal("1.5"))     # Decimal('1.500000')
 """
 
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 from imaas.errors import InvalidField
@@ -26,6 +28,8 @@ MAX_TAG_KEY = 64
 MAX_TAG_VALUE = 256
 MAX_DESCRIPTION = 10_000
 MAX_KEEP_LATEST = 100  # the API's limit (schemas/lifecycle.py)
+MAX_PRICE = Decimal(1_000_000_000)  # per 1,000 images; with PRICE_STEP it fits Numeric(18, 6) (tables.py)
+PRICE_STEP = Decimal("0.000001")  # 6 decimal places
 
 
 def invalid(field: str, message: str) -> InvalidField:
@@ -129,3 +133,30 @@ def check_keep_latest(keep_latest: int) -> int:
     if isinstance(keep_latest, bool) or not isinstance(keep_latest, int) or not 0 <= keep_latest <= MAX_KEEP_LATEST:
         raise invalid("keep_latest", f"must be a whole number from 0 to {MAX_KEEP_LATEST}, got {keep_latest!r}")
     return keep_latest
+
+
+def check_price(price: Decimal | int) -> Decimal:
+    """``price`` (per 1,000 images) with exactly 6 decimal places, or ``InvalidField`` naming
+    ``price_per_1000`` unless it is a finite decimal from 0 to 1,000,000,000 with at most 6
+    decimal places.
+
+    A float is refused rather than converted: ``0.1`` is not exactly a tenth, and a price
+    must be exact. Trailing zeros do not count as places (``Decimal("1.5000000")`` is 1.5).
+
+    >>> check_price(Decimal("0.000001"))
+    Decimal('0.000001')
+    >>> check_price(Decimal("0.0000001"))
+    Traceback (most recent call last):
+    imaas.errors.InvalidField: price_per_1000: at most 6 decimal places, got 0.0000001
+    """
+    if isinstance(price, bool) or not isinstance(price, Decimal | int):
+        raise invalid("price_per_1000", f"must be a Decimal (a float is not exact), got {price!r}")
+    price = Decimal(price)
+    if not price.is_finite():
+        raise invalid("price_per_1000", f"must be a finite number, got {price}")
+    if not 0 <= price <= MAX_PRICE:
+        raise invalid("price_per_1000", f"must be between 0 and {MAX_PRICE}, got {price}")
+    if price != price.quantize(PRICE_STEP):
+        shown = f"{price:f}" if price.adjusted() > -20 else str(price)  # 1E-999999 is not a megabyte of zeros
+        raise invalid("price_per_1000", f"at most 6 decimal places, got {shown}")
+    return price.copy_abs().quantize(PRICE_STEP)  # copy_abs: -0 is stored as 0

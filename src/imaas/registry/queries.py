@@ -139,6 +139,7 @@ def records(s: Session, rows: list[ModelRow]) -> list[ModelRecord]:
             routes=by_model[r.id],
             tags=dict(r.tags or {}),
             keep_latest=r.keep_latest,
+            price_per_1000=r.price_per_1000,
         )
         for r in rows
     ]

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from types import EllipsisType
 from typing import Any, TypeVar
 
@@ -500,12 +501,15 @@ class SqlRegistry:
         description: str | None = None,
         tags: dict[str, str] | None = None,
         keep_latest: int | None = None,
+        price_per_1000: Decimal | EllipsisType | None = ...,
         actor: str | None = None,
     ) -> ModelRecord:
-        """Edit a model's card (fields left None are kept); records an ``edit`` event.
+        """Edit a model's card (fields left None are kept; ``price_per_1000`` left ``...`` is
+        kept, and None clears it: the task's price applies again); records an ``edit`` event.
 
         ``InvalidField`` for a description over 10,000 characters, more than 50 tags, a tag
-        key over 64 or value over 256 characters, a NUL character, or ``keep_latest`` outside 0-100.
+        key over 64 or value over 256 characters, a NUL character, ``keep_latest`` outside
+        0-100, or a price that is not a Decimal from 0 to 1e9 with at most 6 decimal places.
         """
         if description is not None:
             description = fields.check_description(description)
@@ -513,9 +517,18 @@ class SqlRegistry:
             tags = fields.check_tags(tags)
         if keep_latest is not None:
             keep_latest = fields.check_keep_latest(keep_latest)
+        if not isinstance(price_per_1000, EllipsisType | None):
+            price_per_1000 = fields.check_price(price_per_1000)
         return self._write(
             lambda s, state: versions.update_model(
-                s, state, name, description=description, tags=tags, keep_latest=keep_latest, actor=actor
+                s,
+                state,
+                name,
+                description=description,
+                tags=tags,
+                keep_latest=keep_latest,
+                price_per_1000=price_per_1000,
+                actor=actor,
             ),
             f"editing model {name!r}",
         )

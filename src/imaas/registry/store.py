@@ -16,6 +16,7 @@ reached raises ``RegistryUnavailable`` (503); one locked by others past every re
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from types import EllipsisType
 from typing import Any, Protocol
 
@@ -173,9 +174,20 @@ class RegistryStore(Protocol):
         description: str | None = None,
         tags: dict[str, str] | None = None,
         keep_latest: int | None = None,
+        price_per_1000: Decimal | EllipsisType | None = ...,
         actor: str | None = None,
     ) -> ModelRecord:
-        """Edit a model's card (fields left None are kept); records an ``edit`` event."""
+        """Edit a model's card (fields left None are kept); records an ``edit`` event.
+
+        ``price_per_1000`` is kept when left ``...``; None clears it (the task's price from
+        the settings applies again, else the model is free). ``InvalidField`` for a price
+        that is not a Decimal from 0 to 1e9 with at most 6 decimal places (a float is not exact).
+
+        Example::
+
+            registry.update_model("digits", price_per_1000=Decimal("1.50"))
+            registry.update_model("digits", price_per_1000=None)  # back to the task's price
+        """
         ...
 
     def update_version(

@@ -14,6 +14,7 @@ version they name was deleted.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -26,6 +27,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -56,8 +58,11 @@ class ModelRow(Base):
     keep_latest: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # the highest version number ever given (deleted ones included): the next push gets one more
     last_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
-    # what 1,000 predicted images cost (None: the task's price from the settings, else free)
-    price_per_1000: Mapped[float | None] = mapped_column(Float)
+    # what 1,000 predicted images cost (None: the task's price from the settings, else free).
+    # PostgreSQL stores the decimal itself; SQLite has no decimal type, so it keeps a double and
+    # SQLAlchemy reads it back rounded to the 6 places: exact for every price registry/fields.py
+    # admits (at most 1e9 with 6 places: 15 significant digits, which a double round-trips).
+    price_per_1000: Mapped[Decimal | None] = mapped_column(Numeric(18, 6))
 
 
 class VersionRow(Base):

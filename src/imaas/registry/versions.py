@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
+from types import EllipsisType
 from typing import Any
 
 from sqlalchemy import select
@@ -202,9 +204,11 @@ def update_model(
     description: str | None,
     tags: dict[str, str] | None,
     keep_latest: int | None,
+    price_per_1000: Decimal | EllipsisType | None,
     actor: str | None,
 ) -> ModelRecord:
-    """Edit a model's card (values were checked by the caller); an ``edit`` event names the
+    """Edit a model's card (values were checked by the caller; None keeps a field, except
+    ``price_per_1000``, which ``...`` keeps and None clears); an ``edit`` event names the
     fields that changed, and nothing is recorded when none did."""
     model = queries.model_row(s, name)
     changed: list[str] = []
@@ -217,6 +221,9 @@ def update_model(
     if keep_latest is not None and keep_latest != model.keep_latest:
         model.keep_latest = keep_latest
         changed.append("keep_latest")
+    if not isinstance(price_per_1000, EllipsisType) and price_per_1000 != model.price_per_1000:
+        model.price_per_1000 = price_per_1000
+        changed.append("price_per_1000")
     if changed:
         record(s, state, name, "edit", actor=actor, detail={"fields": changed})
     return queries.records(s, [model])[0]

@@ -3,10 +3,12 @@ comparison, history and model cards. Shared by the API and the SDK."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
 
 from imaas.schemas.rest import LoadState
 
@@ -25,6 +27,25 @@ Tags = Annotated[
         description="replaces the tags; at most 50",
         # a key pattern would turn into patternProperties; the registry refuses a NUL in a key
         json_schema_extra={"propertyNames": {"minLength": 1, "maxLength": 64, "pattern": _TEXT}},
+    ),
+]
+
+# A price per 1,000 images as a caller may write it (what the registry accepts: registry/fields.py):
+# a decimal string from 0 to 1,000,000,000 with at most 6 places, or a JSON number, read as the
+# shortest decimal that prints it (0.1 is 0.1; 0.30000000000000004 has 17 places and is refused).
+MAX_PRICE = 1_000_000_000
+PRICE_PATTERN = r"^(1000000000(\.0{1,6})?|[0-9]{1,9}(\.[0-9]{1,6})?)$"
+_PRICE_RE = re.compile(PRICE_PATTERN)
+Price = Annotated[
+    Decimal,
+    Field(ge=0, le=MAX_PRICE, decimal_places=6, allow_inf_nan=False),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": PRICE_PATTERN},
+                {"type": "number", "minimum": 0, "maximum": MAX_PRICE, "multipleOf": 0.000001},
+            ]
+        }
     ),
 ]
 
@@ -171,12 +192,31 @@ class ModelCardUpdate(BaseModel):
     keep_latest: int | None = Field(
         None, ge=0, le=100, description="newest versions kept loaded", json_schema_extra={"type": "integer"}
     )
+    price_per_1000: Price | None = Field(
+        None,
+        description=(
+            'what 1,000 predicted images cost: a decimal string (exact, e.g. "1.50") or a number, from 0 to '
+            "1000000000 with at most 6 decimal places; null clears it (the task's price applies again, else "
+            "free); omitted: unchanged"
+        ),
+    )
 
     @field_validator("keep_latest", mode="before")
     @classmethod
     def _not_a_boolean(cls, value: Any) -> Any:
         if isinstance(value, bool):  # JSON true is not the integer 1
             raise ValueError("keep_latest must be an integer, not a boolean")
+        return value
+
+    @field_validator("price_per_1000", mode="before")
+    @classmethod
+    def _plain_decimal(cls, value: Any) -> Any:
+        # Decimal() alone would also read " 2 ", "1_000", "1e3" and "NaN": the description promises less
+        if isinstance(value, str) and not _PRICE_RE.fullmatch(value):
+            raise ValueError(
+                'price_per_1000 must be a decimal such as "1.50": digits, at most 6 decimal places, '
+                "from 0 to 1000000000"
+            )
         return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -94,6 +95,23 @@ class AliasRouteInfo(BaseModel):
     shadow_weight: float = 0.0
 
 
+# A price per 1,000 images as the API writes it: the fewest digits that say the exact value
+# (no trailing zeros, no exponent): "1.5", "0.000001", "10", "0". The registry keeps at most
+# 6 decimal places and at most 1,000,000,000 (registry/fields.py).
+PRICE_OUT_PATTERN = r"^(0|[1-9][0-9]{0,9})(\.[0-9]{0,5}[1-9])?$"
+
+
+def price_text(price: Decimal | None) -> str | None:
+    """``price`` as the API writes it (see ``PRICE_OUT_PATTERN``); None stays None.
+
+    >>> price_text(Decimal("1.500000")), price_text(Decimal("10.000000")), price_text(Decimal("0.000001"))
+    ('1.5', '10', '0.000001')
+    """
+    if price is None:
+        return None
+    return f"{price.normalize():f}"  # normalize alone would write 10 as 1E+1; the f format never does
+
+
 class ModelSummary(BaseModel):
     """A model in the catalog listing."""
 
@@ -107,6 +125,16 @@ class ModelSummary(BaseModel):
     )
     tags: dict[str, str] = Field(default_factory=dict)
     keep_latest: int = Field(0, description="the newest versions kept loaded besides the aliased ones")
+    price_per_1000: str | None = Field(
+        None,
+        description=(
+            "what 1,000 predicted images of this model cost, as an exact decimal string without trailing "
+            'zeros or exponent (e.g. "1.5", "0.000001"); null: the task\'s price from the server settings '
+            "applies, else the model is free"
+        ),
+        json_schema_extra={"pattern": PRICE_OUT_PATTERN},
+        examples=["1.5"],
+    )
     created_at: datetime
 
 

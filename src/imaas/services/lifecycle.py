@@ -257,7 +257,8 @@ class LifecycleService:
         return await asyncio.to_thread(self.registry.history, name, limit, before)
 
     async def update_model(self, name: str, actor: str | None = None, **fields: Any) -> ModelRecord:
-        """Edit a model's description, tags or ``keep_latest``."""
+        """Edit a model's description, tags, ``keep_latest`` or ``price_per_1000`` (the
+        registry's ``update_model`` keywords; a ``price_per_1000`` of None clears the price)."""
         record = await asyncio.to_thread(lambda: self.registry.update_model(name, actor=actor, **fields))
         await self._changed(name)
         return record

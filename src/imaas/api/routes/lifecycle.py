@@ -305,15 +305,18 @@ async def history(
 @router.patch(
     "/{name:imaas_model}",
     response_model=ModelSummary,
-    summary="Edit a model's description, tags or keep_latest",
+    summary="Edit a model's description, tags, keep_latest or price",
     responses=problem_responses(InvalidRequest, ModelNotFound, InvalidField, *WRITE_ERRORS),
 )
 async def update_model(
     name: ModelName, body: ModelCardUpdate, svc: Services = Depends(services), p: Principal = Depends(WRITE)
 ) -> ModelSummary:
-    """Change the fields given; the others stay."""
+    """Change the fields given; the others stay. ``"price_per_1000": null`` clears the price
+    (the task's price applies again); null for any other field keeps it."""
     check_name(name)
     fields = body.model_dump(exclude_none=True)
+    if "price_per_1000" in body.model_fields_set:  # given, null included: null means "no price of its own"
+        fields["price_per_1000"] = body.price_per_1000
     record = await svc.lifecycle.update_model(name, p.actor, **fields)
     await svc.audit.record(p, "model.update", name, fields=sorted(fields))
     return summary(record)

@@ -24,7 +24,7 @@ from imaas.errors import (
     VersionNotFound,
     VersionNotLoadable,
 )
-from imaas.schemas.rest import AliasRouteInfo, ModelDetail, ModelList, ModelSummary, VersionInfo
+from imaas.schemas.rest import AliasRouteInfo, ModelDetail, ModelList, ModelSummary, VersionInfo, price_text
 from imaas.services.container import Services
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -70,6 +70,7 @@ def summary(record: ModelRecord) -> ModelSummary:
         routes={a: route_info(r) for a, r in record.routes.items()},
         tags=record.tags,
         keep_latest=record.keep_latest,
+        price_per_1000=price_text(record.price_per_1000),
         created_at=record.created_at,
     )
 

@@ -10,7 +10,8 @@ Create Date: 2026-12-02
 - ``usage_daily``: requests, images, compute milliseconds and bytes per key x model x
   version x task x UTC day.
 - ``audit_log``: privileged actions, append-only.
-- ``models.price_per_1000``: what 1,000 predicted images of the model cost.
+- ``models.price_per_1000``: what 1,000 predicted images of the model cost, an exact decimal
+  (``Numeric(18, 6)``: up to 1,000,000,000 with 6 decimal places; never a float).
 """
 
 import sqlalchemy as sa
@@ -68,7 +69,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_log_at", "audit_log", ["at"])
     with op.batch_alter_table("models") as batch:
-        batch.add_column(sa.Column("price_per_1000", sa.Float))
+        batch.add_column(sa.Column("price_per_1000", sa.Numeric(18, 6)))
 
 
 def downgrade() -> None:

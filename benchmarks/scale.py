@@ -49,6 +49,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def admin_key(home: Path) -> str:
+    """The admin key a server on ``home`` wrote at its first start (``IMAAS_AUTH__KEY_FILE`` honoured)."""
+    from imaas.settings import Settings
+
+    return Settings(home=home).admin_key_file.read_text().strip()
+
+
 class Server:
     def __init__(self, home: Path, load_on_startup: bool = True) -> None:
         self.port = free_port()
@@ -60,6 +67,8 @@ class Server:
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready_after = self._wait_ready()
+        # the admin key the server's first start wrote to the home (every route but health needs a key)
+        self.headers = {"Authorization": f"Bearer {admin_key(home)}"}
 
     def _wait_ready(self) -> float:
         while True:
@@ -134,7 +143,7 @@ def main() -> None:
         # startup with the zoo installed, and latency with 2 models registered
         server = Server(home)
         report["startup_ready_s"] = round(server.ready_after, 2)
-        client = httpx.Client(base_url=server.url)
+        client = httpx.Client(base_url=server.url, headers=server.headers)
         predict = partial(predict_once, client, jpeg)
         report["list_page_ms_2_models"] = round(median_ms(partial(list_page, client)), 2)
         report["predict_ms_2_models"] = round(median_ms(predict), 2)
@@ -148,7 +157,7 @@ def main() -> None:
         report["session_footprint_mb"] = round(session_footprint_mb(onnx_path), 1)
 
         server = Server(home, load_on_startup=False)
-        client = httpx.Client(base_url=server.url, timeout=60)
+        client = httpx.Client(base_url=server.url, headers=server.headers, timeout=60)
         client.get("/v1/models").raise_for_status()
         report["rss_empty_mb"] = round(rss_mb(server.proc.pid), 1)
         names = ["mobilenet-v2"] + [f"copy-{i:02d}" for i in range(9)]

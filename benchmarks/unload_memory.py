@@ -70,5 +70,6 @@ def main() -> None:
             f"{r['unloaded2']:.0f} | {back:.0f} of {grown:.0f} MiB ({back / grown:.0%}) |"
         )
 
+
 if __name__ == "__main__":
     main()

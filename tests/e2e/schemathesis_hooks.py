@@ -1,12 +1,16 @@
-"""schemathesis hooks for tests/e2e/test_openapi_contract.py: the rules OpenAPI cannot state.
+"""schemathesis hooks for tests/e2e/test_openapi_contract.py: the rules OpenAPI cannot state,
+and the one call the run must not make.
 
-Loaded by the ``st`` process through ``SCHEMATHESIS_HOOKS``. Each hook drops one kind of
-``positive_data_acceptance`` failure, and only when the response is the documented answer
-to that rule; every other failure is kept.
+Loaded by the ``st`` process through ``SCHEMATHESIS_HOOKS``. Each ``filter_failure`` rule
+drops one kind of ``positive_data_acceptance`` failure, and only when the response is the
+documented answer to that rule; every other failure is kept. ``before_call`` keeps the run
+from revoking or rotating the very key it authenticates with (the test passes its id and a
+decoy's in ``IMAAS_CONTRACT_KEY_ID`` and ``IMAAS_CONTRACT_DECOY_KEY_ID``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -15,6 +19,23 @@ import schemathesis
 from schemathesis.openapi.checks import RejectedPositiveData
 
 PREDICT = "/v1/models/{name}:predict"
+# Calls that end a key: after one on the run's own key every later request would be a 401.
+ENDS_A_KEY = {("DELETE", "/v1/keys/{key_id}"), ("POST", "/v1/keys/{key_id}/rotate")}
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, **kwargs: Any) -> None:
+    """Send a revoke or rotate of the run's own key to the decoy admin key instead.
+
+    The stateful phase finds the key's id (``GET /v1/keys``) and would revoke or rotate it
+    (a rotation revokes it at once without a grace period); the decoy takes those calls, so
+    the operations are still exercised on a real admin key and the run keeps its own.
+    """
+    own, decoy = os.environ.get("IMAAS_CONTRACT_KEY_ID"), os.environ.get("IMAAS_CONTRACT_DECOY_KEY_ID")
+    params = case.path_parameters
+    ends_a_key = (case.method.upper(), case.operation.path) in ENDS_A_KEY
+    if own and decoy and params and ends_a_key and unquote(str(params.get("key_id", ""))) == own:
+        params["key_id"] = decoy
 
 
 # The registry's state decides these 422s, not the request: a canary or shadow equal to the

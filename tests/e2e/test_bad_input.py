@@ -54,7 +54,7 @@ CASES = [
 
 @pytest.mark.parametrize(("case", "body", "ctype", "status", "code"), CASES, ids=[c[0] for c in CASES])
 def test_bad_bodies(zoo_server: RunningServer, case: str, body: bytes, ctype: str, status: int, code: str) -> None:
-    headers = {"Content-Type": ctype} if ctype else {}
+    headers = {**zoo_server.headers, **({"Content-Type": ctype} if ctype else {})}
     r = httpx.post(f"{zoo_server.url}{PREDICT}", content=body, headers=headers)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
@@ -78,7 +78,11 @@ def test_bad_bodies(zoo_server: RunningServer, case: str, body: bytes, ctype: st
     ],
 )
 def test_bad_targets(zoo_server: RunningServer, photos: dict[str, bytes], path: str, status: int, code: str) -> None:
-    r = httpx.post(f"{zoo_server.url}{path}", content=photos["chelsea"], headers={"Content-Type": "image/jpeg"})
+    r = httpx.post(
+        f"{zoo_server.url}{path}",
+        content=photos["chelsea"],
+        headers={**zoo_server.headers, "Content-Type": "image/jpeg"},
+    )
     assert r.status_code == status, r.text
     assert r.json()["code"] == code
 
@@ -88,7 +92,8 @@ def test_oversized_body_is_refused(zoo_home: object, serve: object, photos: dict
 
     settings = Settings(home=zoo_home, server=ServerSettings(max_body_bytes=10_000))  # type: ignore[arg-type]
     server = serve(settings)  # type: ignore[operator]
-    r = httpx.post(f"{server.url}{PREDICT}", content=photos["chelsea"], headers={"Content-Type": "image/jpeg"})
+    jpeg = {**server.headers, "Content-Type": "image/jpeg"}
+    r = httpx.post(f"{server.url}{PREDICT}", content=photos["chelsea"], headers=jpeg)
     assert r.status_code == 413
     assert r.json()["code"] == "payload_too_large"
 
@@ -96,19 +101,21 @@ def test_oversized_body_is_refused(zoo_home: object, serve: object, photos: dict
         for _ in range(20):
             yield b"\xff" * 1000
 
-    r = httpx.post(f"{server.url}{PREDICT}", content=chunks(), headers={"Content-Type": "image/jpeg"})
+    r = httpx.post(f"{server.url}{PREDICT}", content=chunks(), headers=jpeg)
     assert r.status_code == 413
     assert r.json()["code"] == "payload_too_large"
     ok = httpx.post(
         f"{server.url}{PREDICT}",
         content=solid((9, 9, 9), size=(64, 64), fmt="JPEG"),
-        headers={"Content-Type": "image/jpeg"},
+        headers=jpeg,
     )
     assert ok.status_code == 200
 
 
 def test_server_still_serves_after_bad_input(zoo_server: RunningServer, photos: dict[str, bytes]) -> None:
     for _case, body, ctype, _status, _code in CASES:
-        httpx.post(f"{zoo_server.url}{PREDICT}", content=body, headers={"Content-Type": ctype or "image/png"})
-    r = httpx.post(f"{zoo_server.url}{PREDICT}", content=photos["chelsea"], headers={"Content-Type": "image/jpeg"})
+        headers = {**zoo_server.headers, "Content-Type": ctype or "image/png"}
+        httpx.post(f"{zoo_server.url}{PREDICT}", content=body, headers=headers)
+    jpeg = {**zoo_server.headers, "Content-Type": "image/jpeg"}
+    r = httpx.post(f"{zoo_server.url}{PREDICT}", content=photos["chelsea"], headers=jpeg)
     assert r.status_code == 200

@@ -27,27 +27,34 @@ def cat_file(tmp_path: Path, photos: dict[str, bytes]) -> Path:
     return path
 
 
+def at(server: RunningServer) -> list[str]:
+    """``--url`` and ``--home`` of a local server: the CLI finds its admin key in that home."""
+    return ["--url", server.url, "--home", str(server.settings.home)]
+
+
 def test_cli_predict_table_and_json(zoo_server: RunningServer, cat_file: Path) -> None:
-    table = runner.invoke(app, ["predict", "mobilenet-v2", str(cat_file), "--url", zoo_server.url, "-k", "2"])
+    table = runner.invoke(app, ["predict", "mobilenet-v2", str(cat_file), *at(zoo_server), "-k", "2"])
     assert table.exit_code == 0, table.output
     assert "cat" in table.output
-    as_json = runner.invoke(app, ["predict", "mobilenet-v2", str(cat_file), "--url", zoo_server.url, "--json"])
+    as_json = runner.invoke(app, ["predict", "mobilenet-v2", str(cat_file), "--url", zoo_server.url, "--json"],
+                            env={"IMAAS_HOME": str(zoo_server.settings.home)})  # fmt: skip
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.output)["results"][0]["predictions"][0]["index"] in range(281, 286)
 
 
 def test_cli_errors_are_readable(zoo_server: RunningServer, cat_file: Path) -> None:
-    r = runner.invoke(app, ["predict", "nope", str(cat_file), "--url", zoo_server.url])
+    r = runner.invoke(app, ["predict", "nope", str(cat_file), "--url", zoo_server.url, "--api-key", zoo_server.key])
     assert r.exit_code == 1
     assert "model_not_found" in r.output
 
 
 def test_cli_models_list_and_show(zoo_server: RunningServer) -> None:
-    listed = runner.invoke(app, ["models", "list", "--url", zoo_server.url])
+    listed = runner.invoke(app, ["models", "list", *at(zoo_server)])
     assert listed.exit_code == 0
     assert "mobilenet-v2" in listed.output
     assert "production=1" in listed.output
-    shown = runner.invoke(app, ["models", "show", "efficientnet-lite0", "--url", zoo_server.url, "--json"])
+    shown = runner.invoke(app, ["models", "show", "efficientnet-lite0", "--url", zoo_server.url, "--json"],
+                          env={"IMAAS_API_KEY": zoo_server.key})  # fmt: skip
     assert json.loads(shown.output)["versions"][0]["version"] == 1
 
 
@@ -58,7 +65,7 @@ def test_cli_push(tmp_path: Path, serve: object) -> None:
     model = tiny_classifier(tmp_path / "t.onnx")
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text("labels: [a, b, c, d]\n")
-    r = runner.invoke(app, ["models", "push", "tiny", str(model), "--manifest", str(manifest), "--url", server.url])
+    r = runner.invoke(app, ["models", "push", "tiny", str(model), "--manifest", str(manifest), *at(server)])
     assert r.exit_code == 0, r.output
     assert "tiny@1" in r.output
 
@@ -82,14 +89,35 @@ HELP_TEXTS: dict[tuple[str, ...], list[str]] = {
         "rollback",
     ],
     ("serve",): ["/readyz answers 200 once they are loaded", "--grpc-port", "--no-grpc", "--access-log"],
-    ("predict",): ["Classify images with MODEL on a running server", "--top-k", "name, name@version or name:alias"],
-    ("bench",): ["every contender is measured once per round", "--peer-cmd", "--no-raw", "--repeat"],
+    ("predict",): [
+        "Classify images with MODEL on a running server",
+        "--top-k",
+        "name, name@version or name:alias",
+        "--api-key",
+        "IMAAS_API_KEY",
+        "admin.key",
+    ],
+    ("bench",): [
+        "every contender is measured once per round",
+        "--peer-cmd",
+        "--no-raw",
+        "--repeat",
+        "Every served request (v1, OIP REST and gRPC) carries the API key",
+        "--peer-auth",
+    ],
     ("samples",): ["the images scikit-image ships; nothing is downloaded", "where to write the photos"],
     ("zoo", "install"): ["a parity check against PyTorch", "models to install (default: all)", "--home"],
     ("zoo", "list"): ["Show the bundled models"],
     ("models", "list"): ["List the models a server has", "--json"],
     ("models", "show"): ["Show a model's versions, aliases and manifest", "--json"],
-    ("models", "push"): ["idempotent for identical bytes and manifest", "--manifest", "--alias"],
+    ("models", "push"): ["idempotent for identical bytes and manifest", "--manifest", "--alias", "--api-key"],
+    ("keys",): ["Create, list, revoke and rotate API keys on a running server", "create", "rotate"],
+    ("keys", "create"): ["print its secret, once", "--scopes", "--expires", "--free-images-per-month", "--api-key"],
+    ("keys", "list"): ["List every API key (never a secret)", "--json"],
+    ("keys", "revoke"): ["every server refuses it within seconds", "ID"],
+    ("keys", "rotate"): ["the old one works for --grace more", "--grace"],
+    ("usage",): ["Usage and cost per key, model version, task and UTC day", "--from", "--to", "--format"],
+    ("audit",): ["The audit log: who created, revoked or rotated keys", "--since", "--action", "--format"],
 }
 
 
@@ -103,14 +131,14 @@ def test_help_texts_explain() -> None:
             assert phrase in helps[command], f"imaas {' '.join(command)} --help lacks {phrase!r}"
     # a group lists its commands' first lines, so each docstring phrase is checked against the
     # other commands' own pages only
-    commands = [c for c in HELP_TEXTS if c and c not in {("zoo",), ("models",)}]
+    commands = [c for c in HELP_TEXTS if c and c not in {("zoo",), ("models",), ("keys",)}]
     for command in commands:
         phrase = HELP_TEXTS[command][0]
         assert [c for c in commands if phrase in helps[c]] == [command], f"{phrase!r} is not only in {command}"
 
 
 def test_sdk_typed_results_and_errors(zoo_server: RunningServer, cat_file: Path, photos: dict[str, bytes]) -> None:
-    with Client(zoo_server.url) as c:
+    with Client(zoo_server.url, api_key=zoo_server.key) as c:
         result = c.predict("mobilenet-v2", cat_file, top_k=3)
         assert result.results[0].predictions[0].index in range(281, 286)
         both = c.predict("efficientnet-lite0", [cat_file, photos["coffee"]], top_k=1)
@@ -133,13 +161,13 @@ def test_sdk_push_error(tmp_path: Path, serve: object) -> None:
 
     server = serve(Settings(home=tmp_path / "h"))  # type: ignore[operator]
     model = tiny_classifier(tmp_path / "t.onnx")
-    with Client(server.url) as c, pytest.raises(InvalidManifest):
+    with Client(server.url, api_key=server.key) as c, pytest.raises(InvalidManifest):
         c.push_model("m", model, "input: {size: [1, 1]}")
 
 
 def test_async_client(zoo_server: RunningServer, photos: dict[str, bytes]) -> None:
     async def run() -> list[int]:
-        async with AsyncClient(zoo_server.url) as c:
+        async with AsyncClient(zoo_server.url, api_key=zoo_server.key) as c:
             results = await asyncio.gather(*(c.predict("mobilenet-v2", photos["chelsea"], top_k=1) for _ in range(8)))
             return [r.results[0].predictions[0].index for r in results]
 
@@ -150,7 +178,7 @@ async def test_async_client_aliases_and_readiness(tmp_path: Path, serve: object,
     from imaas.settings import Settings
 
     server = serve(Settings(home=tmp_path / "h"))  # type: ignore[operator]
-    async with AsyncClient(server.url) as c:
+    async with AsyncClient(server.url, api_key=server.key) as c:
         assert await c.ready() is True
         first = await c.push_model("tiny", tiny_classifier(tmp_path / "a.onnx", seed=0), "labels: [a, b, c, d]")
         second = await c.push_model("tiny", tiny_classifier(tmp_path / "b.onnx", seed=1), "labels: [a, b, c, d]")
@@ -169,8 +197,9 @@ def test_a_text_file_gets_the_answer_curl_gets(zoo_server: RunningServer, tmp_pa
     notes.write_text("meeting notes: ship the SDK\n")
     url = f"{zoo_server.url}/v1/models/mobilenet-v2:predict"
     as_in_readme = ["-H", "Content-Type: image/jpeg", "--data-binary", f"@{notes}", url]
+    key_header = ["-H", f"Authorization: Bearer {zoo_server.key}"]
     curl = subprocess.run(
-        ["curl", "-s", "--noproxy", "*", "-w", "\n%{http_code}", *as_in_readme],
+        ["curl", "-s", "--noproxy", "*", "-w", "\n%{http_code}", *key_header, *as_in_readme],
         capture_output=True,
         text=True,
         timeout=60,
@@ -178,10 +207,10 @@ def test_a_text_file_gets_the_answer_curl_gets(zoo_server: RunningServer, tmp_pa
     body, status = curl.stdout.rsplit("\n", 1)
     problem = json.loads(body)
     assert (status, problem["code"]) == ("422", "invalid_image")
-    r = runner.invoke(app, ["predict", "mobilenet-v2", str(notes), "--url", zoo_server.url])
+    r = runner.invoke(app, ["predict", "mobilenet-v2", str(notes), *at(zoo_server)])
     assert r.exit_code == 1
     assert r.stderr == f"error invalid_image: {problem['detail']}\n"
-    with Client(zoo_server.url) as c, pytest.raises(InvalidImage) as info:
+    with Client(zoo_server.url, api_key=zoo_server.key) as c, pytest.raises(InvalidImage) as info:
         c.predict("mobilenet-v2", notes)
     assert (type(info.value), info.value.extra["status"]) == (InvalidImage, 422)
 
@@ -224,7 +253,7 @@ def test_bench_served_and_raw(zoo_server: RunningServer, zoo_home: Path) -> None
 
 
 def test_bench_checks_the_served_model_before_measuring(zoo_server: RunningServer) -> None:
-    r = runner.invoke(app, ["bench", "--no-raw", "--model", "nope@2", "--duration", "30", "--url", zoo_server.url])
+    r = runner.invoke(app, ["bench", "--no-raw", "--model", "nope@2", "--duration", "30", *at(zoo_server)])
     assert isinstance(r.exception, SystemExit)
     assert r.exit_code == 1
     assert r.stderr.startswith("error model_not_found:")
@@ -256,6 +285,8 @@ def test_bench_peers_use_the_same_load(zoo_server: RunningServer) -> None:
             "--no-raw",
             "--url",
             zoo_server.url,
+            "--api-key",
+            zoo_server.key,
             "--concurrency",
             "2",
             "--duration",
@@ -267,6 +298,10 @@ def test_bench_peers_use_the_same_load(zoo_server: RunningServer) -> None:
             f"as-raw=raw+{predict}",
             "--peer",
             f"as-form=multipart:file+{predict}",
+            "--peer-auth",  # both peers are this imaas server: they take its key
+            "as-raw",
+            "--peer-auth",
+            "as-form",
         ],
     )
     assert r.exit_code == 0, r.output
@@ -307,6 +342,10 @@ def test_bench_starts_and_stops_a_peer_command(zoo_home: Path, zoo_server: Runni
             f"other=raw+{predict}",
             "--peer-cmd",
             f"other={command}",
+            "--peer-auth",  # another imaas server on the zoo home: the admin key found there
+            "other",
+            "--home",
+            str(zoo_home),
         ],
     )
     assert r.exit_code == 0, r.output

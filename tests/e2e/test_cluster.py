@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from imaas.settings import RegistrySettings, RuntimeSettings, S3Settings, ServerSettings, Settings
+from imaas.settings import AuthSettings, RegistrySettings, RuntimeSettings, S3Settings, ServerSettings, Settings
 from tests.conftest import RunningServer
 from tests.factories import solid, tiny_classifier, tiny_weights
 from tests.s3server import REGION
@@ -42,8 +42,12 @@ def aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def replica(home: Path, database: str, bucket: str, s3_url: str) -> Settings:
+    """One replica's settings; the admin key file is shared (next to the homes): the first
+    replica to start on the fresh database writes it, the others find the key made already,
+    and every replica takes it."""
     return Settings(
         home=home,
+        auth=AuthSettings(key_file=home.parent / "admin.key"),
         database_url=database,
         artifacts_url=f"s3://{bucket}/imaas",
         s3=S3Settings(endpoint_url=s3_url, region=REGION),
@@ -72,6 +76,7 @@ def push(server: RunningServer, name: str, onnx: bytes) -> dict[str, Any]:
         f"{server.url}/v1/models/{name}/versions",
         files={"model": ("m.onnx", onnx)},
         data={"manifest": MANIFEST},
+        headers=server.headers,
         timeout=60,
     )
     assert r.status_code in (200, 201), r.text
@@ -80,7 +85,7 @@ def push(server: RunningServer, name: str, onnx: bytes) -> dict[str, Any]:
 
 
 def predict(server: RunningServer, ref: str, colour: tuple[int, int, int], key: str | None = None) -> httpx.Response:
-    headers = {**PNG, **({"X-Imaas-Routing-Key": key} if key else {})}
+    headers = {**server.headers, **PNG, **({"X-Imaas-Routing-Key": key} if key else {})}
     return httpx.post(
         f"{server.url}/v1/models/{ref}:predict", content=solid(colour, size=(32, 32)), headers=headers, timeout=60
     )
@@ -107,7 +112,7 @@ def on_canary(key: str, model: str, alias: str, weight: float) -> bool:
 
 
 def status(server: RunningServer, name: str) -> dict[int, dict[str, Any]]:
-    r = httpx.get(f"{server.url}/v1/models/{name}/status", timeout=30)
+    r = httpx.get(f"{server.url}/v1/models/{name}/status", headers=server.headers, timeout=30)
     assert r.status_code == 200, r.text
     return {v["version"]: v for v in r.json()["versions"]}
 
@@ -143,7 +148,7 @@ def test_a_change_on_one_replica_is_served_by_the_other(
     assert v2["version"] == 2
     assert answered(predict(b, "tiny", colour)) == 1  # a push moves no alias, on any replica
 
-    promoted = httpx.post(f"{a.url}/v1/models/tiny/promote", json={"version": 2}, timeout=60)
+    promoted = httpx.post(f"{a.url}/v1/models/tiny/promote", json={"version": 2}, headers=a.headers, timeout=60)
     assert promoted.status_code == 200, promoted.text
     took = until(lambda: answered(predict(b, "tiny", colour)) == 2, "B answers with version 2 after A's promote")
     print(f"\nB served A's promote after {took:.2f} s")
@@ -157,7 +162,10 @@ def test_a_change_on_one_replica_is_served_by_the_other(
 
     # a canary set on A splits B's traffic, on the side the routing key hashes to
     canary = httpx.put(
-        f"{a.url}/v1/models/tiny/aliases/production/canary", json={"version": 1, "weight": 30}, timeout=60
+        f"{a.url}/v1/models/tiny/aliases/production/canary",
+        json={"version": 1, "weight": 30},
+        headers=a.headers,
+        timeout=60,
     )
     assert canary.status_code == 200, canary.text
     keys = [f"k{i}" for i in range(40)]
@@ -169,7 +177,7 @@ def test_a_change_on_one_replica_is_served_by_the_other(
     assert got == side
     assert status(b, "tiny")[1]["state"] == "ready"
 
-    ended = httpx.delete(f"{a.url}/v1/models/tiny/aliases/production/canary", timeout=60)
+    ended = httpx.delete(f"{a.url}/v1/models/tiny/aliases/production/canary", headers=a.headers, timeout=60)
     assert ended.status_code == 200, ended.text
     until(lambda: answered(predict(b, "tiny", colour, probe)) == 2, "B ends the canary A ended")
 

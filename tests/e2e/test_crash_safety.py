@@ -186,7 +186,7 @@ def predict(server: RunningServer, ref: str, colour: tuple[int, int, int]) -> di
     r = httpx.post(
         f"{server.url}/v1/models/{ref}:predict",
         content=solid(colour, size=(32, 32)),
-        headers={"Content-Type": "image/png"},
+        headers={**server.headers, "Content-Type": "image/png"},
         timeout=60,
     )
     assert r.status_code == 200, r.text
@@ -200,6 +200,7 @@ def push_again(server: RunningServer, onnx: Path) -> httpx.Response:
         f"{server.url}/v1/models/tiny/versions",
         files={"model": ("v2.onnx", onnx.read_bytes())},
         data={"manifest": json.dumps(MANIFEST)},
+        headers=server.headers,
         timeout=60,
     )
 
@@ -247,7 +248,9 @@ def test_a_promote_killed_midway_leaves_production_where_it_was(
 
     server = serve(settings(home, database))
     assert predict(server, "tiny", (220, 30, 30))["version"] == 1
-    promoted = httpx.post(f"{server.url}/v1/models/tiny/promote", json={"version": 2}, timeout=60)
+    promoted = httpx.post(
+        f"{server.url}/v1/models/tiny/promote", json={"version": 2}, headers=server.headers, timeout=60
+    )
     assert promoted.status_code == 200, promoted.text
     assert (promoted.json()["from_version"], promoted.json()["to_version"]) == (1, 2)
     served = predict(server, "tiny", (220, 30, 30))

@@ -64,8 +64,10 @@ GRPC_4XX = {
 
 @pytest.fixture(scope="module")
 def http(zoo_server: RunningServer) -> Iterator[httpx.Client]:
-    """A client that opens a connection per request: a dropped one fails the request that dropped it."""
-    with httpx.Client(base_url=zoo_server.url, timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as c:
+    """A client with the server's key that opens a connection per request: a dropped one fails
+    the request that dropped it."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=zoo_server.url, timeout=60, limits=limits, headers=zoo_server.headers) as c:
         yield c
 
 
@@ -73,6 +75,12 @@ def http(zoo_server: RunningServer) -> Iterator[httpx.Client]:
 def stub(zoo_server: RunningServer) -> Iterator[Any]:
     with grpc.insecure_channel(f"127.0.0.1:{zoo_server.grpc_port}") as channel:
         yield pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def key(zoo_server: RunningServer) -> tuple[tuple[str, str], ...]:
+    """The server's key as gRPC metadata."""
+    return tuple(zoo_server.headers.items())
 
 
 def header_value(text: str) -> bytes:
@@ -203,8 +211,10 @@ def grpc_image_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
 
 @examples(150)
 @given(grpc_requests(model_names=model_names) | grpc_image_requests(), st.none() | printable)
-def test_hostile_grpc_requests_get_4xx_codes_or_ok(stub: Any, request: pb.ModelInferRequest, rid: str | None) -> None:
-    metadata = [("x-request-id", rid)] if rid else None
+def test_hostile_grpc_requests_get_4xx_codes_or_ok(
+    stub: Any, key: tuple[tuple[str, str], ...], request: pb.ModelInferRequest, rid: str | None
+) -> None:
+    metadata = [*key, ("x-request-id", rid)] if rid else list(key)
     code, details = grpc.StatusCode.OK, ""
     try:
         stub.ModelInfer(request, timeout=60, metadata=metadata)
@@ -225,7 +235,7 @@ def test_the_server_still_predicts_after_hostile_calls(
         image = grpcclient.InferInput("image", [1], "BYTES")
         image.set_data_from_numpy(np.array([photos["chelsea"]], dtype=object))
         out = grpcclient.InferRequestedOutput("logits", class_count=1)
-        top = client.infer("mobilenet-v2", [image], outputs=[out]).as_numpy("logits")
+        top = client.infer("mobilenet-v2", [image], outputs=[out], headers=dict(zoo_server.headers)).as_numpy("logits")
     finally:
         client.close()
     assert int(top.reshape(-1)[0].decode().split(":")[1]) in CATS

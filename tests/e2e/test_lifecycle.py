@@ -100,7 +100,7 @@ def server(tmp_path: Path, serve: Callable[..., RunningServer]) -> RunningServer
 
 @pytest.fixture
 def http(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT, headers=server.headers) as client:
         yield client
 
 
@@ -201,7 +201,7 @@ def test_promote_under_load_drops_nothing_and_switches_once(
 
     def load(worker: int) -> None:
         i = worker
-        with httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
+        with httpx.Client(base_url=server.url, timeout=TIMEOUT, headers=server.headers) as client:
             while not stop.is_set():
                 k = i % len(bodies)
                 i += 1
@@ -334,7 +334,7 @@ def test_two_concurrent_promotes_leave_no_half_state(server: RunningServer, http
     barrier = threading.Barrier(2)
 
     def promote(version: int) -> httpx.Response:
-        with httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
+        with httpx.Client(base_url=server.url, timeout=TIMEOUT, headers=server.headers) as client:
             barrier.wait(10)
             return client.post("/v1/models/tiny/promote", json={"version": version})
 
@@ -363,7 +363,7 @@ def test_two_concurrent_promotes_leave_no_half_state(server: RunningServer, http
 
 
 # -- 3. rollback -----------------------------------------------------------------------------
-def test_rollback_walks_back_through_promotes(http: httpx.Client, models: Models) -> None:
+def test_rollback_walks_back_through_promotes(server: RunningServer, http: httpx.Client, models: Models) -> None:
     for seed in (1, 2, 3):
         models.push("tiny", seed)
     for v in (2, 3):
@@ -386,7 +386,8 @@ def test_rollback_walks_back_through_promotes(http: httpx.Client, models: Models
 
     events = history(http, "tiny")
     assert [e["seq"] for e in events] == sorted((e["seq"] for e in events), reverse=True)  # newest first
-    assert all(e["actor"] == "anonymous" for e in events), events
+    admin = f"admin ({server.key.split('_')[1]})"  # the admin key's name and id
+    assert all(e["actor"] == admin for e in events), events
     moves = [
         (e["action"], e.get("alias"), e["from_version"], e["to_version"])
         for e in reversed(events)
@@ -672,7 +673,7 @@ def test_a_server_started_before_a_promote_stays_ready_after_it(
     models.push("tiny", 1)
     models.push("tiny", 2)
     restarted = serve(settings(tmp_path / "home"))  # warm-up loads production v1 at start
-    with httpx.Client(base_url=restarted.url, timeout=TIMEOUT) as fresh:
+    with httpx.Client(base_url=restarted.url, timeout=TIMEOUT, headers=restarted.headers) as fresh:
         assert fresh.get("/readyz").status_code == 200
         r = fresh.post("/v1/models/tiny/promote", json={"version": 2})
         assert r.status_code == 200, r.text

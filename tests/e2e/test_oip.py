@@ -47,6 +47,16 @@ def oip_server(zoo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture
+def auth(oip_server: RunningServer) -> dict[str, str]:
+    """The server's key as tritonclient sends it: ``headers=`` (over gRPC, as metadata, so lowercase).
+
+    Pass a copy to each call (``headers=dict(auth)``): tritonclient's HTTP ``infer`` adds
+    ``Inference-Header-Content-Length`` to the very dict it is given.
+    """
+    return dict(oip_server.headers)
+
+
+@pytest.fixture
 def http_client(oip_server: RunningServer) -> Iterator[httpclient.InferenceServerClient]:
     client = httpclient.InferenceServerClient(f"127.0.0.1:{oip_server.port}", concurrency=32)
     yield client
@@ -88,9 +98,9 @@ def test_health_and_server_metadata(
 
 
 def test_model_metadata_documents_both_paths(
-    http_client: httpclient.InferenceServerClient, grpc_client: grpcclient.InferenceServerClient
+    http_client: httpclient.InferenceServerClient, grpc_client: grpcclient.InferenceServerClient, auth: dict[str, str]
 ) -> None:
-    md = http_client.get_model_metadata("mobilenet-v2")
+    md = http_client.get_model_metadata("mobilenet-v2", headers=dict(auth))
     assert md["platform"] == "onnxruntime_onnx"
     assert md["versions"] == ["1"]
     assert md["inputs"] == [
@@ -98,22 +108,22 @@ def test_model_metadata_documents_both_paths(
         {"name": "image", "datatype": "BYTES", "shape": [-1]},
     ]
     assert md["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 1000]}]
-    assert http_client.get_model_metadata("mobilenet-v2", "1") == md
-    g = grpc_client.get_model_metadata("mobilenet-v2", as_json=True)
+    assert http_client.get_model_metadata("mobilenet-v2", "1", headers=dict(auth)) == md
+    g = grpc_client.get_model_metadata("mobilenet-v2", as_json=True, headers=dict(auth))
     assert [i["name"] for i in g["inputs"]] == ["input", "image"]
     assert [int(d) for d in g["outputs"][0]["shape"]] == [-1, 1000]
-    assert http_client.is_model_ready("mobilenet-v2")
-    assert grpc_client.is_model_ready("mobilenet-v2", "1")
+    assert http_client.is_model_ready("mobilenet-v2", headers=dict(auth))
+    assert grpc_client.is_model_ready("mobilenet-v2", "1", headers=dict(auth))
 
 
 # -- inference ------------------------------------------------------------------------------
 @pytest.mark.parametrize("binary", [True, False])
 def test_http_jpeg_bytes_with_classification(
-    http_client: httpclient.InferenceServerClient, photos: dict[str, bytes], binary: bool
+    http_client: httpclient.InferenceServerClient, photos: dict[str, bytes], binary: bool, auth: dict[str, str]
 ) -> None:
     inp = _jpeg_input(httpclient, photos, ["chelsea", "coffee"])
     out = httpclient.InferRequestedOutput("logits", binary_data=binary, class_count=3)
-    result = http_client.infer("mobilenet-v2", [inp], outputs=[out])
+    result = http_client.infer("mobilenet-v2", [inp], outputs=[out], headers=dict(auth))
     top = result.as_numpy("logits")
     assert top.shape == (2, 3)
     text = [v.decode() if isinstance(v, bytes) else v for v in top.reshape(-1)]  # JSON answers str, binary bytes
@@ -125,32 +135,39 @@ def test_http_jpeg_bytes_with_classification(
 
 
 def test_http_raw_tensor_matches_onnx_runtime(
-    oip_server: RunningServer, http_client: httpclient.InferenceServerClient
+    oip_server: RunningServer, http_client: httpclient.InferenceServerClient, auth: dict[str, str]
 ) -> None:
     x = np.random.default_rng(0).standard_normal((2, 3, 224, 224), dtype=np.float32)
     for binary in (True, False):
         inp = httpclient.InferInput("input", list(x.shape), "FP32")
         inp.set_data_from_numpy(x, binary_data=binary)
         out = httpclient.InferRequestedOutput("logits", binary_data=binary)
-        got = http_client.infer("mobilenet-v2", [inp], outputs=[out], model_version="1").as_numpy("logits")
+        got = http_client.infer("mobilenet-v2", [inp], outputs=[out], model_version="1", headers=dict(auth)).as_numpy(
+            "logits"
+        )
         np.testing.assert_allclose(got, _reference(oip_server, x), atol=1e-4)
 
 
 def test_grpc_jpeg_and_raw(
-    oip_server: RunningServer, grpc_client: grpcclient.InferenceServerClient, photos: dict[str, bytes]
+    oip_server: RunningServer,
+    grpc_client: grpcclient.InferenceServerClient,
+    photos: dict[str, bytes],
+    auth: dict[str, str],
 ) -> None:
     inp = _jpeg_input(grpcclient, photos, ["chelsea"])
     out = grpcclient.InferRequestedOutput("logits", class_count=2)
-    top = grpc_client.infer("efficientnet-lite0", [inp], outputs=[out]).as_numpy("logits")
+    top = grpc_client.infer("efficientnet-lite0", [inp], outputs=[out], headers=dict(auth)).as_numpy("logits")
     assert int(top[0][0].decode().split(":")[1]) in CATS
     x = np.random.default_rng(1).standard_normal((1, 3, 224, 224), dtype=np.float32)
     raw = grpcclient.InferInput("input", list(x.shape), "FP32")
     raw.set_data_from_numpy(x)
-    got = grpc_client.infer("mobilenet-v2", [raw]).as_numpy("logits")
+    got = grpc_client.infer("mobilenet-v2", [raw], headers=dict(auth)).as_numpy("logits")
     np.testing.assert_allclose(got, _reference(oip_server, x), atol=1e-4)
 
 
-def test_grpc_typed_contents_instead_of_raw(oip_server: RunningServer, photos: dict[str, bytes]) -> None:
+def test_grpc_typed_contents_instead_of_raw(
+    oip_server: RunningServer, photos: dict[str, bytes], auth: dict[str, str]
+) -> None:
     x = np.random.default_rng(2).standard_normal((1, 3, 224, 224), dtype=np.float32)
     with grpc.insecure_channel(
         f"127.0.0.1:{oip_server.grpc_port}", options=[("grpc.max_send_message_length", 32 << 20)]
@@ -158,12 +175,16 @@ def test_grpc_typed_contents_instead_of_raw(oip_server: RunningServer, photos: d
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=list(x.shape))
         tensor.contents.fp32_contents.extend(x.reshape(-1).tolist())
-        response = stub.ModelInfer(pb.ModelInferRequest(model_name="mobilenet-v2", inputs=[tensor]))
+        response = stub.ModelInfer(
+            pb.ModelInferRequest(model_name="mobilenet-v2", inputs=[tensor]), metadata=tuple(auth.items())
+        )
         got = np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(1, 1000)
         np.testing.assert_allclose(got, _reference(oip_server, x), atol=1e-4)
         image = pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=[1])
         image.contents.bytes_contents.append(photos["chelsea"])
-        response = stub.ModelInfer(pb.ModelInferRequest(model_name="mobilenet-v2", inputs=[image]))
+        response = stub.ModelInfer(
+            pb.ModelInferRequest(model_name="mobilenet-v2", inputs=[image]), metadata=tuple(auth.items())
+        )
         logits = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
         assert int(logits.argmax()) in CATS
 
@@ -172,7 +193,7 @@ def test_grpc_typed_contents_instead_of_raw(oip_server: RunningServer, photos: d
 def test_golden_rest_request_and_response(oip_server: RunningServer, case: str) -> None:
     request = json.loads((GOLDEN / f"{case}_request.json").read_text())
     expected = json.loads((GOLDEN / f"{case}_response.json").read_text())
-    r = httpx.post(f"{oip_server.url}/v2/models/tiny/infer", json=request)
+    r = httpx.post(f"{oip_server.url}/v2/models/tiny/infer", json=request, headers=oip_server.headers)
     assert r.status_code == 200, r.text
     if "inference-header-content-length" in r.headers:
         split = int(r.headers["inference-header-content-length"])
@@ -198,33 +219,37 @@ def test_repository_index_load_unload(
     http_client: httpclient.InferenceServerClient,
     grpc_client: grpcclient.InferenceServerClient,
     photos: dict[str, bytes],
+    auth: dict[str, str],
 ) -> None:
-    index = {m["name"]: m for m in http_client.get_model_repository_index()}
+    index = {m["name"]: m for m in http_client.get_model_repository_index(headers=dict(auth))}
     assert index["mobilenet-v2"] == {"name": "mobilenet-v2", "version": "1", "state": "READY", "reason": ""}
-    http_client.unload_model("efficientnet-lite0")
-    assert not http_client.is_model_ready("efficientnet-lite0")
+    http_client.unload_model("efficientnet-lite0", headers=dict(auth))
+    assert not http_client.is_model_ready("efficientnet-lite0", headers=dict(auth))
     assert http_client.is_server_ready()  # an operator's unload does not make the server unready
     ready = {
         m["name"]
-        for m in http_client.get_model_repository_index(headers=None, query_params=None)
+        for m in http_client.get_model_repository_index(headers=dict(auth), query_params=None)
         if m["state"] == "READY"
     }
     assert "efficientnet-lite0" not in ready
-    grpc_client.load_model("efficientnet-lite0")
-    assert grpc_client.is_model_ready("efficientnet-lite0")
-    grpc_client.unload_model("efficientnet-lite0")
-    assert not grpc_client.is_model_ready("efficientnet-lite0")
-    states = {m.name: m.state for m in grpc_client.get_model_repository_index().models}
+    grpc_client.load_model("efficientnet-lite0", headers=dict(auth))
+    assert grpc_client.is_model_ready("efficientnet-lite0", headers=dict(auth))
+    grpc_client.unload_model("efficientnet-lite0", headers=dict(auth))
+    assert not grpc_client.is_model_ready("efficientnet-lite0", headers=dict(auth))
+    states = {m.name: m.state for m in grpc_client.get_model_repository_index(headers=dict(auth)).models}
     assert states["efficientnet-lite0"] == "UNAVAILABLE"
-    http_client.load_model("efficientnet-lite0")
-    assert http_client.is_model_ready("efficientnet-lite0")
+    http_client.load_model("efficientnet-lite0", headers=dict(auth))
+    assert http_client.is_model_ready("efficientnet-lite0", headers=dict(auth))
     with pytest.raises(InferenceServerException):
-        http_client.load_model("no-such-model")
+        http_client.load_model("no-such-model", headers=dict(auth))
 
 
 # -- one queue for every protocol -----------------------------------------------------------
 def test_oip_and_v1_share_one_batch_queue(
-    oip_server: RunningServer, http_client: httpclient.InferenceServerClient, photos: dict[str, bytes]
+    oip_server: RunningServer,
+    http_client: httpclient.InferenceServerClient,
+    photos: dict[str, bytes],
+    auth: dict[str, str],
 ) -> None:
     engine = oip_server.app.state.services.inference.engine
     queue = engine.get(("mobilenet-v2", 1)).queue
@@ -232,29 +257,31 @@ def test_oip_and_v1_share_one_batch_queue(
     httpx.post(
         f"{oip_server.url}/v1/models/mobilenet-v2:predict",
         content=photos["chelsea"],
-        headers={"Content-Type": "image/jpeg"},
+        headers={**auth, "Content-Type": "image/jpeg"},
     ).raise_for_status()
-    http_client.infer("mobilenet-v2", [_jpeg_input(httpclient, photos, ["chelsea", "rocket"])])
+    http_client.infer("mobilenet-v2", [_jpeg_input(httpclient, photos, ["chelsea", "rocket"])], headers=dict(auth))
     assert queue.stats.items == before + 3
 
 
 # -- concurrency ----------------------------------------------------------------------------
-def test_async_infer_concurrency_32(http_client: httpclient.InferenceServerClient, photos: dict[str, bytes]) -> None:
+def test_async_infer_concurrency_32(
+    http_client: httpclient.InferenceServerClient, photos: dict[str, bytes], auth: dict[str, str]
+) -> None:
     inp = _jpeg_input(httpclient, photos, ["chelsea"])
-    pending = [http_client.async_infer("mobilenet-v2", [inp]) for _ in range(64)]
+    pending = [http_client.async_infer("mobilenet-v2", [inp], headers=dict(auth)) for _ in range(64)]
     results = [p.get_result() for p in pending]
     assert all(int(r.as_numpy("logits").argmax()) in CATS for r in results)
 
 
-def test_aio_clients_concurrency_32(oip_server: RunningServer, photos: dict[str, bytes]) -> None:
+def test_aio_clients_concurrency_32(oip_server: RunningServer, photos: dict[str, bytes], auth: dict[str, str]) -> None:
     async def run() -> tuple[list[int], list[int]]:
         http = httpaio.InferenceServerClient(f"127.0.0.1:{oip_server.port}", conn_limit=32)
         grpc_c = grpcaio.InferenceServerClient(f"127.0.0.1:{oip_server.grpc_port}")
         try:
             h_in = _jpeg_input(httpclient, photos, ["chelsea"])
             g_in = _jpeg_input(grpcclient, photos, ["chelsea"])
-            h = await asyncio.gather(*(http.infer("mobilenet-v2", [h_in]) for _ in range(32)))
-            g = await asyncio.gather(*(grpc_c.infer("mobilenet-v2", [g_in]) for _ in range(32)))
+            h = await asyncio.gather(*(http.infer("mobilenet-v2", [h_in], headers=dict(auth)) for _ in range(32)))
+            g = await asyncio.gather(*(grpc_c.infer("mobilenet-v2", [g_in], headers=dict(auth)) for _ in range(32)))
             return ([int(r.as_numpy("logits").argmax()) for r in h], [int(r.as_numpy("logits").argmax()) for r in g])
         finally:
             await http.close()
@@ -269,7 +296,7 @@ def test_aio_clients_concurrency_32(oip_server: RunningServer, photos: dict[str,
 def _post(
     server: RunningServer, body: bytes, header_len: int | None = None, model: str = "mobilenet-v2"
 ) -> httpx.Response:
-    headers = {"Content-Type": "application/octet-stream"}
+    headers = {**server.headers, "Content-Type": "application/octet-stream"}
     if header_len is not None:
         headers["Inference-Header-Content-Length"] = str(header_len)
     return httpx.post(f"{server.url}/v2/models/{model}/infer", content=body, headers=headers)
@@ -333,18 +360,18 @@ def test_bad_inputs_get_the_protocol_error_form(oip_server: RunningServer) -> No
     assert "error" in missing.json()
 
 
-def test_grpc_bad_inputs_get_status_codes(grpc_client: grpcclient.InferenceServerClient) -> None:
+def test_grpc_bad_inputs_get_status_codes(grpc_client: grpcclient.InferenceServerClient, auth: dict[str, str]) -> None:
     bad = grpcclient.InferInput("input", [1, 3, 224, 224], "FP64")
     bad.set_data_from_numpy(np.zeros((1, 3, 224, 224), dtype=np.float64))
     with pytest.raises(InferenceServerException) as info:
-        grpc_client.infer("mobilenet-v2", [bad])
+        grpc_client.infer("mobilenet-v2", [bad], headers=dict(auth))
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
     shape = grpcclient.InferInput("input", [1, 3, 10, 10], "FP32")
     shape.set_data_from_numpy(np.zeros((1, 3, 10, 10), dtype=np.float32))
     with pytest.raises(InferenceServerException) as info:
-        grpc_client.infer("mobilenet-v2", [shape])
+        grpc_client.infer("mobilenet-v2", [shape], headers=dict(auth))
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
     with pytest.raises(InferenceServerException) as info:
-        grpc_client.get_model_metadata("nope")
+        grpc_client.get_model_metadata("nope", headers=dict(auth))
     assert info.value.status() == "StatusCode.NOT_FOUND"
     assert grpc_client.is_server_live()

@@ -53,8 +53,21 @@ def test_the_live_server_keeps_every_promise_of_its_description(
         str(MAX_EXAMPLES),
         "--workers",
         "1",
+        "--header",  # authenticated as the admin key (every scope); schemathesis masks it in its report
+        f"Authorization: Bearer {server.key}",
     ]
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HERE / "schemathesis_hooks.py")}
+    decoy = httpx.post(  # takes the run's revokes and rotations of its own key (schemathesis_hooks.py)
+        f"{server.url}/v1/keys",
+        json={"name": "contract-decoy", "scopes": ["infer", "keys:admin", "models:read", "models:write", "usage:read"]},
+        headers=server.headers,
+    )
+    assert decoy.status_code == 201, decoy.text
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": str(HERE / "schemathesis_hooks.py"),
+        "IMAAS_CONTRACT_KEY_ID": server.key.split("_")[1],
+        "IMAAS_CONTRACT_DECOY_KEY_ID": decoy.json()["key"]["id"],
+    }
     run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False)
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[-30_000:]
@@ -72,7 +85,9 @@ def server(tmp_path: Path, serve: Callable[..., RunningServer]) -> RunningServer
     settings = Settings(home=tmp_path / "home", server=ServerSettings(max_body_bytes=100_000))
     running = serve(settings)
     model = tiny_classifier(tmp_path / "tiny.onnx").read_bytes()
-    r = httpx.post(f"{running.url}/v1/models/tiny/versions", files={"model": ("tiny.onnx", model)})
+    r = httpx.post(
+        f"{running.url}/v1/models/tiny/versions", files={"model": ("tiny.onnx", model)}, headers=running.headers
+    )
     assert r.status_code == 201, r.text
     return running
 
@@ -136,36 +151,40 @@ def test_path_parameters_carry_what_the_server_enforces(spec: dict[str, Any]) ->
 
 def test_a_name_with_a_trailing_newline_is_refused(server: RunningServer, tmp_path: Path) -> None:
     model = tiny_classifier(tmp_path / "t.onnx").read_bytes()
-    r = httpx.post(f"{server.url}/v1/models/fresh%0A/versions", files={"model": ("t.onnx", model)})
+    r = httpx.post(
+        f"{server.url}/v1/models/fresh%0A/versions", files={"model": ("t.onnx", model)}, headers=server.headers
+    )
     assert r.status_code == 400, r.text  # it used to register a model named "fresh\n"
     assert r.json()["code"] == "invalid_request"
-    r = httpx.put(f"{server.url}/v1/models/tiny/aliases/staging%0A", json={"version": 1})
+    r = httpx.put(f"{server.url}/v1/models/tiny/aliases/staging%0A", json={"version": 1}, headers=server.headers)
     assert r.status_code == 400, r.text
 
 
 @pytest.mark.parametrize("version", [MAX_VERSION + 1, 10**40])
 def test_versions_past_the_json_safe_range_are_refused(server: RunningServer, version: int) -> None:
-    r = httpx.put(f"{server.url}/v1/models/tiny/aliases/staging", json={"version": version})
+    r = httpx.put(f"{server.url}/v1/models/tiny/aliases/staging", json={"version": version}, headers=server.headers)
     assert r.status_code == 400, r.text  # 10**40 used to overflow SQLite: 500
-    r = httpx.post(f"{server.url}/v1/models/tiny:predict?version={version}", content=b"x")
+    r = httpx.post(f"{server.url}/v1/models/tiny:predict?version={version}", content=b"x", headers=server.headers)
     assert r.status_code == 400, r.text
-    assert httpx.get(f"{server.url}/v2/models/tiny/versions/{version}").status_code == 400
+    assert httpx.get(f"{server.url}/v2/models/tiny/versions/{version}", headers=server.headers).status_code == 400
 
 
 @pytest.mark.parametrize("method", ["GET", "OPTIONS", "DELETE"])
 def test_predict_answers_405_with_allow_post(server: RunningServer, method: str) -> None:
-    r = httpx.request(method, f"{server.url}/v1/models/tiny:predict")
+    r = httpx.request(method, f"{server.url}/v1/models/tiny:predict", headers=server.headers)
     assert r.status_code == 405, r.text  # GET used to reach "describe a model" with name "tiny:predict"
     assert r.headers["allow"] == "POST"
 
 
 def test_the_body_limit_answers_in_each_protocol_form(server: RunningServer) -> None:
     body = b"\0" * 200_000
-    r = httpx.post(f"{server.url}/v2/models/tiny/infer", content=body)
+    r = httpx.post(f"{server.url}/v2/models/tiny/infer", content=body, headers=server.headers)
     assert r.status_code == 413
     assert r.headers["content-type"] == "application/json"
     assert "error" in r.json()
-    r = httpx.post(f"{server.url}/v1/models/tiny:predict", content=body, headers={"Content-Type": "image/png"})
+    r = httpx.post(
+        f"{server.url}/v1/models/tiny:predict", content=body, headers={**server.headers, "Content-Type": "image/png"}
+    )
     assert r.status_code == 413
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["code"] == "payload_too_large"
@@ -173,8 +192,9 @@ def test_the_body_limit_answers_in_each_protocol_form(server: RunningServer) -> 
 
 def test_repository_index_takes_a_boolean(server: RunningServer) -> None:
     url = f"{server.url}/v2/repository/index"
-    assert httpx.post(url, json={"ready": 0}).status_code == 400  # used to read any value as truthy or not
-    assert httpx.post(url, json={"ready": "yes"}).status_code == 400
-    r = httpx.post(url, json={"ready": False})
+    with httpx.Client(headers=server.headers) as http:
+        assert http.post(url, json={"ready": 0}).status_code == 400  # used to read any value as truthy or not
+        assert http.post(url, json={"ready": "yes"}).status_code == 400
+        r = http.post(url, json={"ready": False})
     assert r.status_code == 200
     assert [m["name"] for m in r.json()] == ["tiny"]

@@ -10,6 +10,12 @@ import pytest
 from imaas.client import Client
 from tests.conftest import RunningServer
 
+
+def jpeg(server: RunningServer) -> dict[str, str]:
+    """Headers of a raw JPEG predict call with the server's key."""
+    return {**server.headers, "Content-Type": "image/jpeg"}
+
+
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = {967, 968, 504}  # espresso, cup, coffee mug
 ROCKET = {657, 744, 812}  # missile, projectile, space shuttle
@@ -17,9 +23,7 @@ ROCKET = {657, 744, 812}  # missile, projectile, space shuttle
 
 @pytest.mark.parametrize("model", ["mobilenet-v2", "efficientnet-lite0"])
 def test_a_cat_photo_is_a_cat(zoo_server: RunningServer, photos: dict[str, bytes], model: str) -> None:
-    r = httpx.post(
-        f"{zoo_server.url}/v1/models/{model}:predict", content=photos["chelsea"], headers={"Content-Type": "image/jpeg"}
-    )
+    r = httpx.post(f"{zoo_server.url}/v1/models/{model}:predict", content=photos["chelsea"], headers=jpeg(zoo_server))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == model
@@ -34,7 +38,7 @@ def test_a_cat_photo_is_a_cat(zoo_server: RunningServer, photos: dict[str, bytes
 
 def test_multipart_many_images_keep_their_order(zoo_server: RunningServer, photos: dict[str, bytes]) -> None:
     files = [("file", (f"{n}.jpg", photos[n], "image/jpeg")) for n in ["coffee", "chelsea", "rocket"]]
-    r = httpx.post(f"{zoo_server.url}/v1/models/mobilenet-v2:predict?top_k=1", files=files)
+    r = httpx.post(f"{zoo_server.url}/v1/models/mobilenet-v2:predict?top_k=1", files=files, headers=zoo_server.headers)
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert [x["filename"] for x in results] == ["coffee.jpg", "chelsea.jpg", "rocket.jpg"]
@@ -46,7 +50,7 @@ def test_multipart_many_images_keep_their_order(zoo_server: RunningServer, photo
 
 def test_json_base64(zoo_server: RunningServer, photos: dict[str, bytes]) -> None:
     body = {"images": [{"data": base64.b64encode(photos["chelsea"]).decode(), "filename": "c.jpg"}], "top_k": 2}
-    r = httpx.post(f"{zoo_server.url}/v1/models/efficientnet-lite0:predict", json=body)
+    r = httpx.post(f"{zoo_server.url}/v1/models/efficientnet-lite0:predict", json=body, headers=zoo_server.headers)
     assert r.status_code == 200, r.text
     preds = r.json()["results"][0]["predictions"]
     assert len(preds) == 2
@@ -63,9 +67,7 @@ def test_json_base64(zoo_server: RunningServer, photos: dict[str, bytes]) -> Non
     ],
 )
 def test_version_and_alias_selectors(zoo_server: RunningServer, photos: dict[str, bytes], path: str) -> None:
-    r = httpx.post(
-        f"{zoo_server.url}/v1/models/{path}", content=photos["chelsea"], headers={"Content-Type": "image/jpeg"}
-    )
+    r = httpx.post(f"{zoo_server.url}/v1/models/{path}", content=photos["chelsea"], headers=jpeg(zoo_server))
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 1
 
@@ -74,7 +76,7 @@ def test_concurrent_requests_all_succeed(zoo_server: RunningServer, photos: dict
     import asyncio
 
     async def run() -> list[int]:
-        async with httpx.AsyncClient(base_url=zoo_server.url, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=zoo_server.url, timeout=60, headers=zoo_server.headers) as client:
             calls = [
                 client.post(
                     "/v1/models/mobilenet-v2:predict", content=photos[n], headers={"Content-Type": "image/jpeg"}
@@ -87,10 +89,10 @@ def test_concurrent_requests_all_succeed(zoo_server: RunningServer, photos: dict
 
 
 def test_catalog(zoo_server: RunningServer) -> None:
-    listed = httpx.get(f"{zoo_server.url}/v1/models").json()["models"]
+    listed = httpx.get(f"{zoo_server.url}/v1/models", headers=zoo_server.headers).json()["models"]
     assert [m["name"] for m in listed] == ["efficientnet-lite0", "mobilenet-v2"]
     assert listed[1]["aliases"] == {"production": 1}
-    detail = httpx.get(f"{zoo_server.url}/v1/models/mobilenet-v2").json()
+    detail = httpx.get(f"{zoo_server.url}/v1/models/mobilenet-v2", headers=zoo_server.headers).json()
     v = detail["versions"][0]
     assert v["manifest"]["input"]["size"] == [224, 224]
     assert v["aliases"] == ["production"]
@@ -116,7 +118,8 @@ def test_served_scores_match_an_independent_pytorch_forward_pass(
     from imaas.zoo.recipes import recipes
 
     recipe = next(r for r in recipes() if r.name == model)
-    manifest = httpx.get(f"{zoo_server.url}/v1/models/{model}").json()["versions"][0]["manifest"]
+    manifest = httpx.get(f"{zoo_server.url}/v1/models/{model}", headers=zoo_server.headers).json()
+    manifest = manifest["versions"][0]["manifest"]
     pre, (h, w) = manifest["preprocess"], manifest["input"]["size"]
     img = Image.open(io.BytesIO(photos["chelsea"])).convert("RGB")
     scale = pre["resize_to"] / min(img.size)
@@ -130,7 +133,7 @@ def test_served_scores_match_an_independent_pytorch_forward_pass(
     r = httpx.post(
         f"{zoo_server.url}/v1/models/{model}:predict?top_k=5",
         content=photos["chelsea"],
-        headers={"Content-Type": "image/jpeg"},
+        headers=jpeg(zoo_server),
     )
     served = r.json()["results"][0]["predictions"]
     assert [p["index"] for p in served] == [int(i) for i in np.argsort(-expected)[:5]]
@@ -139,15 +142,16 @@ def test_served_scores_match_an_independent_pytorch_forward_pass(
 
 
 def test_catalog_pages(zoo_server: RunningServer) -> None:
-    first = httpx.get(f"{zoo_server.url}/v1/models", params={"limit": 1}).json()
-    assert ([m["name"] for m in first["models"]], first["next"]) == (["efficientnet-lite0"], "efficientnet-lite0")
-    second = httpx.get(f"{zoo_server.url}/v1/models", params={"limit": 1, "after": first["next"]}).json()
-    assert ([m["name"] for m in second["models"]], second["next"]) == (["mobilenet-v2"], None)
-    assert httpx.get(f"{zoo_server.url}/v1/models").json()["next"] is None
-    bad = httpx.get(f"{zoo_server.url}/v1/models", params={"limit": 0})
+    with httpx.Client(base_url=zoo_server.url, headers=zoo_server.headers) as http:
+        first = http.get("/v1/models", params={"limit": 1}).json()
+        assert ([m["name"] for m in first["models"]], first["next"]) == (["efficientnet-lite0"], "efficientnet-lite0")
+        second = http.get("/v1/models", params={"limit": 1, "after": first["next"]}).json()
+        assert ([m["name"] for m in second["models"]], second["next"]) == (["mobilenet-v2"], None)
+        assert http.get("/v1/models").json()["next"] is None
+        bad = http.get("/v1/models", params={"limit": 0})
     assert bad.status_code == 400
     assert bad.json()["code"] == "invalid_request"
-    with Client(zoo_server.url) as c:
+    with Client(zoo_server.url, api_key=zoo_server.key) as c:
         page = c.list_models(limit=1, after="efficientnet-lite0")
     assert [m.name for m in page.models] == ["mobilenet-v2"]
 

@@ -25,7 +25,9 @@ def _push(server: RunningServer, name: str, model: bytes, manifest: str | None =
     data = dict(form)
     if manifest is not None:
         data["manifest"] = manifest
-    return httpx.post(f"{server.url}/v1/models/{name}/versions", files={"model": ("m.onnx", model)}, data=data)
+    return httpx.post(
+        f"{server.url}/v1/models/{name}/versions", files={"model": ("m.onnx", model)}, data=data, headers=server.headers
+    )
 
 
 def test_push_then_predict(server: RunningServer, tmp_path: Path) -> None:
@@ -45,10 +47,14 @@ def test_push_then_predict(server: RunningServer, tmp_path: Path) -> None:
         "batch": None,
     }
     red = httpx.post(
-        f"{server.url}/v1/models/colors:predict", content=solid((250, 10, 10)), headers={"Content-Type": "image/png"}
+        f"{server.url}/v1/models/colors:predict",
+        content=solid((250, 10, 10)),
+        headers={**server.headers, "Content-Type": "image/png"},
     ).json()
     blue = httpx.post(
-        f"{server.url}/v1/models/colors:predict", content=solid((10, 10, 250)), headers={"Content-Type": "image/png"}
+        f"{server.url}/v1/models/colors:predict",
+        content=solid((10, 10, 250)),
+        headers={**server.headers, "Content-Type": "image/png"},
     ).json()
     assert red["results"][0]["predictions"][0]["label"] == "red"
     assert blue["results"][0]["predictions"][0]["label"] == "blue"
@@ -63,7 +69,7 @@ def test_duplicate_push_is_idempotent(server: RunningServer, tmp_path: Path) -> 
     assert first.json()["version"] == second.json()["version"] == 1
     artifacts = [p for p in (server.settings.artifacts_dir).rglob("*") if p.is_file()]
     assert len(artifacts) == 1
-    assert len(httpx.get(f"{server.url}/v1/models/dup").json()["versions"]) == 1
+    assert len(httpx.get(f"{server.url}/v1/models/dup", headers=server.headers).json()["versions"]) == 1
 
 
 def test_new_version_and_alias_promotion(server: RunningServer, tmp_path: Path) -> None:
@@ -73,10 +79,10 @@ def test_new_version_and_alias_promotion(server: RunningServer, tmp_path: Path) 
     r = _push(server, "m", v2, alias="staging")
     assert r.json()["version"] == 2
     assert r.json()["aliases"] == ["staging"]
-    img = {"content": solid((5, 5, 5)), "headers": {"Content-Type": "image/png"}}
+    img = {"content": solid((5, 5, 5)), "headers": {**server.headers, "Content-Type": "image/png"}}
     assert httpx.post(f"{server.url}/v1/models/m:predict", **img).json()["version"] == 1
     assert httpx.post(f"{server.url}/v1/models/m:staging:predict", **img).json()["version"] == 2
-    moved = httpx.put(f"{server.url}/v1/models/m/aliases/production", json={"version": 2})
+    moved = httpx.put(f"{server.url}/v1/models/m/aliases/production", json={"version": 2}, headers=server.headers)
     assert moved.status_code == 200, moved.text
     assert httpx.post(f"{server.url}/v1/models/m:predict", **img).json()["version"] == 2
 
@@ -100,7 +106,7 @@ def test_manifest_contradicting_the_graph(
     assert r.json()["code"] == code
     assert r.json()["detail"].startswith(field)
     assert not [p for p in server.settings.artifacts_dir.rglob("*") if p.is_file()]  # nothing kept
-    assert httpx.get(f"{server.url}/v1/models/bad").status_code == 404
+    assert httpx.get(f"{server.url}/v1/models/bad", headers=server.headers).status_code == 404
 
 
 def test_not_onnx_is_refused(server: RunningServer) -> None:
@@ -112,7 +118,7 @@ def test_not_onnx_is_refused(server: RunningServer) -> None:
 def test_bad_names_and_missing_file(server: RunningServer, tmp_path: Path) -> None:
     model = tiny_classifier(tmp_path / "t.onnx").read_bytes()
     assert _push(server, "Bad..Name", model).json()["code"] == "invalid_request"
-    r = httpx.post(f"{server.url}/v1/models/x/versions", data={"manifest": "{}"})
+    r = httpx.post(f"{server.url}/v1/models/x/versions", data={"manifest": "{}"}, headers=server.headers)
     assert r.status_code == 400
     assert r.json()["code"] == "invalid_request"
 
@@ -136,12 +142,14 @@ def test_concurrent_pushes_of_one_new_model_over_http(server: RunningServer, tmp
         answers = list(pool.map(lambda f: _push(server, "race", f, "labels: [a, b, c, d]", alias="staging"), files))
     assert [r.status_code for r in answers] == [201] * 6, [r.text for r in answers if r.status_code != 201]
     assert sorted(r.json()["version"] for r in answers) == [1, 2, 3, 4, 5, 6]
-    model = httpx.get(f"{server.url}/v1/models/race").json()
+    model = httpx.get(f"{server.url}/v1/models/race", headers=server.headers).json()
     assert model["latest_version"] == 6
     assert model["aliases"]["production"] in range(1, 7)
     assert model["aliases"]["staging"] in range(1, 7)
     served = httpx.post(
-        f"{server.url}/v1/models/race:predict", content=solid((250, 0, 0)), headers={"Content-Type": "image/png"}
+        f"{server.url}/v1/models/race:predict",
+        content=solid((250, 0, 0)),
+        headers={**server.headers, "Content-Type": "image/png"},
     )
     assert served.status_code == 200, served.text
 
@@ -154,7 +162,7 @@ def test_a_graph_onnx_runtime_cannot_run_is_refused_at_push(server: RunningServe
     assert r.json()["code"] == "invalid_model"
     assert "ONNX Runtime cannot load the model" in r.json()["detail"]
     assert str(tmp_path) not in r.text
-    assert httpx.get(f"{server.url}/v1/models/refused").status_code == 404  # nothing registered
+    assert httpx.get(f"{server.url}/v1/models/refused", headers=server.headers).status_code == 404  # nothing registered
 
 
 def test_a_graph_that_runs_one_image_at_a_time_is_served_one_at_a_time(server: RunningServer, tmp_path: Path) -> None:
@@ -172,7 +180,7 @@ def test_a_graph_that_runs_one_image_at_a_time_is_served_one_at_a_time(server: R
                 lambda c: httpx.post(
                     f"{server.url}/v1/models/single:predict",
                     content=solid(c, size=(32, 32)),
-                    headers={"Content-Type": "image/png"},
+                    headers={**server.headers, "Content-Type": "image/png"},
                     timeout=30,
                 ),
                 colours,

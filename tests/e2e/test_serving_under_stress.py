@@ -93,21 +93,26 @@ def pool() -> Iterator[ThreadPoolExecutor]:
         yield p
 
 
-def post_image(url: str, body: bytes = RED, headers: dict[str, str] | None = None) -> httpx.Response:
+def post_image(server: RunningServer, body: bytes = RED, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.post(
-        f"{url}{PREDICT}", content=body, headers={"Content-Type": "image/png", **(headers or {})}, timeout=30
+        f"{server.url}{PREDICT}",
+        content=body,
+        headers={**server.headers, "Content-Type": "image/png", **(headers or {})},
+        timeout=30,
     )
 
 
 def grpc_infer(server: RunningServer, images: list[bytes], metadata: tuple[tuple[str, str], ...] = ()) -> Any:
-    """One ModelInfer with encoded images as a BYTES input; returns (response, call) or raises grpc.RpcError."""
+    """One ModelInfer with encoded images as a BYTES input, with the server's key; returns
+    (response, call) or raises grpc.RpcError."""
     request = pb.ModelInferRequest(model_name="tiny")
     tensor = request.inputs.add()
     tensor.name, tensor.datatype = "image", "BYTES"
     tensor.shape.extend([len(images)])
     tensor.contents.bytes_contents.extend(images)
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        return pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer.with_call(request, metadata=metadata, timeout=30)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        return stub.ModelInfer.with_call(request, metadata=(*server.headers.items(), *metadata), timeout=30)
 
 
 def hold_session_loads(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
@@ -139,12 +144,12 @@ def test_a_full_queue_answers_429_with_retry_after_over_http_and_grpc(
     server = serve(settings(make_home(tmp_path), max_queue=1))
     queue = queue_of(server)
     gate = Gate(queue)
-    running = pool.submit(post_image, server.url)
+    running = pool.submit(post_image, server)
     assert gate.entered.wait(20)
-    waiting = pool.submit(post_image, server.url)
+    waiting = pool.submit(post_image, server)
     until(lambda: queue.depth == 1, "a second request queued")
 
-    refused = post_image(server.url)
+    refused = post_image(server)
     assert refused.status_code == 429
     assert refused.headers["retry-after"] == "1"
     assert refused.json()["code"] == "overloaded"
@@ -165,7 +170,7 @@ def test_a_passed_deadline_answers_504_over_http_and_grpc(
     server = serve(settings(make_home(tmp_path), request_timeout_s=0.5))
     gate = Gate(queue_of(server))
     try:
-        late = post_image(server.url)
+        late = post_image(server)
         assert late.status_code == 504
         assert late.json()["code"] == "deadline_exceeded"
         assert gate.entered.is_set()
@@ -186,7 +191,7 @@ def test_while_a_model_loads_readiness_waits_and_requests_answer_503(
         assert ready.status_code == 503
         assert ready.json()["missing"] in (["tiny@1"], ["warm-up still running"])
         assert httpx.get(f"{server.url}/v2/health/ready").status_code == 400
-        loading = post_image(server.url)
+        loading = post_image(server)
         assert loading.status_code == 503
         assert loading.json()["code"] == "model_not_ready"
         assert "still loading" in loading.json()["detail"]
@@ -194,12 +199,12 @@ def test_while_a_model_loads_readiness_waits_and_requests_answer_503(
         with pytest.raises(grpc.RpcError) as info:
             grpc_infer(server, [RED])
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-        detail = httpx.get(f"{server.url}/v1/models/tiny").json()
+        detail = httpx.get(f"{server.url}/v1/models/tiny", headers=server.headers).json()
         assert detail["versions"][0]["state"] == "loading"
     finally:
         release.set()
     until(lambda: httpx.get(f"{server.url}/readyz").status_code == 200, "ready after the load")
-    assert post_image(server.url).status_code == 200
+    assert post_image(server).status_code == 200
 
 
 def test_a_model_that_fails_to_load_is_remembered_retried_with_backoff_and_recovers(
@@ -225,34 +230,34 @@ def test_a_model_that_fails_to_load_is_remembered_retried_with_backoff_and_recov
     assert ready["status"] == "ready"
     assert [(f["model"], f["attempts"]) for f in ready["failed"]] == [("tiny@1", 1)]
     assert "no longer hash to its sha256" in ready["failed"][0]["reason"]  # checked before ONNX Runtime reads it
-    failed = post_image(server.url)
+    failed = post_image(server)
     assert failed.status_code == 503
     assert failed.json()["code"] == "model_not_ready"
     assert "could not be loaded" in failed.json()["detail"]
     assert failed.headers["retry-after"] == "1"  # the first backoff, 1 s, is all still ahead
-    version = httpx.get(f"{server.url}/v1/models/tiny").json()["versions"][0]
+    version = httpx.get(f"{server.url}/v1/models/tiny", headers=server.headers).json()["versions"][0]
     assert version["state"] == "failed"
     assert "no longer hash to its sha256" in version["load_error"]
-    index = httpx.post(f"{server.url}/v2/repository/index", json={}).json()
+    index = httpx.post(f"{server.url}/v2/repository/index", json={}, headers=server.headers).json()
     assert index[0]["state"] == "UNAVAILABLE"
     assert index[0]["reason"].startswith("failed:")
     surfaces = failed.text + json.dumps(ready) + json.dumps(version) + json.dumps(index)
     assert str(tmp_path) not in surfaces  # ONNX Runtime's message names the file; it is not passed on
     assert "/artifacts" not in surfaces
 
-    assert post_image(server.url).status_code == 503  # within the backoff: no new attempt
+    assert post_image(server).status_code == 503  # within the backoff: no new attempt
     assert loader.failures[KEY].attempts == 1
     clock.t += 1.01  # first backoff (1 s) over: the next request tries again, and fails again
-    again = post_image(server.url)
+    again = post_image(server)
     assert again.status_code == 503
     assert again.headers["retry-after"] == "2"  # the backoff doubled
     assert loader.failures[KEY].attempts == 2
     artifact.write_bytes(good)
     clock.t += 1.0  # the second backoff is 2 s: not yet
-    assert post_image(server.url).status_code == 503
+    assert post_image(server).status_code == 503
     assert loader.failures[KEY].attempts == 2
     clock.t += 1.01
-    recovered = post_image(server.url)
+    recovered = post_image(server)
     assert recovered.status_code == 200, recovered.text
     ready = httpx.get(f"{server.url}/readyz").json()
     assert ready["failed"] == []
@@ -273,16 +278,18 @@ def test_an_operators_load_skips_the_backoff_and_a_retry_keeps_the_server_ready(
     release = hold_session_loads(monkeypatch)
     artifact.write_bytes(good)
     with ThreadPoolExecutor(1) as one:
-        forced = one.submit(httpx.post, f"{server.url}/v2/repository/models/tiny/load", timeout=30)
+        forced = one.submit(
+            httpx.post, f"{server.url}/v2/repository/models/tiny/load", headers=server.headers, timeout=30
+        )
         until(lambda: loader.state(KEY)[0] == "loading", "the operator's load started within the backoff")
         during = httpx.get(f"{server.url}/readyz")
         assert during.status_code == 200  # a failed version being retried does not make the server unready
         assert [f["model"] for f in during.json()["failed"]] == ["tiny@1"]
-        assert post_image(server.url).status_code == 503  # still loading at this request's deadline
+        assert post_image(server).status_code == 503  # still loading at this request's deadline
         release.set()
         assert forced.result().status_code == 200
     assert loader.failures == {}
-    assert post_image(server.url).status_code == 200
+    assert post_image(server).status_code == 200
 
 
 def test_a_load_that_fails_after_every_waiter_gave_up_is_still_remembered(
@@ -303,13 +310,13 @@ def test_a_load_that_fails_after_every_waiter_gave_up_is_still_remembered(
             raise InvalidModel("the graph is broken")
 
     monkeypatch.setattr(engine, "OnnxSession", FailingLate)
-    first = post_image(server.url)
+    first = post_image(server)
     assert first.status_code == 503
     assert "still loading" in first.json()["detail"]
     release.set()
     until(lambda: KEY in loader.failures, "the failure recorded with nobody waiting")
     assert loader.failures[KEY].reason == "the graph is broken"
-    refused = post_image(server.url)
+    refused = post_image(server)
     assert refused.status_code == 503
     assert "the graph is broken" in refused.json()["detail"]
     assert len(calls) == 1  # within the backoff: no second load
@@ -321,9 +328,13 @@ def test_a_missing_artifact_never_shows_a_server_path(tmp_path: Path, serve: Cal
         if p.is_file():
             p.unlink()
     server = serve(settings(home))
-    r = post_image(server.url)
+    r = post_image(server)
     assert r.status_code == 503
-    text = r.text + httpx.get(f"{server.url}/readyz").text + httpx.get(f"{server.url}/v1/models/tiny").text
+    text = (
+        r.text
+        + httpx.get(f"{server.url}/readyz").text
+        + httpx.get(f"{server.url}/v1/models/tiny", headers=server.headers).text
+    )
     assert str(tmp_path) not in text
     assert "/artifacts" not in text
     assert "missing" in r.json()["detail"]
@@ -334,14 +345,14 @@ def test_a_model_with_a_fixed_batch_serves_16_concurrent_requests(
     tmp_path: Path, serve: Callable[..., RunningServer], batch: int
 ) -> None:
     server = serve(settings(make_home(tmp_path, batch=batch), workers=2))
-    detail = httpx.get(f"{server.url}/v1/models/tiny").json()
+    detail = httpx.get(f"{server.url}/v1/models/tiny", headers=server.headers).json()
     assert detail["versions"][0]["manifest"]["input"]["batch"] == batch
     rng = np.random.default_rng(batch)
     colours = [tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(16)]
     gate = Gate(queue_of(server))  # hold the first batch so the others pile up and must be stacked
 
     async def send_all() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.headers) as client:
             calls = [
                 client.post(
                     f"{PREDICT}?top_k=4", content=solid(c, size=(32, 32)), headers={"Content-Type": "image/png"}
@@ -383,10 +394,10 @@ def test_a_worker_that_breaks_fails_only_its_batch_and_keeps_serving(
         return run(batch)
 
     queue._run_batch = once
-    r = post_image(server.url)
+    r = post_image(server)
     assert r.status_code == 500
     assert r.json()["code"] == "inference_failed"
-    assert post_image(server.url).status_code == 200  # the same single worker carries on
+    assert post_image(server).status_code == 200  # the same single worker carries on
     assert queue.stats.worker_errors == 1
     assert queue.stats.worker_restarts == 0
 
@@ -398,13 +409,15 @@ def test_an_unload_lets_queued_requests_finish(
     engine = server.app.state.services.inference.engine
     queue = queue_of(server)
     gate = Gate(queue)
-    requests: list[Future[httpx.Response]] = [pool.submit(post_image, server.url)]
+    requests: list[Future[httpx.Response]] = [pool.submit(post_image, server)]
     assert gate.entered.wait(20)
-    requests += [pool.submit(post_image, server.url) for _ in range(3)]
+    requests += [pool.submit(post_image, server) for _ in range(3)]
     until(lambda: queue.depth == 3, "three requests queued behind the held one")
-    unload = pool.submit(httpx.post, f"{server.url}/v2/repository/models/tiny/unload", timeout=30)
+    unload = pool.submit(
+        httpx.post, f"{server.url}/v2/repository/models/tiny/unload", headers=server.headers, timeout=30
+    )
     until(lambda: engine.get(KEY) is None, "the unload took the model out of service")
-    assert post_image(server.url).status_code == 200  # a new request loads it again meanwhile
+    assert post_image(server).status_code == 200  # a new request loads it again meanwhile
     assert not unload.done()  # the unload waits for the queue it is draining
     gate.release.set()
     assert [f.result().status_code for f in requests] == [200] * 4
@@ -416,21 +429,23 @@ def test_the_image_limit_is_one_answer_in_every_format(tmp_path: Path, serve: Ca
     server = serve(settings(make_home(tmp_path), server={"max_images_per_request": 2}))
     want = "the request has more than 2 images; the limit is 2 per request"
     files = [("file", (f"{i}.png", RED, "image/png")) for i in range(3)]
-    multipart = httpx.post(f"{server.url}{PREDICT}", files=files)
-    as_json = httpx.post(f"{server.url}{PREDICT}", json={"images": [{"data": base64.b64encode(RED).decode()}] * 3})
+    multipart = httpx.post(f"{server.url}{PREDICT}", files=files, headers=server.headers)
+    images = {"images": [{"data": base64.b64encode(RED).decode()}] * 3}
+    as_json = httpx.post(f"{server.url}{PREDICT}", json=images, headers=server.headers)
     for r in (multipart, as_json):
         assert r.status_code == 400
         assert (r.json()["code"], r.json()["detail"]) == ("too_many_images", want)
     oip = httpx.post(
         f"{server.url}/v2/models/tiny/infer",
         json={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [3], "data": ["a", "b", "c"]}]},
+        headers=server.headers,
     )
     assert oip.status_code == 400
     assert oip.json() == {"error": want}
     with pytest.raises(grpc.RpcError) as info:
         grpc_infer(server, [RED] * 3)
     assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, want)
-    two = httpx.post(f"{server.url}{PREDICT}", files=files[:2])
+    two = httpx.post(f"{server.url}{PREDICT}", files=files[:2], headers=server.headers)
     assert two.status_code == 200
 
 
@@ -444,7 +459,7 @@ def test_compressed_bodies_are_inflated_within_the_body_limit(
         raw = httpx.post(
             f"{server.url}{PREDICT}",
             content=pack(RED),
-            headers={"Content-Type": "image/png", "Content-Encoding": encoding},
+            headers={**server.headers, "Content-Type": "image/png", "Content-Encoding": encoding},
         )
         assert raw.status_code == 200, raw.text
         assert raw.json()["results"][0]["predictions"][0]["label"] == "red"
@@ -452,20 +467,20 @@ def test_compressed_bodies_are_inflated_within_the_body_limit(
         as_json = httpx.post(
             f"{server.url}{PREDICT}",
             content=pack(body),
-            headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+            headers={**server.headers, "Content-Type": "application/json", "Content-Encoding": encoding},
         )
         assert as_json.status_code == 200, as_json.text
         form = httpx.Request("POST", "/", files=[("file", ("a.png", RED, "image/png"))])
         multipart = httpx.post(
             f"{server.url}{PREDICT}",
             content=pack(form.read()),
-            headers={"Content-Type": form.headers["content-type"], "Content-Encoding": encoding},
+            headers={**server.headers, "Content-Type": form.headers["content-type"], "Content-Encoding": encoding},
         )
         assert multipart.status_code == 200, multipart.text
         oip = httpx.post(
             f"{server.url}/v2/models/tiny/infer",
             content=pack(httpx.Request("POST", "/", json=infer).content),
-            headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+            headers={**server.headers, "Content-Type": "application/json", "Content-Encoding": encoding},
         )
         assert oip.status_code == 200, oip.text
         assert oip.json()["outputs"][0]["shape"] == [1, 4]
@@ -475,31 +490,35 @@ def test_compressed_bodies_are_inflated_within_the_body_limit(
         r = httpx.post(
             f"{server.url}{path}",
             content=bomb,
-            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            headers={**server.headers, "Content-Type": "application/json", "Content-Encoding": "gzip"},
         )
         assert r.status_code == 413, r.text
     truncated = httpx.post(
         f"{server.url}{PREDICT}",
         content=gzip.compress(RED)[:-12],
-        headers={"Content-Type": "image/png", "Content-Encoding": "gzip"},
+        headers={**server.headers, "Content-Type": "image/png", "Content-Encoding": "gzip"},
     )
     assert truncated.status_code == 400
     assert "truncated" in truncated.json()["detail"]
     unknown = httpx.post(
-        f"{server.url}{PREDICT}", content=RED, headers={"Content-Type": "image/png", "Content-Encoding": "br"}
+        f"{server.url}{PREDICT}",
+        content=RED,
+        headers={**server.headers, "Content-Type": "image/png", "Content-Encoding": "br"},
     )
     assert unknown.status_code == 400
 
 
 def test_the_callers_request_id_comes_back(tmp_path: Path, serve: Callable[..., RunningServer]) -> None:
     server = serve(settings(make_home(tmp_path)))
-    ok = post_image(server.url, headers={"X-Request-ID": "trace-42"})
-    problem = httpx.post(f"{server.url}/v1/models/nope:predict", content=RED, headers={"X-Request-ID": "trace-43"})
-    oip = httpx.get(f"{server.url}/v2/models/tiny", headers={"X-Request-ID": "trace-44"})
+    ok = post_image(server, headers={"X-Request-ID": "trace-42"})
+    problem = httpx.post(
+        f"{server.url}/v1/models/nope:predict", content=RED, headers={**server.headers, "X-Request-ID": "trace-43"}
+    )
+    oip = httpx.get(f"{server.url}/v2/models/tiny", headers={**server.headers, "X-Request-ID": "trace-44"})
     assert [r.headers["x-request-id"] for r in (ok, problem, oip)] == ["trace-42", "trace-43", "trace-44"]
     assert problem.json()["request_id"] == "trace-43"
-    generated = post_image(server.url).headers["x-request-id"]
+    generated = post_image(server).headers["x-request-id"]
     assert generated
-    assert generated != post_image(server.url).headers["x-request-id"]
+    assert generated != post_image(server).headers["x-request-id"]
     _, call = grpc_infer(server, [RED], metadata=(("x-request-id", "trace-45"),))
     assert ("x-request-id", "trace-45") in tuple(call.initial_metadata())

@@ -25,8 +25,14 @@ def test_a_created_key_is_stored_by_hash_and_verifies(keys: SqlKeys) -> None:
     limits = KeyLimits(rps=5, burst=10, images_per_day=100, free_images_per_month=50)
     expires = datetime(2030, 1, 1, tzinfo=UTC)
     record = keys.create(
-        issued.id, issued.secret_hash, "ci", ["infer", "models:read", "infer"],
-        models=("team-a-*", "cats"), limits=limits, expires_at=expires, created_by="admin (x)",
+        issued.id,
+        issued.secret_hash,
+        "ci",
+        ["infer", "models:read", "infer"],
+        models=("team-a-*", "cats"),
+        limits=limits,
+        expires_at=expires,
+        created_by="admin (x)",
     )
     got = keys.get(issued.id)
     assert got == record

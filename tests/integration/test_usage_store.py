@@ -46,6 +46,7 @@ def test_two_servers_flushing_the_same_row_concurrently_add_up(registry_url: str
     other_registry = open_registry(registry_url)
     other = SqlUsage(other_registry)
     try:
+
         def flush(store: SqlUsage) -> None:
             for _ in range(20):
                 store.add([line(images=1)])

@@ -90,3 +90,56 @@ def test_latency_delta_only_against_raw_at_the_same_concurrency() -> None:
     (served, _) = summarize(contenders, run_rounds(contenders, 1))
     assert served["served_over_best_raw"] == 0.95
     assert "p50_over_raw_ms" not in served
+
+
+# -- the API key on every served request -----------------------------------------------------------
+KEY = "imaas_abcdefghijkl_" + "k" * 43
+
+
+def _auth_lines(raw: bytes) -> list[bytes]:
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return [line for line in head.split(b"\r\n") if line.lower().startswith(b"authorization:")]
+
+
+def test_served_http_requests_carry_the_key_and_peers_only_when_asked() -> None:
+    from imaas.cli.bench import bearer
+    from imaas.cli.workloads import peer_senders, rest_senders
+    from imaas.schemas.manifest import Manifest
+
+    assert bearer(None) == {}
+    assert bearer(KEY) == {"Authorization": f"Bearer {KEY}"}
+    manifest = Manifest.model_construct()  # the jpeg workload sends the files, not tensors made with it
+    (sender,) = rest_senders("http://127.0.0.1:9", "m", "jpeg", manifest, [b"\xff\xd8jpeg"], 1, KEY)
+    assert [_auth_lines(r) for r in sender.requests] == [[f"Authorization: Bearer {KEY}".encode()]]  # type: ignore[attr-defined]
+    (bare,) = rest_senders("http://127.0.0.1:9", "m", "jpeg", manifest, [b"\xff\xd8jpeg"], 1)
+    assert _auth_lines(bare.requests[0]) == []  # type: ignore[attr-defined]
+    _, (peer,) = peer_senders("other=raw+http://127.0.0.1:9/p", [b"\xff\xd8jpeg"], 1, KEY)
+    assert _auth_lines(peer.requests[0]) == [f"Authorization: Bearer {KEY}".encode()]  # type: ignore[attr-defined]
+    _, (stranger,) = peer_senders("fastapi=raw+http://127.0.0.1:9/p", [b"\xff\xd8jpeg"], 1)
+    assert _auth_lines(stranger.requests[0]) == []  # type: ignore[attr-defined]
+
+
+async def test_grpc_requests_carry_the_key_as_lowercase_metadata() -> None:
+    from imaas.cli.workloads import grpc_senders
+    from imaas.schemas.manifest import Manifest
+
+    sent: list[object] = []
+
+    class Channel:
+        """Records what the stub sends instead of sending it."""
+
+        def unary_unary(self, method: str, *args: object, **kwargs: object) -> object:
+            async def rpc(request: object, metadata: object = None, **options: object) -> object:
+                sent.append((method, metadata))
+                return None
+
+            return rpc
+
+        stream_stream = unary_unary  # the stub makes every method; the workload calls ModelInfer only
+
+    manifest = Manifest.model_construct()
+    for key, expected in ((KEY, (("authorization", f"Bearer {KEY}"),)), (None, None)):
+        sent.clear()
+        (sender,) = grpc_senders(Channel(), "m", "jpeg", manifest, [b"\xff\xd8jpeg"], 1, key)
+        assert await sender.send(0) is None
+        assert sent == [("/inference.GRPCInferenceService/ModelInfer", expected)]

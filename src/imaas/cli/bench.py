@@ -225,6 +225,11 @@ async def drive(mode: str, senders: list[Sender], duration: float, warmup: float
     return result
 
 
+def bearer(api_key: str | None) -> dict[str, str]:
+    """The ``Authorization`` header a served request carries (none without a key)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 def http_request(url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[str, int, bytes]:
     """``(host, port, raw request bytes)`` for a POST of ``body`` to ``path`` on ``url``."""
     parts = urlsplit(url)
@@ -241,10 +246,18 @@ def http_request(url: str, path: str, body: bytes, headers: dict[str, str]) -> t
 
 
 async def run_served(
-    url: str, model: str, photos: list[bytes], concurrency: int, duration: float, warmup: float = 1.0
+    url: str,
+    model: str,
+    photos: list[bytes],
+    concurrency: int,
+    duration: float,
+    warmup: float = 1.0,
+    api_key: str | None = None,
 ) -> BenchResult:
-    """Drive ``POST /v1/models/{model}:predict`` with raw JPEG bodies at ``concurrency``."""
-    built = [http_request(url, f"/v1/models/{model}:predict", p, {"Content-Type": "image/jpeg"}) for p in photos]
+    """Drive ``POST /v1/models/{model}:predict`` with raw JPEG bodies at ``concurrency``
+    (each with ``Authorization: Bearer api_key`` when given)."""
+    headers = {"Content-Type": "image/jpeg", **bearer(api_key)}
+    built = [http_request(url, f"/v1/models/{model}:predict", p, headers) for p in photos]
     host, port = built[0][0], built[0][1]
     senders: list[Sender] = [HttpSender(host, port, [b[2] for b in built]) for _ in range(concurrency)]
     return await drive("served", senders, duration, warmup)

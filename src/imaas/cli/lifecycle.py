@@ -1,36 +1,24 @@
 """``imaas models promote/rollback/canary/shadow/compare/status/history/edit/delete``.
 
-Each command is one SDK call against a running server (``--url``, ``IMAAS_URL``) and prints
+Each command is one SDK call against a running server (``--url``, ``IMAAS_URL``; the key from
+``--api-key`` or, on this machine, the server's admin.key, see ``credentials.py``) and prints
 a short table or, with ``--json``, the server's answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
 from rich.table import Table
 
-from imaas.cli.terminal import DEFAULT_URL, UrlOption, console, fail
-from imaas.errors import ImaasError
-
-T = TypeVar("T")
+from imaas.cli.credentials import call
+from imaas.cli.terminal import DEFAULT_URL, ApiKeyOption, ServerHomeOption, UrlOption, console
 
 AliasOption = Annotated[str, typer.Option("--alias", "-a", help="the alias to change")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print the server's JSON answer")]
-
-
-def _call(url: str, work: Callable[[Any], T]) -> T:
-    from imaas.client import Client
-
-    try:
-        with Client(url) as c:
-            return work(c)
-    except ImaasError as exc:
-        raise fail(exc) from None
 
 
 def _print_json(answer: BaseModel) -> None:
@@ -51,10 +39,12 @@ def promote(
     version: int,
     alias: AliasOption = "production",
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    home: ServerHomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Load VERSION of NAME, run one inference on it, then move the alias to it atomically."""
-    change = _call(url, lambda c: c.promote(name, version, alias))
+    change = call(url, api_key, home, lambda c: c.promote(name, version, alias))
     if as_json:
         return _print_json(change)
     verb = "now points at" if change.moved else "already pointed at"
@@ -62,10 +52,15 @@ def promote(
 
 
 def rollback(
-    name: str, alias: AliasOption = "production", url: UrlOption = DEFAULT_URL, as_json: JsonOption = False
+    name: str,
+    alias: AliasOption = "production",
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    home: ServerHomeOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Move the alias back to the version its last change took it from."""
-    change = _call(url, lambda c: c.rollback(name, alias))
+    change = call(url, api_key, home, lambda c: c.rollback(name, alias))
     if as_json:
         return _print_json(change)
     console.print(f"{name}:{change.alias} rolled back from {change.from_version} to {change.to_version}")
@@ -78,6 +73,8 @@ def canary(
     off: Annotated[bool, typer.Option("--off", help="end the canary")] = False,
     alias: AliasOption = "production",
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    home: ServerHomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Answer WEIGHT percent of the alias's requests with VERSION (warmed first).
@@ -86,7 +83,7 @@ def canary(
     """
     if version is None and not off:
         raise typer.BadParameter("give a VERSION, or --off to end the canary")
-    route = _call(url, lambda c: c.set_canary(name, None if off else version, weight, alias))
+    route = call(url, api_key, home, lambda c: c.set_canary(name, None if off else version, weight, alias))
     if as_json:
         return _print_json(route)
     console.print(_route_line(name, route))
@@ -100,6 +97,8 @@ def shadow(
     off: Annotated[bool, typer.Option("--off", help="end the shadow")] = False,
     alias: AliasOption = "production",
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    home: ServerHomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Copy WEIGHT percent of the alias's requests to VERSION, which never answers callers;
@@ -107,15 +106,21 @@ def shadow(
     if version is None and not off:
         raise typer.BadParameter("give a VERSION, or --off to end the shadow")
     target = None if off or version is None else (model or name, version)
-    route = _call(url, lambda c: c.set_shadow(name, target, weight, alias))
+    route = call(url, api_key, home, lambda c: c.set_shadow(name, target, weight, alias))
     if as_json:
         return _print_json(route)
     console.print(_route_line(name, route))
 
 
-def compare(name: str, url: UrlOption = DEFAULT_URL, as_json: JsonOption = False) -> None:
+def compare(
+    name: str,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    home: ServerHomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """How each shadow agrees with the version that answered, and both latencies."""
-    answer = _call(url, lambda c: c.comparison(name))
+    answer = call(url, api_key, home, lambda c: c.comparison(name))
     if as_json:
         return _print_json(answer)
     table = Table("serving", "shadow", "compared", "agreement", "dropped", "failed", "p50 ms", "shadow p50 ms")
@@ -141,10 +146,16 @@ def _when(at: datetime | None) -> str:
     return at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z") if at is not None else "-"  # local time
 
 
-def status(name: str, url: UrlOption = DEFAULT_URL, as_json: JsonOption = False) -> None:
+def status(
+    name: str,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    home: ServerHomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Each version's state (ready, loading, failed, draining, unloaded), memory, load time
     and last use, on the server that answered."""
-    answer = _call(url, lambda c: c.status(name))
+    answer = call(url, api_key, home, lambda c: c.status(name))
     if as_json:
         return _print_json(answer)
     table = Table("version", "state", "pinned", "memory", "load s", "last used", "reason")
@@ -166,10 +177,12 @@ def history(
     name: str,
     limit: Annotated[int, typer.Option(help="events to show")] = 50,
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    home: ServerHomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Every push, promote, rollback, canary, shadow, edit and delete: who, when, from, to."""
-    answer = _call(url, lambda c: c.history(name, limit))
+    answer = call(url, api_key, home, lambda c: c.history(name, limit))
     if as_json:
         return _print_json(answer)
     table = Table("#", "when", "action", "alias", "from", "to", "who")
@@ -193,6 +206,8 @@ def edit(
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeat); replaces the tags")] = None,
     keep_latest: Annotated[int | None, typer.Option(help="newest versions kept loaded")] = None,
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    home: ServerHomeOption = None,
 ) -> None:
     """Edit the description and tags of a model (and its keep_latest) or of one version."""
     tags = None
@@ -202,18 +217,25 @@ def edit(
             raise typer.BadParameter("tags are KEY=VALUE")
         tags = {k: v for k, _, v in pairs}
     if version is None:
-        _call(url, lambda c: c.update_model(name, description=description, tags=tags, keep_latest=keep_latest))
+        call(
+            url,
+            api_key,
+            home,
+            lambda c: c.update_model(name, description=description, tags=tags, keep_latest=keep_latest),
+        )
         console.print(f"{name}: card updated")
     else:
         if keep_latest is not None:
             raise typer.BadParameter("--keep-latest is a model setting; drop --version")
-        _call(url, lambda c: c.update_version(name, version, description=description, tags=tags))
+        call(url, api_key, home, lambda c: c.update_version(name, version, description=description, tags=tags))
         console.print(f"{name}@{version}: card updated")
 
 
-def delete(name: str, version: int, url: UrlOption = DEFAULT_URL) -> None:
+def delete(
+    name: str, version: int, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, home: ServerHomeOption = None
+) -> None:
     """Delete VERSION of NAME (refused while an alias, canary or shadow points at it)."""
-    _call(url, lambda c: c.delete_version(name, version))
+    call(url, api_key, home, lambda c: c.delete_version(name, version))
     console.print(f"{name}@{version} deleted")
 
 

@@ -1,7 +1,9 @@
 """``imaas``: serve models, install the zoo, manage the catalog, predict and benchmark.
 
 Commands that change the local registry (``serve``, ``zoo``) use ``IMAAS_HOME``; commands
-that talk to a server (``models``, ``predict``, ``bench``) use ``--url`` (``IMAAS_URL``).
+that talk to a server (``models``, ``predict``, ``bench``, ``keys``, ``usage``, ``audit``) use
+``--url`` (``IMAAS_URL``) and ``--api-key`` (``IMAAS_API_KEY``), or, for a server on this
+machine, the admin key it wrote to ``admin.key`` in its home (``--home``, ``IMAAS_HOME``).
 ``pip install imaas`` brings only what the server-talking commands need; the others check
 for their extra (``serve``, ``zoo``, ``bench``) before importing it and name it if missing.
 """
@@ -21,8 +23,9 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from imaas.cli import lifecycle
-from imaas.cli.terminal import DEFAULT_URL, UrlOption, console, err_console
+from imaas.cli import keys, lifecycle
+from imaas.cli.credentials import api_key_for, connect
+from imaas.cli.terminal import DEFAULT_URL, ApiKeyOption, ServerHomeOption, UrlOption, console, err_console
 from imaas.cli.terminal import fail as _fail
 from imaas.errors import ImaasError
 
@@ -209,13 +212,17 @@ def zoo_list() -> None:
 
 
 @models_app.command("list")
-def models_list(url: UrlOption = DEFAULT_URL, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def models_list(
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    home: ServerHomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """List the models a server has."""
-    from imaas.client import Client
     from imaas.schemas.rest import ModelList
 
     try:
-        with Client(url) as c:
+        with connect(url, api_key, home) as c:
             models = c.list_models()
             while models.next is not None:  # every page
                 page = c.list_models(after=models.next)
@@ -234,13 +241,15 @@ def models_list(url: UrlOption = DEFAULT_URL, as_json: Annotated[bool, typer.Opt
 
 @models_app.command("show")
 def models_show(
-    name: str, url: UrlOption = DEFAULT_URL, as_json: Annotated[bool, typer.Option("--json")] = False
+    name: str,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    home: ServerHomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show a model's versions, aliases and manifest."""
-    from imaas.client import Client
-
     try:
-        with Client(url) as c:
+        with connect(url, api_key, home) as c:
             detail = c.get_model(name)
     except ImaasError as exc:
         raise _fail(exc) from None
@@ -273,12 +282,12 @@ def models_push(
     ] = None,
     alias: Annotated[str | None, typer.Option(help="point this alias at the new version")] = None,
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    home: ServerHomeOption = None,
 ) -> None:
     """Push an ONNX file as a new version of NAME (idempotent for identical bytes and manifest)."""
-    from imaas.client import Client
-
     try:
-        with Client(url) as c:
+        with connect(url, api_key, home) as c:
             v = c.push_model(name, onnx_file, manifest.read_text() if manifest else None, alias=alias)
     except ImaasError as exc:
         raise _fail(exc) from None
@@ -291,13 +300,13 @@ def predict(
     images: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="image files")],
     top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="classes per image")] = None,
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    home: ServerHomeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON response")] = False,
 ) -> None:
     """Classify images with MODEL on a running server."""
-    from imaas.client import Client
-
     try:
-        with Client(url) as c:
+        with connect(url, api_key, home) as c:
             result = c.predict(model, list(images), top_k=top_k)
     except ImaasError as exc:
         raise _fail(exc) from None
@@ -344,8 +353,17 @@ def bench(
     raw: Annotated[bool, typer.Option("--raw", help="only the in-process pipeline (no server)")] = False,
     no_raw: Annotated[bool, typer.Option("--no-raw", help="only the served runs")] = False,
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
     grpc_target: Annotated[str, typer.Option("--grpc", help="gRPC host:port for oip-grpc-*")] = "127.0.0.1:8001",
-    home: HomeOption = None,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            envvar="IMAAS_HOME",
+            help="registry the raw pipeline reads the model from, and whose admin.key a loopback --url "
+            "gets without --api-key (default ~/.imaas)",
+        ),
+    ] = None,
     repeat: Annotated[
         int,
         typer.Option(
@@ -368,6 +386,13 @@ def bench(
             "and stopped right after, so idle peers take no CPU from the others"
         ),
     ] = None,
+    peer_auth: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME of a --peer that is another imaas server: its requests carry the API key too "
+            "(other peers never get it)"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
 ) -> None:
     """Measure served throughput and latency against a running server, and the raw in-process pipeline.
@@ -379,6 +404,8 @@ def bench(
     p50 at the same concurrency; /best peer = images/s over the fastest --peer; raw/peer =
     the best raw images/s over that peer's (what a server adding no cost would reach).
     With --repeat N every contender is measured once per round and ratios are per round.
+    Every served request (v1, OIP REST and gRPC) carries the API key: --api-key, or for a
+    server on this machine the admin.key in its home; a --peer gets it only with --peer-auth.
     """
     _require_extras("bench", "serve", "bench")
     from imaas.cli.bench import BenchResult, PeerProcess, run_raw
@@ -396,24 +423,29 @@ def bench(
     unknown = set(chosen) - set(PROTOCOLS)
     if unknown:
         raise typer.BadParameter(f"unknown protocol(s) {sorted(unknown)}; choose from {list(PROTOCOLS)}")
+    peer_names = [spec.split("=", 1)[0] for spec in peer or []]
+    strangers = sorted(set(peer_auth or []) - set(peer_names))
+    if strangers:
+        raise typer.BadParameter(f"--peer-auth {strangers}: no --peer has that NAME; peers are {peer_names}")
+    key = api_key_for(url, api_key, home) if (chosen and not raw) or peer_auth else None
     if chosen and not raw:
-        _check_served_model(url, model)
+        _check_served_model(url, model, key)
     photos = list(sample_photos().values())
     contenders: list[Contender] = []
     if not raw:
         for proto in chosen:
             for c in levels:
-                run = _blocking(_served_run, proto, url, grpc_target, model, photos, c, duration, warmup)
+                run = _blocking(_served_run, proto, url, grpc_target, model, photos, c, duration, warmup, key)
                 contenders.append(Contender("served" if proto == "v1" else proto, "served", c, run))
     commands = dict(c.split("=", 1) for c in peer_cmd or [] if "=" in c)
-    for spec in peer or []:
-        name = spec.split("=", 1)[0]
+    for spec, name in zip(peer or [], peer_names, strict=True):
+        peer_key = key if name in (peer_auth or []) else None
 
         def start(command: str | None = commands.get(name), peer_url: str = spec.split("+", 1)[-1]) -> PeerProcess:
             return PeerProcess(command, peer_url)
 
         for c in levels:
-            run = _blocking(_peer_run, spec, photos, c, duration, warmup)
+            run = _blocking(_peer_run, spec, photos, c, duration, warmup, peer_key)
             contenders.append(Contender(name, "peer", c, run, name, start))
     services = None
     if not no_raw:
@@ -467,28 +499,30 @@ def bench(
     (console if console.is_terminal else Console(width=160)).print(table)
 
 
-def _check_served_model(url: str, model: str) -> None:
-    """Exit with one line unless the server at ``url`` answers and has ``model``.
+def _check_served_model(url: str, model: str, api_key: str | None) -> None:
+    """Exit with one line unless the server at ``url`` answers, takes the key and has ``model``.
 
-    Without this a wrong --url or --model costs every level's full duration and ends in
-    a table of errors.
+    Without this a wrong --url, --api-key or --model costs every level's full duration and
+    ends in a table of errors.
     """
     from imaas.client import Client
     from imaas.domain import ModelRef
 
     try:
-        with Client(url, timeout=30) as c:
+        with Client(url, api_key=api_key, timeout=30) as c:
             c.get_model(ModelRef.parse(model).name)
     except ImaasError as exc:
         raise _fail(exc) from None
 
 
-async def _peer_run(spec: str, photos: list[bytes], concurrency: int, duration: float, warmup: float) -> Any:
+async def _peer_run(
+    spec: str, photos: list[bytes], concurrency: int, duration: float, warmup: float, api_key: str | None
+) -> Any:
     from imaas.cli.bench import drive
     from imaas.cli.workloads import peer_senders
 
     try:
-        name, senders = peer_senders(spec, photos, concurrency)
+        name, senders = peer_senders(spec, photos, concurrency, api_key)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     return await drive(name, senders, duration, warmup)
@@ -503,26 +537,28 @@ async def _served_run(
     concurrency: int,
     duration: float,
     warmup: float,
+    api_key: str | None,
 ) -> Any:
     from imaas.cli.bench import drive, run_served
     from imaas.cli.workloads import grpc_senders, rest_senders
 
     if proto == "v1":
-        return await run_served(url, model, photos, concurrency, duration, warmup)
+        return await run_served(url, model, photos, concurrency, duration, warmup, api_key)
     from imaas.client import AsyncClient
 
-    async with AsyncClient(url) as client:
+    async with AsyncClient(url, api_key=api_key) as client:
         detail = await client.get_model(model)
     default = detail.aliases.get("production", detail.latest_version)
     manifest = next(v.manifest for v in detail.versions if v.version == default)
     _, transport, kind = proto.split("-")
     if transport == "rest":
-        return await drive(proto, rest_senders(url, model, kind, manifest, photos, concurrency), duration, warmup)
+        senders = rest_senders(url, model, kind, manifest, photos, concurrency, api_key)
+        return await drive(proto, senders, duration, warmup)
     import grpc
 
     options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
     async with grpc.aio.insecure_channel(grpc_target, options=options) as channel:
-        senders = grpc_senders(channel, model, kind, manifest, photos, concurrency)
+        senders = grpc_senders(channel, model, kind, manifest, photos, concurrency, api_key)
         return await drive(proto, senders, duration, warmup)
 
 
@@ -552,6 +588,7 @@ def main() -> None:
 
 
 lifecycle.register(models_app)  # after list/show/push, so --help lists those first
+keys.register(app)
 
 
 @db_app.command("upgrade")

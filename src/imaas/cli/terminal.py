@@ -1,20 +1,40 @@
-"""What every CLI command shares: the consoles, the ``--url`` option and one-line errors."""
+"""What every CLI command shares: the consoles, the ``--url``, ``--api-key`` and ``--home``
+options and one-line errors."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from imaas.errors import ImaasError, ServerUnreachable
+from imaas.errors import ImaasError, MissingCredentials, ServerUnreachable
 
 console = Console()
 err_console = Console(stderr=True)
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="IMAAS_URL", help="server base URL")]
 DEFAULT_URL = "http://127.0.0.1:8000"
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="IMAAS_API_KEY",
+        show_default=False,
+        help="API key, sent as Authorization: Bearer (default for a server on this machine: the admin key "
+        "it wrote to admin.key in its IMAAS_HOME)",
+    ),
+]
+ServerHomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        envvar="IMAAS_HOME",
+        help="IMAAS_HOME of the server on this machine whose admin.key to use without --api-key (default ~/.imaas)",
+    ),
+]
 
 
 def fail(exc: ImaasError) -> typer.Exit:
@@ -22,5 +42,10 @@ def fail(exc: ImaasError) -> typer.Exit:
     detail = exc.detail
     if isinstance(exc, ServerUnreachable):
         detail += "; start a server with 'imaas serve' (or 'make run'), or pass --url / set IMAAS_URL"
+    elif isinstance(exc, MissingCredentials):
+        detail += (
+            "; pass --api-key or set IMAAS_API_KEY (a server on this machine: --home or IMAAS_HOME naming "
+            "its home, where it wrote admin.key)"
+        )
     err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {escape(detail)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)

@@ -3,7 +3,8 @@
 Each builds, once, the requests a bench worker sends: REST bodies (JSON header plus binary
 tensor data, as tritonclient sends them) or gRPC ``ModelInferRequest`` messages, carrying
 either the JPEG files (``image`` BYTES input) or the pre-processed tensors (the model's
-input, computed here with the model's own manifest).
+input, computed here with the model's own manifest). With an API key every request carries
+it: ``Authorization: Bearer`` over REST, ``authorization`` metadata over gRPC.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from imaas.cli.bench import HttpSender, Sender, http_request
+from imaas.cli.bench import HttpSender, Sender, bearer, http_request
 from imaas.imaging.decode import DecodeLimits
 from imaas.imaging.pipeline import image_to_tensor
 from imaas.schemas.manifest import Manifest
@@ -62,7 +63,13 @@ def payloads(kind: str, manifest: Manifest, photos: list[bytes]) -> tuple[str, l
 
 
 def rest_senders(
-    url: str, model: str, kind: str, manifest: Manifest, photos: list[bytes], concurrency: int
+    url: str,
+    model: str,
+    kind: str,
+    manifest: Manifest,
+    photos: list[bytes],
+    concurrency: int,
+    api_key: str | None = None,
 ) -> list[Sender]:
     """Senders for OIP over REST."""
     name, items = payloads(kind, manifest, photos)
@@ -71,7 +78,11 @@ def rest_senders(
             url,
             f"/v2/models/{model}/infer",
             body,
-            {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(n)},
+            {
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(n),
+                **bearer(api_key),
+            },
         )
         for body, n in rest_bodies(name, items)
     ]
@@ -80,17 +91,18 @@ def rest_senders(
 
 
 class GrpcSender:
-    """Prebuilt ``ModelInferRequest`` messages on a shared channel."""
+    """Prebuilt ``ModelInferRequest`` messages on a shared channel, each sent with ``metadata``."""
 
-    def __init__(self, stub: Any, messages: list[Any]) -> None:
+    def __init__(self, stub: Any, messages: list[Any], metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self.stub = stub
         self.messages = messages
+        self.metadata = metadata or None
 
     async def send(self, n: int) -> str | None:
         import grpc
 
         try:
-            await self.stub.ModelInfer(self.messages[n % len(self.messages)])
+            await self.stub.ModelInfer(self.messages[n % len(self.messages)], metadata=self.metadata)
         except grpc.aio.AioRpcError as exc:
             return f"{exc.code()}: {exc.details()}"
         return None
@@ -100,9 +112,16 @@ class GrpcSender:
 
 
 def grpc_senders(
-    channel: Any, model: str, kind: str, manifest: Manifest, photos: list[bytes], concurrency: int
+    channel: Any,
+    model: str,
+    kind: str,
+    manifest: Manifest,
+    photos: list[bytes],
+    concurrency: int,
+    api_key: str | None = None,
 ) -> list[Sender]:
-    """Senders for OIP over gRPC (``raw_input_contents``, as tritonclient sends)."""
+    """Senders for OIP over gRPC (``raw_input_contents``, as tritonclient sends; the key as
+    ``authorization`` metadata, lowercase as gRPC requires)."""
     from tritonclient.grpc import service_pb2 as pb
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -116,14 +135,18 @@ def grpc_senders(
         for dt, shape, raw in items
     ]
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
-    return [GrpcSender(stub, messages) for _ in range(concurrency)]
+    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+    return [GrpcSender(stub, messages, metadata) for _ in range(concurrency)]
 
 
-def peer_senders(spec: str, photos: list[bytes], concurrency: int) -> tuple[str, list[Sender]]:
+def peer_senders(
+    spec: str, photos: list[bytes], concurrency: int, api_key: str | None = None
+) -> tuple[str, list[Sender]]:
     """Senders for another server, from ``NAME=FORMAT+URL``.
 
     FORMAT is how that server takes an image: ``raw`` (the JPEG as the body),
     ``json-b64:KEY`` (``{"KEY": base64}``) or ``multipart:FIELD`` (a form file).
+    ``api_key``: for a peer that is another imaas server (``--peer-auth``); None for the rest.
     """
     import base64
 
@@ -153,6 +176,6 @@ def peer_senders(spec: str, photos: list[bytes], concurrency: int) -> tuple[str,
             raise ValueError(f"peer {spec!r}: FORMAT is raw, json-b64:KEY or multipart:FIELD")
     parts = url.split("/", 3)
     base, path = "/".join(parts[:3]), "/" + (parts[3] if len(parts) > 3 else "")
-    built = [http_request(base, path, body, headers) for body, headers in bodies]
+    built = [http_request(base, path, body, {**headers, **bearer(api_key)}) for body, headers in bodies]
     host, port = built[0][0], built[0][1]
     return name, [HttpSender(host, port, [b[2] for b in built]) for _ in range(concurrency)]

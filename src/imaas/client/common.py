@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -28,6 +29,34 @@ _MAGIC: list[tuple[str, dict[int, bytes]]] = [  # media type, {offset: bytes fou
     ("image/webp", {0: b"RIFF", 8: b"WEBP"}),  # a RIFF container whose form type is WEBP
 ]
 OCTET_STREAM = "application/octet-stream"
+# What an API key may hold: the visible ASCII characters an HTTP header value carries as is
+# (an imaas key is ``imaas_`` + base32 + ``_`` + urlsafe base64, well inside this).
+_KEY_TEXT = re.compile(r"[\x21-\x7e]+")
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The ``Authorization`` header for ``api_key`` (none for None or an empty key).
+
+    Whitespace around the key (a newline read from a key file) is dropped. A key with any
+    other character is refused here, with a message that does not repeat it: sent as is, the
+    HTTP layer's own error would quote the whole header, secret included.
+
+    Example::
+
+        auth_headers("imaas_ABC_xyz")  # {"Authorization": "Bearer imaas_ABC_xyz"}
+    """
+    if api_key is None or not api_key.strip():
+        return {}
+    key = api_key.strip()
+    if not _KEY_TEXT.fullmatch(key):
+        raise ValueError("api_key: an API key is visible ASCII characters only (no spaces or control characters)")
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _without_secret(text: str, http: httpx.Client | httpx.AsyncClient) -> str:
+    """``text`` with the client's API key masked, should a library's message ever quote it."""
+    scheme, _, secret = http.headers.get("authorization", "").partition(" ")
+    return text.replace(secret, "***") if scheme == "Bearer" and secret else text
 
 
 @dataclass(frozen=True)
@@ -95,7 +124,7 @@ def translate_transport_error(exc: httpx.TransportError, http: httpx.Client | ht
     connection, a URL without ``http://``) is a plain ``TransportError``.
     """
     base = str(http.base_url).rstrip("/")
-    reason = str(exc) or type(exc).__name__
+    reason = _without_secret(str(exc) or type(exc).__name__, http)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return ServerUnreachable(f"nothing answers at {base}", url=base, reason=reason)
     if isinstance(exc, httpx.UnsupportedProtocol):  # the URL itself is wrong, e.g. no http://

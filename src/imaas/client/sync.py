@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,6 +26,7 @@ from imaas.client.calls import (
 from imaas.client.common import (
     DEFAULT_URL,
     ImageSource,
+    auth_headers,
     load_image,
     page_params,
     predict_request,
@@ -32,7 +34,17 @@ from imaas.client.common import (
     raise_for_problem,
     transport_errors,
 )
+from imaas.client.keys import (
+    audit_call,
+    create_key_call,
+    get_key_call,
+    list_keys_call,
+    revoke_key_call,
+    rotate_key_call,
+    usage_call,
+)
 from imaas.errors import ServerUnreachable
+from imaas.schemas.keys import AuditPage, CreatedKeyInfo, KeyInfo, KeyLimitsInfo, UsageReport
 from imaas.schemas.lifecycle import AliasChangeInfo, Comparison, History, ModelStatus
 from imaas.schemas.rest import AliasRouteInfo, ModelDetail, ModelList, ModelSummary, PredictResponse, VersionInfo
 
@@ -43,10 +55,12 @@ class Client:
     A server's problem is raised as the ``imaas.errors`` class its ``code`` names
     (``ModelNotFound``...); a server that never answers as ``TransportError``
     (``ServerUnreachable``, ``ServerTimeout``). No httpx exception leaves the client.
+    ``api_key`` goes with every request as ``Authorization: Bearer``; a repr shows only
+    whether one is set, and no error ever quotes it.
 
     Example::
 
-        with Client("http://127.0.0.1:8000", timeout=10) as c:
+        with Client("http://127.0.0.1:8000", api_key=key, timeout=10) as c:
             top = c.predict("mobilenet-v2", "cat.jpg", top_k=1).results[0].predictions[0]
     """
 
@@ -58,7 +72,7 @@ class Client:
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = auth_headers(api_key)  # ValueError for a key no header can carry, without quoting it
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
@@ -66,6 +80,10 @@ class Client:
 
     def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        key = ", api_key=***" if "authorization" in self._http.headers else ""  # never the key itself
+        return f"Client({str(self._http.base_url).rstrip('/')!r}{key})"
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -163,6 +181,71 @@ class Client:
     def delete_version(self, name: str, version: int) -> None:
         """Delete a version (409 ``version_in_use`` while an alias, canary or shadow points at it)."""
         self._run(delete_version_call(name, version))
+
+    def create_key(
+        self,
+        name: str,
+        scopes: list[str],
+        *,
+        models: list[str] | None = None,
+        expires_at: datetime | None = None,
+        limits: KeyLimitsInfo | None = None,
+    ) -> CreatedKeyInfo:
+        """Create an API key (needs ``keys:admin``); the answer's ``secret`` is shown this once.
+
+        ``models``: names or shell patterns the key may use (None: every model);
+        ``expires_at``: a time with a time zone; ``limits``: rate limit, quotas, free tier.
+        A key can give no scope or model its creator lacks (``Forbidden``).
+
+        Example::
+
+            made = c.create_key("ci", ["infer"], models=["team-a-*"], limits=KeyLimitsInfo(rps=5))
+            made.secret  # "imaas_..." : store it now
+        """
+        return self._run(create_key_call(name, scopes, models, expires_at, limits))  # type: ignore[no-any-return]
+
+    def list_keys(self) -> list[KeyInfo]:
+        """Every API key, oldest first, revoked and expired ones included (never a secret)."""
+        return (self._run(list_keys_call())).keys  # type: ignore[no-any-return]
+
+    def get_key(self, key_id: str) -> KeyInfo:
+        """One API key by id (``KeyNotFound`` when there is none)."""
+        return self._run(get_key_call(key_id))  # type: ignore[no-any-return]
+
+    def revoke_key(self, key_id: str) -> KeyInfo:
+        """Revoke an API key now; returns it as revoked (``Conflict`` for the last admin key)."""
+        return self._run(revoke_key_call(key_id))  # type: ignore[no-any-return]
+
+    def rotate_key(self, key_id: str, grace_s: float = 0) -> CreatedKeyInfo:
+        """A new key replacing ``key_id``, which keeps working ``grace_s`` seconds more."""
+        return self._run(rotate_key_call(key_id, grace_s))  # type: ignore[no-any-return]
+
+    def usage(
+        self,
+        *,
+        key_id: str | None = None,
+        model: str | None = None,
+        start: date | None = None,
+        end: date | None = None,
+    ) -> UsageReport:
+        """Units and cost per key, model, version, task and UTC day, ``start`` to ``end`` inclusive.
+
+        Without ``usage:read`` the server answers with the caller's own usage only.
+        """
+        return self._run(usage_call(key_id, model, start, end))  # type: ignore[no-any-return]
+
+    def audit(
+        self,
+        *,
+        limit: int = 100,
+        before: int | None = None,
+        key_id: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+    ) -> AuditPage:
+        """One page of the audit log, newest first (needs ``keys:admin``); pass the answer's
+        ``next`` as ``before`` for the following page."""
+        return self._run(audit_call(limit, before, key_id, action, since))  # type: ignore[no-any-return]
 
     def predict(
         self,

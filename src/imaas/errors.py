@@ -315,6 +315,16 @@ class RegistryBusy(ImaasError):
     default_retry_after = 1.0
 
 
+class CountersUnavailable(ImaasError):
+    """The shared quota counters (Redis, in cluster mode) cannot be reached: a limited key's
+    request is refused rather than let through uncounted; retry later."""
+
+    status = 503
+    code = "counters_unavailable"
+    title = "Quota counters unavailable"
+    default_retry_after = 1.0
+
+
 class RegistryUnavailable(ImaasError):
     """The registry database cannot be reached (down, restarting, network cut): retry later.
 

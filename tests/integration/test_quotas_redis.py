@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from imaas.domain import KeyLimits
-from imaas.errors import QuotaExceeded, RateLimited
+from imaas.errors import CountersUnavailable, QuotaExceeded, RateLimited
 from imaas.security.quotas import QuotaCounters, RedisCounters, open_counters
 from tests.unit.security.test_quotas import (  # noqa: F401  (collected here, run on Redis)
     test_both_over_names_the_quota_that_resets_last,
@@ -168,3 +168,20 @@ def test_two_processes_share_one_budget(prefix: str) -> None:
         assert p.exitcode == 0
     assert sum(images for images, _ in got) == 60
     assert sum(requests for _, requests in got) == 30
+
+
+async def test_counters_that_do_not_answer_are_a_503_not_a_hang_or_a_500() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    counters = RedisCounters(f"redis://127.0.0.1:{port}/0")
+    limits = KeyLimits(rps=5, images_per_day=10)
+    try:
+        with pytest.raises(CountersUnavailable) as info:
+            await asyncio.wait_for(counters.take_request("k", limits, 0.0), timeout=10)
+        assert info.value.status == 503
+        assert info.value.retry_after is not None
+        with pytest.raises(CountersUnavailable):
+            await asyncio.wait_for(counters.take_images("k", limits, 1, 0.0), timeout=10)
+    finally:
+        await counters.close()

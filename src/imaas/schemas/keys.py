@@ -4,11 +4,25 @@ shared by the server and the SDK."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 SCOPES_DOC = "infer, models:read, models:write, keys:admin, usage:read"
+
+
+class ScopeName(StrEnum):
+    """A scope, as the wire spells it (``imaas.domain.Scope``)."""
+
+    INFER = "infer"
+    MODELS_READ = "models:read"
+    MODELS_WRITE = "models:write"
+    KEYS_ADMIN = "keys:admin"
+    USAGE_READ = "usage:read"
+
+
+ModelPattern = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^\S(.*\S)?$")]
 
 
 class KeyLimitsInfo(BaseModel):
@@ -29,8 +43,8 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=128, description="who or what the key is for")
-    scopes: list[str] = Field(min_length=1, max_length=16, description=f"some of: {SCOPES_DOC}")
-    models: list[str] | None = Field(
+    scopes: list[ScopeName] = Field(min_length=1, max_length=16, description=f"some of: {SCOPES_DOC}")
+    models: list[ModelPattern] | None = Field(
         None,
         min_length=1,
         max_length=64,
@@ -47,7 +61,7 @@ class KeyRotate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     grace_s: float = Field(
-        0, ge=0, le=90 * 86400, description="seconds the old key keeps working, so callers can switch"
+        0, strict=True, ge=0, le=90 * 86400, description="seconds the old key keeps working, so callers can switch"
     )
 
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from imaas.domain import KeyLimits
-from imaas.errors import QuotaExceeded, RateLimited
+from imaas.errors import CountersUnavailable, QuotaExceeded, RateLimited
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -274,7 +274,9 @@ class RedisCounters:
     def __init__(self, url: str, prefix: str = "imaas:quota:") -> None:
         import redis.asyncio  # only cluster mode needs the client
 
-        self._redis: Redis = redis.asyncio.from_url(url)
+        # short timeouts: a Redis that went away costs a request a second at most, never a hang
+        self._redis: Redis = redis.asyncio.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._errors: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
         self._prefix = prefix
         self._bucket: AsyncScript = self._redis.register_script(_BUCKET_LUA)
         self._images: AsyncScript = self._redis.register_script(_IMAGES_LUA)
@@ -289,7 +291,9 @@ class RedisCounters:
         if rate is None:
             return None
         rps, burst = rate
-        res: list[Any] = await self._bucket(keys=[f"{self._prefix}{key_id}:rps"], args=[repr(now), repr(rps), burst])
+        res: list[Any] = await self._call(
+            self._bucket, keys=[f"{self._prefix}{key_id}:rps"], args=[repr(now), repr(rps), burst]
+        )
         return _bucket_decision(int(res[0]) == 1, float(res[1]), rps, burst)
 
     async def take_images(self, key_id: str, limits: KeyLimits, n: int, now: float) -> list[Decision]:
@@ -301,7 +305,7 @@ class RedisCounters:
         args: list[int] = [n]
         for w in windows:
             args += [w.limit, math.ceil(w.end - now) + _GRACE_S]
-        res: list[Any] = await self._images(keys=self._keys(key_id, windows), args=args)
+        res: list[Any] = await self._call(self._images, keys=self._keys(key_id, windows), args=args)
         used = [int(u) for u in res[1:]]
         if int(res[0]) != 1:
             raise _refusal(windows, used, n, now) or QuotaExceeded("image quota exceeded")  # `or`: never None here
@@ -312,7 +316,13 @@ class RedisCounters:
         _check_n(n)
         windows = _windows(limits, now)
         if windows and n:
-            await self._refund(keys=self._keys(key_id, windows), args=[n])
+            await self._call(self._refund, keys=self._keys(key_id, windows), args=[n])
+
+    async def _call(self, script: AsyncScript, **kwargs: Any) -> Any:
+        try:
+            return await script(**kwargs)
+        except self._errors as exc:
+            raise CountersUnavailable(f"the quota counters do not answer ({type(exc).__name__}); retry") from None
 
     async def close(self) -> None:
         """Close the connection pool."""

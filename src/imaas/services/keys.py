@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from imaas.services.auth import Authenticator
 
 MAX_NAME = 128
 MAX_PATTERNS = 64
+FIRST_START_WAIT_S = 10.0  # how long a second first start waits for the first one's admin key
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,14 @@ class KeyService:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            if self.keys.list_keys():
-                return None  # another first start won the race
+            # another first start may hold the file and be making its key right now
+            deadline = time.monotonic() + FIRST_START_WAIT_S
+            while True:
+                if self.keys.list_keys():
+                    return None  # another first start won the race
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             raise Conflict(
                 f"{path} exists but the registry has no API key: it holds no valid key; "
                 "remove it and start again to get a new admin key"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Body, Depends, Path, Query
 
@@ -41,6 +41,33 @@ router = APIRouter(prefix="/v1", tags=["keys, usage and audit"])
 
 KeyId = Annotated[str, Path(description="the key's id", json_schema_extra={"pattern": KEY_ID_PATTERN})]
 MAX_AUDIT_PAGE = 1000
+# dates and times are parsed here, strictly: pydantic would also read "0" or 1.5 as one
+DAY: dict[str, Any] = {"pattern": r"^\d{4}-\d{2}-\d{2}$", "json_schema_extra": {"format": "date"}}
+INSTANT: dict[str, Any] = {
+    "pattern": r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$",
+    "json_schema_extra": {"format": "date-time"},
+}
+
+
+def _day(name: str, text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequest(f"query.{name}: {text[:40]!r} is not a day (YYYY-MM-DD)") from None
+
+
+def _instant(name: str, text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise InvalidRequest(f"query.{name}: {text[:40]!r} is not a time (RFC 3339)") from None
+    if at.tzinfo is None:
+        raise InvalidRequest(f"query.{name}: give a time zone (e.g. Z)")
+    return at
 
 
 def key_info(key: ApiKey) -> KeyInfo:
@@ -88,7 +115,7 @@ async def create_key(
     created = await asyncio.to_thread(
         lambda: svc.keys.create(
             body.name,
-            body.scopes,
+            [scope.value for scope in body.scopes],
             models=models,
             limits=limits,
             expires_at=body.expires_at,
@@ -188,20 +215,21 @@ def decimal_text(value: Decimal) -> str:
 async def usage(
     key_id: Annotated[str | None, Query(description="one key's usage (needs usage:read unless it is yours)")] = None,
     model: Annotated[str | None, Query(max_length=63, description="one model's usage")] = None,
-    start: Annotated[date | None, Query(description="first UTC day (YYYY-MM-DD), inclusive")] = None,
-    end: Annotated[date | None, Query(description="last UTC day, inclusive")] = None,
+    start: Annotated[str | None, Query(description="first UTC day (YYYY-MM-DD), inclusive", **DAY)] = None,
+    end: Annotated[str | None, Query(description="last UTC day (YYYY-MM-DD), inclusive", **DAY)] = None,
     svc: Services = Depends(services),
     p: Principal = Depends(principal),
 ) -> UsageReport:
     """Units (requests, images, compute milliseconds, bytes in) and what they cost, after each
     key's monthly free tier. Without ``usage:read`` a key sees only its own usage."""
-    if start is not None and end is not None and end < start:
-        raise InvalidRequest("end: must not be before start")
+    first, last = _day("start", start), _day("end", end)
+    if first is not None and last is not None and last < first:
+        raise InvalidRequest("query.end: must not be before start")
     if not p.allows(Scope.USAGE_READ):
         if key_id is not None and key_id != p.key_id:
             raise InsufficientScope("reading another key's usage needs the scope 'usage:read'")
         key_id = p.key_id or "-"
-    rows = await asyncio.to_thread(lambda: svc.usage.report(key_id=key_id, model=model, start=start, end=end))
+    rows = await asyncio.to_thread(lambda: svc.usage.report(key_id=key_id, model=model, start=first, end=last))
     total_cost = sum((r.cost for r in rows), Decimal(0))
     return UsageReport(
         rows=[_row(r) for r in rows],
@@ -220,13 +248,17 @@ async def audit(
     before: Annotated[int | None, Query(ge=1, description="the `next` of the previous page")] = None,
     key_id: Annotated[str | None, Query(max_length=32, description="actions of one key")] = None,
     action: Annotated[str | None, Query(max_length=64, description="e.g. key.create, version.push")] = None,
-    since: Annotated[datetime | None, Query(description="actions at or after this time")] = None,
+    since: Annotated[
+        str | None, Query(description="actions at or after this time (RFC 3339, with a time zone)", **INSTANT)
+    ] = None,
     svc: Services = Depends(services),
     _p: Principal = Depends(KEYS_ADMIN),
 ) -> AuditPage:
     """Who did what to what, and when: keys, pushes, alias moves, canaries, shadows, card edits,
     deletions, loads and unloads. Append-only."""
-    entries = await svc.audit.query(limit=limit + 1, before=before, key_id=key_id, action=action, since=since)
+    entries = await svc.audit.query(
+        limit=limit + 1, before=before, key_id=key_id, action=action, since=_instant("since", since)
+    )
     page = entries[:limit]
     return AuditPage(
         entries=[

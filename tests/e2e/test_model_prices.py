@@ -127,3 +127,33 @@ def test_the_usage_report_prices_images_with_the_model_price(http: httpx.Client)
     assert http.patch("/v1/models/tiny", json={"price_per_1000": None}).status_code == 200
     row = usage_row(http, 3)  # no price of its own: the task's price
     assert (row["price_per_1000"], Decimal(row["cost"])) == ("2", 3 * TASK_PRICE / 1000)
+
+
+def test_cli_sets_shows_and_clears_a_price(tmp_path: Path, serve: Any) -> None:
+    from typer.testing import CliRunner
+
+    from imaas.cli.main import app
+
+    server = serve(Settings(home=tmp_path / "h"))
+    model = tiny_classifier(tmp_path / "tiny.onnx").read_bytes()
+    pushed = httpx.post(
+        f"{server.url}/v1/models/tiny/versions",
+        headers=server.headers,
+        files={"model": ("tiny.onnx", model)},
+        data={"manifest": MANIFEST},
+    )
+    assert pushed.status_code == 201, pushed.text
+    runner = CliRunner()
+    args = ["--url", server.url, "--home", str(tmp_path / "h")]
+    r = runner.invoke(app, ["models", "edit", "tiny", "--price", "1.50", *args])
+    assert r.exit_code == 0, r.output
+    listed = runner.invoke(app, ["models", "list", "--json", *args])
+    assert listed.exit_code == 0, listed.output
+    assert [m["price_per_1000"] for m in json.loads(listed.output)["models"]] == ["1.5"]
+    r = runner.invoke(app, ["models", "edit", "tiny", "--clear-price", *args])
+    assert r.exit_code == 0, r.output
+    got = httpx.get(f"{server.url}/v1/models/tiny", headers=server.headers).json()
+    assert got["price_per_1000"] is None
+    both = runner.invoke(app, ["models", "edit", "tiny", "--price", "1", "--clear-price", *args])
+    assert both.exit_code != 0
+    assert "not both" in both.output

@@ -205,11 +205,15 @@ def edit(
     description: Annotated[str | None, typer.Option(help="new description")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeat); replaces the tags")] = None,
     keep_latest: Annotated[int | None, typer.Option(help="newest versions kept loaded")] = None,
+    price: Annotated[str | None, typer.Option(help="price per 1,000 predicted images, e.g. 1.50")] = None,
+    clear_price: Annotated[bool, typer.Option("--clear-price", help="drop the price (the task price applies)")] = False,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     home: ServerHomeOption = None,
 ) -> None:
-    """Edit the description and tags of a model (and its keep_latest) or of one version."""
+    """Edit the description and tags of a model (and its keep_latest and price) or of one version."""
+    if price is not None and clear_price:
+        raise typer.BadParameter("give --price or --clear-price, not both")
     tags = None
     if tag is not None:
         pairs = [t.partition("=") for t in tag]
@@ -221,12 +225,19 @@ def edit(
             url,
             api_key,
             home,
-            lambda c: c.update_model(name, description=description, tags=tags, keep_latest=keep_latest),
+            lambda c: c.update_model(
+                name,
+                description=description,
+                tags=tags,
+                keep_latest=keep_latest,
+                price_per_1000=price,
+                clear_price=clear_price,
+            ),
         )
         console.print(f"{name}: card updated")
     else:
-        if keep_latest is not None:
-            raise typer.BadParameter("--keep-latest is a model setting; drop --version")
+        if keep_latest is not None or price is not None or clear_price:
+            raise typer.BadParameter("--keep-latest and prices are model settings; drop --version")
         call(url, api_key, home, lambda c: c.update_version(name, version, description=description, tags=tags))
         console.print(f"{name}@{version}: card updated")
 

@@ -232,10 +232,11 @@ def models_list(
     if as_json:
         console.print_json(models.model_dump_json())
         return
-    table = Table("name", "task", "latest", "aliases", "description")
+    table = Table("name", "task", "latest", "aliases", "price / 1k images", "description")
     for m in models.models:
         aliases = ", ".join(f"{a}={v}" for a, v in sorted(m.aliases.items()))
-        table.add_row(m.name, m.task, str(m.latest_version or "-"), aliases, m.description)
+        price = m.price_per_1000 if m.price_per_1000 is not None else "-"
+        table.add_row(m.name, m.task, str(m.latest_version or "-"), aliases, price, m.description)
     console.print(table)
 
 

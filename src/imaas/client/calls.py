@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
@@ -87,6 +88,15 @@ def update_version_call(name: str, version: int, fields: dict[str, Any]) -> Call
 def delete_version_call(name: str, version: int) -> Call:
     """``DELETE /v1/models/{name}/versions/{version}``."""
     return Call("DELETE", {"url": f"/v1/models/{name}/versions/{version}"}, None)
+
+
+def price_field(price: Decimal | str | None, clear: bool) -> dict[str, Any]:
+    """The price part of a card update: a decimal string, null to clear it, or nothing."""
+    if clear and price is not None:
+        raise ValueError("give a price or clear it, not both")
+    if clear:
+        return {"price_per_1000": None}
+    return {} if price is None else {"price_per_1000": str(price)}
 
 
 def card_fields(**fields: Any) -> dict[str, Any]:

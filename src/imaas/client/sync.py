@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,6 +17,7 @@ from imaas.client.calls import (
     comparison_call,
     delete_version_call,
     history_call,
+    price_field,
     promote_call,
     rollback_call,
     shadow_call,
@@ -166,9 +168,13 @@ class Client:
         description: str | None = None,
         tags: dict[str, str] | None = None,
         keep_latest: int | None = None,
+        price_per_1000: Decimal | str | None = None,
+        clear_price: bool = False,
     ) -> ModelSummary:
-        """Edit a model's card (fields left None stay)."""
+        """Edit a model's card (fields left None stay); ``price_per_1000`` sets the price of
+        1,000 images (a decimal), ``clear_price`` removes it (the task's price applies)."""
         fields = card_fields(description=description, tags=tags, keep_latest=keep_latest)
+        fields |= price_field(price_per_1000, clear_price)
         return self._run(update_model_call(name, fields))  # type: ignore[no-any-return]
 
     def update_version(

@@ -233,7 +233,8 @@ def test_keys_options_are_checked_before_anything_is_sent(server: RunningServer)
         assert option in r.output
     refused = invoke(server, "keys", "create", "--name", "x", "--scopes", "infer,root")
     assert refused.exit_code == 1
-    assert refused.stderr.startswith("error invalid_field: scopes")
+    assert refused.stderr.startswith("error invalid_request: body.scopes.1")  # names the bad scope's place
+    assert "'keys:admin'" in refused.stderr  # and what would do
     listed = invoke(server, "keys", "list", "--json")
     assert [k["name"] for k in json.loads(listed.output)] == ["admin"]
 

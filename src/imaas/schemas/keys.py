@@ -7,8 +7,9 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+KEY_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]{1,128}$"  # no control characters (the server checks the same)
 SCOPES_DOC = "infer, models:read, models:write, keys:admin, usage:read"
 
 
@@ -22,7 +23,8 @@ class ScopeName(StrEnum):
     USAGE_READ = "usage:read"
 
 
-ModelPattern = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^\S(.*\S)?$")]
+MODEL_PATTERN_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+ModelPattern = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=MODEL_PATTERN_PATTERN)]
 
 
 class KeyLimitsInfo(BaseModel):
@@ -36,13 +38,21 @@ class KeyLimitsInfo(BaseModel):
     images_per_month: int | None = Field(None, ge=1, le=10**15, description="predicted images per calendar month")
     free_images_per_month: int = Field(0, ge=0, le=10**15, description="images each month that cost nothing")
 
+    @field_validator("rps", "burst", "images_per_day", "images_per_month", "free_images_per_month", mode="before")
+    @classmethod
+    def _numbers_only(cls, value: Any) -> Any:
+        # JSON Schema counts 5.0 as an integer, but never true/false or "5" as a number
+        if isinstance(value, bool | str):
+            raise ValueError("must be a number")
+        return value
+
 
 class KeyCreate(BaseModel):
     """``POST /v1/keys``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128, description="who or what the key is for")
+    name: str = Field(min_length=1, max_length=128, pattern=KEY_NAME_PATTERN, description="who or what the key is for")
     scopes: list[ScopeName] = Field(min_length=1, max_length=16, description=f"some of: {SCOPES_DOC}")
     models: list[ModelPattern] | None = Field(
         None,
@@ -54,14 +64,29 @@ class KeyCreate(BaseModel):
     expires_at: datetime | None = Field(None, description="when the key stops working (with a time zone)")
     limits: KeyLimitsInfo | None = None
 
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _time_text(cls, value: Any) -> Any:
+        # an RFC 3339 string, as the schema says (pydantic alone would take 0 as 1970)
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be an RFC 3339 date-time string")
+        return value
+
 
 class KeyRotate(BaseModel):
     """``POST /v1/keys/{id}/rotate``."""
 
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("grace_s", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool | str):
+            raise ValueError("must be a number of seconds")
+        return value
+
     grace_s: float = Field(
-        0, strict=True, ge=0, le=90 * 86400, description="seconds the old key keeps working, so callers can switch"
+        0, ge=0, le=90 * 86400, description="seconds the old key keeps working, so callers can switch"
     )
 
 

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,11 +31,14 @@ from pathlib import Path
 from imaas.domain import ALL_SCOPES, ApiKey, KeyLimits, Principal, Scope
 from imaas.errors import Conflict, Forbidden, InvalidField
 from imaas.registry.keys import SqlKeys
+from imaas.schemas.keys import KEY_NAME_PATTERN, MODEL_PATTERN_PATTERN
 from imaas.security.keys import new_key
 from imaas.services.auth import Authenticator
 
 MAX_NAME = 128
 MAX_PATTERNS = 64
+KEY_NAME_RE = re.compile(KEY_NAME_PATTERN)
+MODEL_PATTERN_RE = re.compile(MODEL_PATTERN_PATTERN)
 FIRST_START_WAIT_S = 10.0  # how long a second first start waits for the first one's admin key
 
 
@@ -166,8 +170,8 @@ def check_key_fields(
     expires_at: datetime | None,
 ) -> list[str]:
     """The scopes as a sorted list, once every field of a new key has been checked."""
-    if not name or len(name) > MAX_NAME or not name.isprintable():
-        raise InvalidField(f"name: 1-{MAX_NAME} printable characters")
+    if not KEY_NAME_RE.fullmatch(name):
+        raise InvalidField(f"name: 1-{MAX_NAME} characters, no control characters")
     wanted = sorted(set(scopes))
     unknown = [s for s in wanted if s not in ALL_SCOPES]
     if unknown or not wanted:
@@ -176,7 +180,7 @@ def check_key_fields(
         if not models or len(models) > MAX_PATTERNS:
             raise InvalidField(f"models: 1-{MAX_PATTERNS} names or patterns")
         for p in models:
-            if not p or len(p) > 63 or not p.isprintable() or p != p.strip():
+            if len(p) > 63 or not MODEL_PATTERN_RE.fullmatch(p):
                 raise InvalidField(f"models: {p[:70]!r} is not a model name or pattern")
     if limits is not None:
         if limits.rps is not None and not 0 < limits.rps <= 1e6:

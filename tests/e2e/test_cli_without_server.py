@@ -189,3 +189,14 @@ def test_serve_without_migrating_refuses_an_old_schema_in_one_line_until_db_upgr
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::"])
+def test_serve_refuses_to_run_unauthenticated_off_loopback_in_one_line(tmp_path: Path, host: str) -> None:
+    env = {"IMAAS_AUTH__ENABLED": "false", "IMAAS_HOME": str(tmp_path / "h")}
+    refused = runner.invoke(app, ["serve", "--host", host, "--port", "0", "--no-grpc"], env=env)
+    assert refused.exit_code == 1
+    assert refused.output.startswith("error unsafe_settings: authentication is off")
+    assert host in refused.output
+    assert "Traceback" not in refused.output
+    assert not (tmp_path / "h").exists()  # refused before anything was opened or written

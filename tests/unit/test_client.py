@@ -398,3 +398,21 @@ async def test_key_usage_and_audit_calls_send_and_parse(
         assert (got.id, got.models) == ("ABCDEFGHIJKL", ["team-a-*"])
     else:
         assert isinstance(got, UsageReport | AuditPage)
+
+
+def test_the_key_comes_from_imaas_api_key_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(200, json={"models": [], "next": None})
+
+    monkeypatch.setenv("IMAAS_API_KEY", "imaas_fromtheenvir_secret\n")
+    with Client(BASE, transport=httpx.MockTransport(handler)) as c:
+        c.list_models()
+    with Client(BASE, api_key="imaas_given_secret", transport=httpx.MockTransport(handler)) as c:
+        c.list_models()
+    monkeypatch.delenv("IMAAS_API_KEY")
+    with Client(BASE, transport=httpx.MockTransport(handler)) as c:
+        c.list_models()
+    assert seen == ["Bearer imaas_fromtheenvir_secret", "Bearer imaas_given_secret", None]

@@ -148,8 +148,12 @@ def serve(
             raise _fail(exc) from None
         finally:
             engine.dispose()
+    try:
+        app = create_app(settings)  # refuses unsafe settings (no authentication off loopback)
+    except ImaasError as exc:
+        raise _fail(exc) from None
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.server.host,
         port=settings.server.port,
         loop="uvloop",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -34,8 +35,12 @@ OCTET_STREAM = "application/octet-stream"
 _KEY_TEXT = re.compile(r"[\x21-\x7e]+")
 
 
+API_KEY_ENV = "IMAAS_API_KEY"
+
+
 def auth_headers(api_key: str | None) -> dict[str, str]:
-    """The ``Authorization`` header for ``api_key`` (none for None or an empty key).
+    """The ``Authorization`` header for ``api_key``, or for ``$IMAAS_API_KEY`` when it is
+    None (no header for an empty key or none at all).
 
     Whitespace around the key (a newline read from a key file) is dropped. A key with any
     other character is refused here, with a message that does not repeat it: sent as is, the
@@ -45,6 +50,8 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
 
         auth_headers("imaas_ABC_xyz")  # {"Authorization": "Bearer imaas_ABC_xyz"}
     """
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV)
     if api_key is None or not api_key.strip():
         return {}
     key = api_key.strip()

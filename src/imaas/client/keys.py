@@ -16,6 +16,8 @@ from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote
 
+from pydantic import TypeAdapter
+
 from imaas.client.calls import Call
 from imaas.schemas.keys import AuditPage, CreatedKeyInfo, KeyInfo, KeyLimitsInfo, KeyList, UsageReport
 
@@ -23,6 +25,9 @@ from imaas.schemas.keys import AuditPage, CreatedKeyInfo, KeyInfo, KeyLimitsInfo
 def _key_url(key_id: str, suffix: str = "") -> str:
     # an id is base32, but a mistyped one must not reach another route ("../models")
     return f"/v1/keys/{quote(key_id, safe='')}{suffix}"
+
+
+_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
 def create_key_call(
@@ -38,7 +43,7 @@ def create_key_call(
     if models is not None:
         body["models"] = list(models)
     if expires_at is not None:
-        body["expires_at"] = expires_at.isoformat()
+        body["expires_at"] = _DATETIME.dump_python(expires_at, mode="json")  # as pydantic writes it (Z for UTC)
     if limits is not None:
         body["limits"] = limits.model_dump(mode="json", exclude_none=True)
     return Call("POST", {"url": "/v1/keys", "json": body}, CreatedKeyInfo)

@@ -57,7 +57,7 @@ class Client:
     A server's problem is raised as the ``imaas.errors`` class its ``code`` names
     (``ModelNotFound``...); a server that never answers as ``TransportError``
     (``ServerUnreachable``, ``ServerTimeout``). No httpx exception leaves the client.
-    ``api_key`` goes with every request as ``Authorization: Bearer``; a repr shows only
+    ``api_key`` (default: ``$IMAAS_API_KEY``) goes with every request as ``Authorization: Bearer``; a repr shows only
     whether one is set, and no error ever quotes it.
 
     Example::

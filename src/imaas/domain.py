@@ -300,6 +300,12 @@ class Principal:
     scopes: frozenset[str] = ALL_SCOPES
     models: tuple[str, ...] | None = None
     limits: KeyLimits = field(default_factory=KeyLimits)
+    expires_at: datetime | None = None
+
+    @property
+    def unrestricted(self) -> bool:
+        """Whether the key reaches every model (only such a key manages keys)."""
+        return self.models is None
 
     def allows(self, scope: Scope | str) -> bool:
         """Whether the key carries ``scope``."""

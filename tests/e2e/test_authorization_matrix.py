@@ -70,7 +70,7 @@ class Ctx:
 
     def victim(self) -> str:
         """The id of a fresh key (revoked or rotated by the row that asked for it)."""
-        r = self.http.post("/v1/keys", json={"name": "victim", "scopes": ["infer"]}, headers=self.server.headers)
+        r = self.http.post("/v1/keys", json={"name": "victim", "scopes": ["keys:admin"]}, headers=self.server.headers)
         assert r.status_code == 201, r.text
         key_id: str = r.json()["key"]["id"]
         return key_id

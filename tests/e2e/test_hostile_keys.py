@@ -141,3 +141,22 @@ def test_the_real_key_still_works_after_the_probes(server: RunningServer) -> Non
     )
     assert r.status_code == 200, r.text
     assert r.json()["model"] == "tiny"
+
+
+def test_readiness_names_models_only_to_a_key_that_may_read_them(server: RunningServer) -> None:
+    anonymous = httpx.get(f"{server.url}/readyz")
+    assert anonymous.status_code == 200
+    assert anonymous.json() == {"status": "ready", "loaded": [], "missing": [], "failed": []}
+    admin = httpx.get(f"{server.url}/readyz", headers=server.headers).json()
+    assert admin["loaded"] == ["tiny@1"]
+    bad = httpx.get(f"{server.url}/readyz", headers={"authorization": "Bearer nope"})
+    assert bad.status_code == 200  # a public probe: a bad key is ignored, not refused
+    assert bad.json()["loaded"] == []
+    made = httpx.post(
+        f"{server.url}/v1/keys",
+        headers=server.headers,
+        json={"name": "other-team", "scopes": ["models:read"], "models": ["other-*"]},
+    )
+    assert made.status_code == 201, made.text
+    limited = {"authorization": f"Bearer {made.json()['secret']}"}
+    assert httpx.get(f"{server.url}/readyz", headers=limited).json()["loaded"] == []

@@ -158,7 +158,7 @@ def test_catalog_pages(zoo_server: RunningServer) -> None:
 
 def test_health_and_openapi(zoo_server: RunningServer) -> None:
     assert httpx.get(f"{zoo_server.url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{zoo_server.url}/readyz").json()
+    ready = httpx.get(f"{zoo_server.url}/readyz", headers=zoo_server.headers).json()
     assert ready["status"] == "ready"
     assert ready["loaded"] == ["efficientnet-lite0@1", "mobilenet-v2@1"]
     spec = httpx.get(f"{zoo_server.url}/openapi.json").json()

@@ -187,7 +187,7 @@ def test_while_a_model_loads_readiness_waits_and_requests_answer_503(
     release = hold_session_loads(monkeypatch)
     server = serve(settings(make_home(tmp_path), request_timeout_s=0.3), wait_ready=False)
     try:
-        ready = httpx.get(f"{server.url}/readyz")
+        ready = httpx.get(f"{server.url}/readyz", headers=server.headers)
         assert ready.status_code == 503
         assert ready.json()["missing"] in (["tiny@1"], ["warm-up still running"])
         assert httpx.get(f"{server.url}/v2/health/ready").status_code == 400
@@ -226,7 +226,7 @@ def test_a_model_that_fails_to_load_is_remembered_retried_with_backoff_and_recov
     clock = Clock()
     loader.clock = clock
 
-    ready = httpx.get(f"{server.url}/readyz").json()
+    ready = httpx.get(f"{server.url}/readyz", headers=server.headers).json()
     assert ready["status"] == "ready"
     assert [(f["model"], f["attempts"]) for f in ready["failed"]] == [("tiny@1", 1)]
     assert "no longer hash to its sha256" in ready["failed"][0]["reason"]  # checked before ONNX Runtime reads it
@@ -259,7 +259,7 @@ def test_a_model_that_fails_to_load_is_remembered_retried_with_backoff_and_recov
     clock.t += 1.01
     recovered = post_image(server)
     assert recovered.status_code == 200, recovered.text
-    ready = httpx.get(f"{server.url}/readyz").json()
+    ready = httpx.get(f"{server.url}/readyz", headers=server.headers).json()
     assert ready["failed"] == []
     assert ready["loaded"] == ["tiny@1"]
 
@@ -282,7 +282,7 @@ def test_an_operators_load_skips_the_backoff_and_a_retry_keeps_the_server_ready(
             httpx.post, f"{server.url}/v2/repository/models/tiny/load", headers=server.headers, timeout=30
         )
         until(lambda: loader.state(KEY)[0] == "loading", "the operator's load started within the backoff")
-        during = httpx.get(f"{server.url}/readyz")
+        during = httpx.get(f"{server.url}/readyz", headers=server.headers)
         assert during.status_code == 200  # a failed version being retried does not make the server unready
         assert [f["model"] for f in during.json()["failed"]] == ["tiny@1"]
         assert post_image(server).status_code == 503  # still loading at this request's deadline
@@ -332,7 +332,7 @@ def test_a_missing_artifact_never_shows_a_server_path(tmp_path: Path, serve: Cal
     assert r.status_code == 503
     text = (
         r.text
-        + httpx.get(f"{server.url}/readyz").text
+        + httpx.get(f"{server.url}/readyz", headers=server.headers).text
         + httpx.get(f"{server.url}/v1/models/tiny", headers=server.headers).text
     )
     assert str(tmp_path) not in text

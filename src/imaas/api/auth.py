@@ -21,6 +21,7 @@ every caller is ``ANONYMOUS``: every scope, every model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -69,15 +70,18 @@ class Authenticate:
             state["principal"] = ANONYMOUS
             await self.app(scope, receive, send)
             return
-        if is_public(scope["path"]):
-            await self.app(scope, receive, send)
-            return
         services: Services = scope["app"].state.services
         authorization = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
                 break
+        if is_public(scope["path"]):  # answered without a key; a valid one may see more (/readyz)
+            if authorization is not None:
+                with contextlib.suppress(ImaasError):
+                    state["principal"] = services.auth.authenticate(authorization)
+            await self.app(scope, receive, send)
+            return
         try:
             principal = services.auth.authenticate(authorization)
             decision = await services.usage.take_request(principal)

@@ -19,7 +19,7 @@ from fastapi import Request
 from starlette.requests import HTTPConnection
 
 from imaas.domain import Principal, Scope
-from imaas.errors import MissingCredentials
+from imaas.errors import InsufficientScope, MissingCredentials
 from imaas.services.access import authorize, check_model, check_new_model
 from imaas.services.container import Services
 
@@ -46,20 +46,25 @@ async def principal(request: Request) -> Principal:
     return principal_of(request)
 
 
-def require(*scopes: Scope, new_model: bool = False) -> Callable[[Request], Awaitable[Principal]]:
+def require(
+    *scopes: Scope, new_model: bool = False, unrestricted: bool = False
+) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency: the caller, once it holds one of ``scopes`` (else ``InsufficientScope``, 403)
     and sees the model the path names (``{name}`` or ``{model}``): a model outside a limited
     key's list is ``ModelNotFound`` as if absent, or ``ModelForbidden`` where the route may
-    create it (``new_model``: a push)."""
+    create it (``new_model``: a push). ``unrestricted``: only a key not limited to models
+    (key management and the audit log span every tenant)."""
 
     async def dependency(request: Request) -> Principal:
         p = principal_of(request)
         authorize(p, *scopes)
+        if unrestricted and not p.unrestricted:
+            raise InsufficientScope("managing keys and reading the audit log need a key not limited to models")
         if p.models is not None:
             params = request.path_params
             name = params.get("name") or params.get("model")
             if isinstance(name, str):
-                (check_new_model if new_model else check_model)(p, name.split("@", 1)[0])
+                (check_new_model if new_model else check_model)(p, name)
         return p
 
     dependency.__name__ = "require_" + "_or_".join(s.value.replace(":", "_") for s in scopes)
@@ -71,4 +76,4 @@ WRITE = require(Scope.MODELS_WRITE)
 PUSH = require(Scope.MODELS_WRITE, new_model=True)
 INFER = require(Scope.INFER)
 DESCRIBE = require(Scope.INFER, Scope.MODELS_READ)  # what a client reads before inferring
-KEYS_ADMIN = require(Scope.KEYS_ADMIN)
+KEYS_ADMIN = require(Scope.KEYS_ADMIN, unrestricted=True)

@@ -160,7 +160,10 @@ class FailedLoad(BaseModel):
 
 
 class Readiness(BaseModel):
-    """Answer of ``GET /readyz``: 200 ``ready`` once warm-up is over, else 503 ``loading``."""
+    """Answer of ``GET /readyz``: 200 ``ready`` once warm-up is over, else 503 ``loading``.
+
+    The probe needs no key; the lists name models, so they are filled only for a caller
+    whose key has ``models:read`` (and only with the models it sees), empty otherwise."""
 
     status: Literal["ready", "loading"]
     loaded: list[str] = Field(description="name@version of every loaded version")

@@ -44,16 +44,23 @@ def not_found(name: str) -> ModelNotFound:
     return ModelNotFound(f"no model named {name!r}")
 
 
-def check_model(principal: Principal, name: str) -> None:
-    """Pass when ``name`` is visible to the key; ``ModelNotFound`` as if absent otherwise."""
+def model_of(ref: str) -> str:
+    """The model a reference names: ``name``, ``name@3`` and ``name:alias`` all name ``name``
+    (the check must see the name the lookup will use, never the raw text)."""
+    return ref.split("@", 1)[0].split(":", 1)[0]
+
+
+def check_model(principal: Principal, ref: str) -> None:
+    """Pass when the model ``ref`` names is visible to the key; ``ModelNotFound`` as if absent otherwise."""
+    name = model_of(ref)
     if not principal.sees(name):
         raise not_found(name)
 
 
-def check_new_model(principal: Principal, name: str) -> None:
+def check_new_model(principal: Principal, ref: str) -> None:
     """Pass when the key may create or write ``name`` (a push may name a model that does not
     exist yet): ``ModelForbidden`` (403, the same whether or not it exists) otherwise."""
-    if not principal.sees(name):
+    if not principal.sees(model_of(ref)):
         raise ModelForbidden(f"this API key may only use the models {', '.join(principal.models or ())}")
 
 

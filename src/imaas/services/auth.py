@@ -74,7 +74,7 @@ class Authenticator:
         current = self._entries.get(key.id)
         if current is not None and current[0].seq > key.seq:
             return  # an older copy (a refresh that read before this process's own write)
-        self._entries[key.id] = (key, Principal(key.id, key.name, key.scopes, key.models, key.limits))
+        self._entries[key.id] = (key, Principal(key.id, key.name, key.scopes, key.models, key.limits, key.expires_at))
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller an ``Authorization`` header value names; raises the ``Unauthorized`` that says why not."""

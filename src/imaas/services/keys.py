@@ -74,7 +74,7 @@ class KeyService:
         ``Forbidden`` for a scope it lacks, or for models outside its own list."""
         scopes = check_key_fields(name, scopes, models, limits, expires_at)
         if creator is not None:
-            check_within(creator, scopes, models)
+            check_within(creator, scopes, models, limits or KeyLimits(), expires_at)
         for _attempt in range(3):
             issued = new_key()
             try:
@@ -107,7 +107,11 @@ class KeyService:
         ``Conflict`` when it is the last usable key with ``keys:admin`` (nobody could make keys again)."""
         if replaced_by is None and Scope.KEYS_ADMIN in self.keys.get(key_id).scopes:
             now = datetime.now(UTC)
-            admins = [k for k in self.keys.list_keys() if Scope.KEYS_ADMIN in k.scopes and _usable(k, now)]
+            admins = [
+                k
+                for k in self.keys.list_keys()
+                if Scope.KEYS_ADMIN in k.scopes and k.models is None and _usable(k, now)
+            ]
             if [k.id for k in admins] == [key_id]:
                 raise Conflict(
                     f"{key_id} is the last usable key with keys:admin; create another admin key before revoking it"
@@ -116,15 +120,29 @@ class KeyService:
         self.authenticator.apply(key)
         return key
 
-    def rotate(self, key_id: str, grace: timedelta = timedelta(0), actor: str | None = None) -> CreatedKey:
+    def rotate(
+        self,
+        key_id: str,
+        grace: timedelta = timedelta(0),
+        actor: str | None = None,
+        creator: Principal | None = None,
+    ) -> CreatedKey:
         """A new key with the old one's name, scopes, models, limits and expiry; the old one
         is revoked after ``grace`` (0: at once) and names the new one as ``replaced_by``.
-        ``Conflict`` for a key that is revoked or expired already (create a new one instead)."""
+        ``Conflict`` for a key that is revoked or expired already (create a new one instead);
+        ``Forbidden`` when ``creator`` could not have made the old key (a rotation hands out
+        a working secret of it)."""
         old = self.keys.get(key_id)
         if not _usable(old, datetime.now(UTC)) or old.replaced_by is not None:
             raise Conflict(f"API key {key_id} is revoked, expired or already rotated: create a new key instead")
         created = self.create(
-            old.name, old.scopes, models=old.models, limits=old.limits, expires_at=old.expires_at, actor=actor
+            old.name,
+            old.scopes,
+            models=old.models,
+            limits=old.limits,
+            expires_at=old.expires_at,
+            actor=actor,
+            creator=creator,
         )
         self.revoke(key_id, datetime.now(UTC) + grace, replaced_by=created.key.id)
         return created
@@ -204,16 +222,34 @@ def _usable(key: ApiKey, now: datetime) -> bool:
     return (key.revoked_at is None or key.revoked_at > now) and (key.expires_at is None or key.expires_at > now)
 
 
-def check_within(creator: Principal, scopes: list[str], models: tuple[str, ...] | None) -> None:
-    """``Forbidden`` unless a key with ``scopes`` and ``models`` gives no more than ``creator`` holds."""
-    extra = [s for s in scopes if s not in creator.scopes]
+def check_within(
+    creator: Principal,
+    scopes: Iterable[str],
+    models: tuple[str, ...] | None,
+    limits: KeyLimits,
+    expires_at: datetime | None,
+) -> None:
+    """``Forbidden`` unless a key with these fields gives no more than ``creator`` holds: no
+    scope it lacks, no model outside its own, no looser limit, no larger free tier, no later
+    expiry."""
+    extra = sorted(s for s in scopes if s not in creator.scopes)
     if extra:
         raise Forbidden(f"a key cannot give scopes it does not hold: {', '.join(extra)}")
+    own = creator.limits
+    for name in ("rps", "burst", "images_per_day", "images_per_month"):
+        mine, theirs = getattr(own, name), getattr(limits, name)
+        if mine is not None and (theirs is None or theirs > mine):
+            raise Forbidden(f"limits.{name}: at most this key's own ({mine:g})")
+    # a key without limits may give any free tier; a limited one no more than its own
+    if own.limited and limits.free_images_per_month > own.free_images_per_month:
+        raise Forbidden(f"limits.free_images_per_month: at most this key's own ({own.free_images_per_month})")
+    if creator.expires_at is not None and (expires_at is None or expires_at > creator.expires_at):
+        raise Forbidden(f"expires: no later than this key's own expiry ({creator.expires_at:%Y-%m-%dT%H:%M:%SZ})")
     if creator.models is None:
         return
     if models is None:
         raise Forbidden("this key is limited to some models: give the new key models within them")
-    own = set(creator.models)
-    outside = [m for m in models if m not in own and (any(c in m for c in "*?[") or not creator.sees(m))]
+    patterns = set(creator.models)
+    outside = [m for m in models if m not in patterns and (any(c in m for c in "*?[") or not creator.sees(m))]
     if outside:
         raise Forbidden(f"models outside this key's own: {', '.join(outside)}")

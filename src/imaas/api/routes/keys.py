@@ -176,7 +176,7 @@ async def rotate_key(
     """A new key with the same name, scopes, models, limits and expiry; the old one is revoked
     after ``grace_s`` seconds and names the new one in ``replaced_by``."""
     grace = timedelta(seconds=(body or KeyRotate()).grace_s)
-    created = await asyncio.to_thread(svc.keys.rotate, key_id, grace, p.actor)
+    created = await asyncio.to_thread(svc.keys.rotate, key_id, grace, p.actor, p)
     await svc.audit.record(p, "key.rotate", key_id, new_key=created.key.id, grace_s=grace.total_seconds())
     return _created(created)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from datetime import date
@@ -84,3 +85,30 @@ async def test_the_recorder_keeps_a_failed_batch_and_writes_it_later(usage: SqlU
     assert (row.requests, row.images, row.compute_ms, row.bytes_in) == (6, 11, 6.0, 600)
     assert await recorder.flush()  # nothing pending: nothing written twice
     assert usage.query()[0].requests == 6
+
+
+@pytest.mark.parametrize("write_fails", [False, True])
+async def test_a_flush_cancelled_mid_write_loses_nothing_and_writes_nothing_twice(write_fails: bool) -> None:
+    """Shutdown cancels the periodic flush; the batch it had taken is written or kept, never dropped."""
+    started, release = threading.Event(), threading.Event()
+    written: list[int] = []
+
+    def sink(batch: dict[UsageKey, Units]) -> None:
+        started.set()
+        release.wait(10)
+        if write_fails:
+            raise RuntimeError("database away")
+        written.append(sum(u.images for u in batch.values()))
+
+    recorder = UsageRecorder(sink)
+    for i in range(1000):
+        recorder.add(UsageKey(f"k{i % 7}", "m", 1, "classification", DAY), images=1, compute_ms=1.0, bytes_in=1)
+    flush = asyncio.create_task(recorder.flush())
+    await asyncio.to_thread(started.wait, 10)
+    flush.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    kept = sum(u.images for u in recorder.take_pending().values())
+    assert (sum(written), kept) == ((0, 1000) if write_fails else (1000, 0))

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imaas.cli.credentials import call
-from imaas.cli.terminal import DEFAULT_URL, ApiKeyOption, ServerHomeOption, UrlOption, console
+from imaas.cli.terminal import DEFAULT_URL, ApiKeyOption, ServerHomeOption, UrlOption, add_plain_row, console
 from imaas.cli.times import DURATION_FORMS, parse_day, parse_duration, parse_instant, shown
 from imaas.schemas.keys import SCOPES_DOC, CreatedKeyInfo, KeyInfo, KeyLimitsInfo, UsageReport, UsageRow
 
@@ -175,7 +175,8 @@ def list_keys(
     now = datetime.now(UTC)
     table = Table("id", "name", "scopes", "models", "limits", "state", "created", "expires", "last used")
     for k in keys:
-        table.add_row(
+        add_plain_row(
+            table,
             k.id,
             k.name,
             ", ".join(k.scopes),
@@ -277,7 +278,8 @@ def usage_table(report: UsageReport) -> Table:
     for column in table.columns[4:]:  # the numbers
         column.justify = "right"
     for i, r in enumerate(report.rows):
-        table.add_row(
+        add_plain_row(
+            table,
             r.day.isoformat(),
             r.key_id,
             f"{r.model}@{r.version}",
@@ -294,7 +296,7 @@ def usage_table(report: UsageReport) -> Table:
     t = report.total
     compute_ms = sum(r.compute_ms for r in report.rows)
     free = sum(r.free_images for r in report.rows)
-    table.add_row(
+    add_plain_row(table,
         "total", "", "", "", f"{t.requests:,}", f"{t.images:,}", f"{compute_ms:,.1f}", f"{free:,}",
         f"{t.billable_images:,}", "", t.cost,
     )  # fmt: skip
@@ -324,7 +326,7 @@ def audit(
     table = Table("id", "when", "actor", "action", "target", "detail")
     for e in page.entries:
         detail = json.dumps(e.detail, separators=(",", ":"), sort_keys=True) if e.detail else ""
-        table.add_row(str(e.id), shown(e.at), e.actor, e.action, e.target, detail)
+        add_plain_row(table, str(e.id), shown(e.at), e.actor, e.action, e.target, detail)
     _wide().print(table)
     if page.next is not None:
         console.print(f"older entries: --before {page.next}", markup=False, highlight=False)

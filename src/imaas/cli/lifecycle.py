@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from rich.table import Table
 
 from imaas.cli.credentials import call
-from imaas.cli.terminal import DEFAULT_URL, ApiKeyOption, ServerHomeOption, UrlOption, console
+from imaas.cli.terminal import DEFAULT_URL, ApiKeyOption, ServerHomeOption, UrlOption, add_plain_row, console
 
 AliasOption = Annotated[str, typer.Option("--alias", "-a", help="the alias to change")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print the server's JSON answer")]
@@ -125,7 +125,8 @@ def compare(
         return _print_json(answer)
     table = Table("serving", "shadow", "compared", "agreement", "dropped", "failed", "p50 ms", "shadow p50 ms")
     for p in answer.pairs:
-        table.add_row(
+        add_plain_row(
+            table,
             f"{name}@{p.version}",
             f"{p.shadow_model}@{p.shadow_version}",
             str(p.compared),
@@ -160,7 +161,8 @@ def status(
         return _print_json(answer)
     table = Table("version", "state", "pinned", "memory", "load s", "last used", "reason")
     for v in answer.versions:
-        table.add_row(
+        add_plain_row(
+            table,
             str(v.version),
             v.state,
             "yes" if v.pinned else "",
@@ -187,7 +189,8 @@ def history(
         return _print_json(answer)
     table = Table("#", "when", "action", "alias", "from", "to", "who")
     for e in answer.events:
-        table.add_row(
+        add_plain_row(
+            table,
             str(e.seq),
             _when(e.at),
             e.action,

@@ -21,11 +21,19 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from imaas.cli import keys, lifecycle
 from imaas.cli.credentials import api_key_for, connect
-from imaas.cli.terminal import DEFAULT_URL, ApiKeyOption, ServerHomeOption, UrlOption, console, err_console
+from imaas.cli.terminal import (
+    DEFAULT_URL,
+    ApiKeyOption,
+    ServerHomeOption,
+    UrlOption,
+    add_plain_row,
+    console,
+    err_console,
+)
 from imaas.cli.terminal import fail as _fail
 from imaas.errors import ImaasError
 
@@ -211,7 +219,7 @@ def zoo_list() -> None:
 
     table = Table("name", "task", "description")
     for r in recipes():
-        table.add_row(r.name, r.manifest.task, r.description)
+        add_plain_row(table, r.name, r.manifest.task, r.description)
     console.print(table)
 
 
@@ -236,11 +244,13 @@ def models_list(
     if as_json:
         console.print_json(models.model_dump_json())
         return
-    table = Table("name", "task", "latest", "aliases", "price / 1k images", "description")
+    priced = any(m.price_per_1000 is not None for m in models.models)  # the column only when it says something
+    columns = ["task", "latest", "aliases", *(["price / 1k images"] if priced else []), "description"]
+    table = Table(Column("name", no_wrap=True), *columns)
     for m in models.models:
         aliases = ", ".join(f"{a}={v}" for a, v in sorted(m.aliases.items()))
-        price = m.price_per_1000 if m.price_per_1000 is not None else "-"
-        table.add_row(m.name, m.task, str(m.latest_version or "-"), aliases, price, m.description)
+        price = [m.price_per_1000 or "-"] if priced else []
+        add_plain_row(table, m.name, m.task, str(m.latest_version or "-"), aliases, *price, m.description)
     console.print(table)
 
 
@@ -264,7 +274,8 @@ def models_show(
     console.print(f"[bold]{detail.name}[/bold] ({detail.task}) {detail.description}")
     table = Table("version", "aliases", "sha256", "size", "created", "source")
     for v in detail.versions:
-        table.add_row(
+        add_plain_row(
+            table,
             str(v.version),
             ", ".join(v.aliases),
             v.sha256[:12],
@@ -321,7 +332,9 @@ def predict(
     table = Table("image", "rank", "label", "index", "score", title=f"{result.model}@{result.version}")
     for path, res in zip(images, result.results, strict=True):
         for rank, p in enumerate(res.predictions, 1):
-            table.add_row(path.name if rank == 1 else "", str(rank), p.label or "", str(p.index), f"{p.score:.4f}")
+            add_plain_row(
+                table, path.name if rank == 1 else "", str(rank), p.label or "", str(p.index), f"{p.score:.4f}"
+            )
     console.print(table)
 
 
@@ -499,7 +512,7 @@ def bench(
     }
     table = Table(*columns.values(), title=f"imaas bench {model} (median of {repeat} round(s))")
     for row in rows:
-        table.add_row(*(str(row.get(key, "")) for key in columns))
+        add_plain_row(table, *(str(row.get(key, "")) for key in columns))
     # Rich never prints wider than its console, which is 80 columns when stdout is a file or pipe
     (console if console.is_terminal else Console(width=160)).print(table)
 

@@ -9,11 +9,20 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from imaas.errors import ImaasError, MissingCredentials, ServerUnreachable
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def add_plain_row(table: Table, *cells: str, end_section: bool = False) -> None:
+    """A table row shown exactly as given: names, tags and audit details come from callers,
+    and Rich would read ``[...]`` in them as markup (or fail on it)."""
+    table.add_row(*(Text(c) for c in cells), end_section=end_section)
+
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="IMAAS_URL", help="server base URL")]
 DEFAULT_URL = "http://127.0.0.1:8000"

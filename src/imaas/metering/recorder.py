@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,11 +91,23 @@ class UsageRecorder:
             batch, self._pending = self._pending, {}
             if not batch:
                 return True
+            write = asyncio.ensure_future(asyncio.to_thread(self._sink, batch))
             try:
-                await asyncio.to_thread(self._sink, batch)
+                # shielded: a cancelled flush (shutdown) waits for the write it started instead
+                # of losing the batch it took; the write's own outcome decides what is kept
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await write
+                if write.cancelled() or write.exception() is not None:
+                    self._put_back(batch)
+                raise
             except Exception as exc:
-                for key, units in batch.items():  # back in, with whatever arrived meanwhile
-                    self._merge(key, units)
+                self._put_back(batch)
                 log.warning("writing %d usage rows failed (kept for the next flush): %s", len(batch), exc)
                 return False
             return True
+
+    def _put_back(self, batch: dict[UsageKey, Units]) -> None:
+        for key, units in batch.items():  # back in, with whatever arrived meanwhile
+            self._merge(key, units)

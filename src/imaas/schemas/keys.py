@@ -9,7 +9,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-KEY_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]{1,128}$"  # no control characters (the server checks the same)
+# what a key's name and model patterns may not hold: control characters, and the invisible
+# ones that reorder or hide text (bidi overrides, zero-width, line separators), so a listing
+# or the audit log shows what is there (the server checks the same patterns)
+_HIDDEN = r"\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
+KEY_NAME_PATTERN = f"^[^{_HIDDEN}]{{1,128}}$"
 SCOPES_DOC = "infer, models:read, models:write, keys:admin, usage:read"
 
 
@@ -23,7 +27,7 @@ class ScopeName(StrEnum):
     USAGE_READ = "usage:read"
 
 
-MODEL_PATTERN_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+MODEL_PATTERN_PATTERN = f"^[^\\s{_HIDDEN}]([^{_HIDDEN}]*[^\\s{_HIDDEN}])?$"
 ModelPattern = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=MODEL_PATTERN_PATTERN)]
 
 

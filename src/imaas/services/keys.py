@@ -214,6 +214,11 @@ def check_key_fields(
             raise InvalidField("limits.free_images_per_month: must not be negative")
     if expires_at is not None and expires_at.tzinfo is None:
         raise InvalidField("expires: give a time zone (e.g. 2027-01-01T00:00:00Z)")
+    if expires_at is not None:
+        try:
+            expires_at.astimezone(UTC)
+        except OverflowError:  # year 1 at +14:00, year 9999 at -14:00
+            raise InvalidField("expires: outside the years 1-9999 once in UTC") from None
     return wanted
 
 

@@ -221,7 +221,8 @@ async def usage(
     p: Principal = Depends(principal),
 ) -> UsageReport:
     """Units (requests, images, compute milliseconds, bytes in) and what they cost, after each
-    key's monthly free tier. Without ``usage:read`` a key sees only its own usage."""
+    key's monthly free tier. Without ``usage:read`` a key sees only its own usage; a key
+    limited to some models sees only theirs."""
     first, last = _day("start", start), _day("end", end)
     if first is not None and last is not None and last < first:
         raise InvalidRequest("query.end: must not be before start")
@@ -230,6 +231,8 @@ async def usage(
             raise InsufficientScope("reading another key's usage needs the scope 'usage:read'")
         key_id = p.key_id or "-"
     rows = await asyncio.to_thread(lambda: svc.usage.report(key_id=key_id, model=model, start=first, end=last))
+    if not p.unrestricted:  # a key limited to some models reads no usage of others, whoever used them
+        rows = [r for r in rows if p.sees(r.line.model)]
     total_cost = sum((r.cost for r in rows), Decimal(0))
     return UsageReport(
         rows=[_row(r) for r in rows],

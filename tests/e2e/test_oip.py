@@ -375,3 +375,19 @@ def test_grpc_bad_inputs_get_status_codes(grpc_client: grpcclient.InferenceServe
         grpc_client.get_model_metadata("nope", headers=dict(auth))
     assert info.value.status() == "StatusCode.NOT_FOUND"
     assert grpc_client.is_server_live()
+
+
+def test_a_request_for_an_unknown_output_is_refused_before_the_model_runs(
+    oip_server: RunningServer,
+    http_client: httpclient.InferenceServerClient,
+    photos: dict[str, bytes],
+    auth: dict[str, str],
+) -> None:
+    queue = oip_server.app.state.services.inference.engine.get(("mobilenet-v2", 1)).queue
+    before = queue.stats.items
+    wrong = httpclient.InferRequestedOutput("nope")
+    with pytest.raises(InferenceServerException, match="unknown output 'nope'"):
+        http_client.infer(
+            "mobilenet-v2", [_jpeg_input(httpclient, photos, ["chelsea"])], outputs=[wrong], headers=dict(auth)
+        )
+    assert queue.stats.items == before  # nothing was queued, so no inference was spent on it

@@ -177,3 +177,47 @@ def test_api_docs_work_offline(zoo_server: RunningServer) -> None:
         assert all(a.startswith("/") for a in assets), assets  # nothing from a CDN
         for asset in assets:
             assert httpx.get(f"{zoo_server.url}{asset}").status_code == 200, asset
+
+
+def test_html_pages_carry_the_security_headers_and_json_answers_do_not_need_them(zoo_server: RunningServer) -> None:
+    for page in ["/docs", "/redoc"]:
+        r = httpx.get(f"{zoo_server.url}{page}")
+        assert r.headers["content-type"].startswith("text/html")
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'self'" in csp
+        assert "frame-ancestors 'none'" in csp
+    assert "content-security-policy" not in httpx.get(f"{zoo_server.url}/healthz").headers
+
+
+def test_large_multipart_images_are_never_written_to_a_temporary_file(
+    zoo_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    rolled: list[int] = []
+    original = tempfile.SpooledTemporaryFile.rollover
+
+    def rollover(self: tempfile.SpooledTemporaryFile[bytes]) -> None:
+        rolled.append(1)
+        original(self)
+
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", rollover)
+    noise = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    assert len(buf.getvalue()) > 2 * 1024 * 1024  # past Starlette's 1 MiB spooling threshold
+    r = httpx.post(
+        f"{zoo_server.url}/v1/models/mobilenet-v2:predict",
+        files={"file": ("noise.png", buf.getvalue(), "image/png")},
+        headers=zoo_server.headers,
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    assert rolled == []  # the server is in this process: a spill to disk would have been seen

@@ -24,7 +24,7 @@ import orjson
 from pydantic import ValidationError
 from starlette.datastructures import QueryParams, UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
@@ -142,9 +142,17 @@ def _with_body(request: Request, body: bytes) -> Request:
     return Request(request.scope, receive)
 
 
+class _InMemoryParser(MultiPartParser):
+    """Starlette's multipart parser, with file parts never rolled over to a temporary file:
+    request images are never written to disk (the body limit bounds what memory holds)."""
+
+    spool_max_size = 2**62
+
+
 async def _multipart(request: Request, limit: int) -> list[ImageInput]:
     try:
-        form = await request.form(max_files=limit, max_fields=limit)
+        parser = _InMemoryParser(request.headers, request.stream(), max_files=limit, max_fields=limit)
+        form = await parser.parse()
     except (MultiPartException, HTTPException) as exc:  # Starlette re-raises the first as the second in an app
         message = exc.message if isinstance(exc, MultiPartException) else str(exc.detail)
         if message.startswith("Too many files"):

@@ -199,6 +199,7 @@ class OipService:
         version = choice.version
         model = await self.inference.model(version, deadline)
         tensor = self._input(version, request.inputs)
+        self._check_outputs(version, model, request)  # before the model runs: a bad request costs no inference
         if tensor.name == image_input_name(version):
             images = self._images(tensor)
             results = await self.inference.run_images(version, model, images, deadline)
@@ -254,6 +255,12 @@ class OipService:
                 f"input {tensor.name!r} has shape {tensor.shape}; expected [N, {', '.join(map(str, item))}]"
             )
         return [np.ascontiguousarray(row) for row in tensor.data]
+
+    def _check_outputs(self, version: ModelVersion, model: LoadedModel, request: InferRequest) -> None:
+        name = version.manifest.postprocess.output or model.session.output_names[0]
+        for spec in request.outputs or []:
+            if spec.name != name:
+                raise InvalidInput(f"unknown output {spec.name!r}; model {version.model!r} outputs {[name]}")
 
     def _outputs(
         self, version: ModelVersion, model: LoadedModel, raw: np.ndarray, request: InferRequest

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import Response
@@ -144,7 +144,7 @@ async def set_canary(
     check_name(name)
     route = await svc.lifecycle.set_canary(name, _alias(alias), body.version, body.weight, p.actor)
     await svc.audit.record(p, "model.canary", f"{name}:{alias}", version=body.version, weight=body.weight)
-    return route_info(route)
+    return route_info(route, p)
 
 
 @router.delete(
@@ -160,7 +160,7 @@ async def end_canary(
     check_name(name)
     route = await svc.lifecycle.set_canary(name, _alias(alias), None, 0.0, p.actor)
     await svc.audit.record(p, "model.canary_end", f"{name}:{alias}")
-    return route_info(route)
+    return route_info(route, p)
 
 
 @router.put(
@@ -186,7 +186,7 @@ async def set_shadow(
     await svc.audit.record(
         p, "model.shadow", f"{name}:{alias}", model=target[0], version=body.version, weight=body.weight
     )
-    return route_info(route)
+    return route_info(route, p)
 
 
 @router.delete(
@@ -202,7 +202,7 @@ async def end_shadow(
     check_name(name)
     route = await svc.lifecycle.set_shadow(name, _alias(alias), None, 0.0, p.actor)
     await svc.audit.record(p, "model.shadow_end", f"{name}:{alias}")
-    return route_info(route)
+    return route_info(route, p)
 
 
 @router.get(
@@ -242,7 +242,7 @@ async def status(name: ModelName, svc: Services = Depends(services), _p: Princip
     summary="How shadows agree with the versions that answered",
     responses=problem_responses(InvalidRequest, ModelNotFound),
 )
-async def comparison(name: ModelName, svc: Services = Depends(services), _p: Principal = Depends(READ)) -> Comparison:
+async def comparison(name: ModelName, svc: Services = Depends(services), p: Principal = Depends(READ)) -> Comparison:
     """Per pair of versions: images compared, agreement (classification: same top-1 class),
     copies dropped or failed, and each side's latency; this server's figures since start."""
     check_name(name)
@@ -262,6 +262,7 @@ async def comparison(name: ModelName, svc: Services = Depends(services), _p: Pri
                 shadow_latency=_latency(s.shadow_latency),
             )
             for s in pairs
+            if p.sees(s.shadow[0])  # a limited key learns no other model's name
         ],
     )
 
@@ -277,7 +278,7 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="the `next` of the previous page")] = None,
     svc: Services = Depends(services),
-    _p: Principal = Depends(READ),
+    p: Principal = Depends(READ),
 ) -> History:
     """Who changed what and when, newest first."""
     check_name(name)
@@ -294,7 +295,7 @@ async def history(
                 to_version=e.to_version,
                 actor=e.actor,
                 at=e.at,
-                detail=e.detail,
+                detail=_visible_detail(e.detail, p),
             )
             for e in page
         ],
@@ -319,7 +320,7 @@ async def update_model(
         fields["price_per_1000"] = body.price_per_1000
     record = await svc.lifecycle.update_model(name, p.actor, **fields)
     await svc.audit.record(p, "model.update", name, fields=sorted(fields))
-    return summary(record)
+    return summary(record, p)
 
 
 @router.patch(
@@ -360,3 +361,11 @@ async def delete_version(
     deleted = await svc.lifecycle.delete_version(name, _version(version), p.actor)
     await svc.audit.record(p, "version.delete", f"{name}@{deleted.version}", sha256=deleted.sha256)
     return Response(status_code=204)
+
+
+def _visible_detail(detail: dict[str, Any], p: Principal) -> dict[str, Any]:
+    """An event's detail without the other model a limited key does not see (a shadow's target)."""
+    other = detail.get("model")
+    if isinstance(other, str) and not p.sees(other):
+        return {k: v for k, v in detail.items() if k not in ("model", "version")}
+    return detail

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
@@ -46,8 +47,11 @@ WRITE_ERRORS = (Conflict, RegistryBusy, RegistryUnavailable)
 WARM_ERRORS = (VersionNotLoadable, ModelNotReady)  # a version that cannot load, or still loads
 
 
-def route_info(route: AliasRoute) -> AliasRouteInfo:
-    """Wire form of an alias's route."""
+def route_info(route: AliasRoute, p: Principal | None = None) -> AliasRouteInfo:
+    """Wire form of an alias's route; a shadow on a model ``p`` does not see is left out
+    (a key limited to some models learns no other model's name from a route)."""
+    if p is not None and route.shadow_model is not None and not p.sees(route.shadow_model):
+        route = dataclasses.replace(route, shadow_model=None, shadow_version=None, shadow_weight=0.0)
     return AliasRouteInfo(
         alias=route.alias,
         version=route.version,
@@ -59,15 +63,15 @@ def route_info(route: AliasRoute) -> AliasRouteInfo:
     )
 
 
-def summary(record: ModelRecord) -> ModelSummary:
-    """Wire form of a model record."""
+def summary(record: ModelRecord, p: Principal | None = None) -> ModelSummary:
+    """Wire form of a model record, as ``p`` may see it."""
     return ModelSummary(
         name=record.name,
         task=record.task,
         description=record.description,
         latest_version=record.latest_version,
         aliases=record.aliases,
-        routes={a: route_info(r) for a, r in record.routes.items()},
+        routes={a: route_info(r, p) for a, r in record.routes.items()},
         tags=record.tags,
         keep_latest=record.keep_latest,
         price_per_1000=price_text(record.price_per_1000),
@@ -109,7 +113,7 @@ async def list_models(
     records = await asyncio.to_thread(svc.models.list_visible, p, limit + 1, after)
     more = len(records) > limit
     page = records[:limit]
-    return ModelList(models=[summary(r) for r in page], next=page[-1].name if more else None)
+    return ModelList(models=[summary(r, p) for r in page], next=page[-1].name if more else None)
 
 
 @router.get(
@@ -118,12 +122,12 @@ async def list_models(
     summary="Describe a model",
     responses=problem_responses(InvalidRequest, ModelNotFound),
 )
-async def get_model(name: ModelName, svc: Services = Depends(services), _p: Principal = Depends(READ)) -> ModelDetail:
+async def get_model(name: ModelName, svc: Services = Depends(services), p: Principal = Depends(READ)) -> ModelDetail:
     """A model with all its versions (newest first), manifests and aliases."""
     check_name(name)
     record, versions = await asyncio.to_thread(svc.models.describe, name)
     return ModelDetail(
-        **summary(record).model_dump(), versions=[version_info(v, record.aliases, svc) for v in versions]
+        **summary(record, p).model_dump(), versions=[version_info(v, record.aliases, svc) for v in versions]
     )
 
 
@@ -191,4 +195,4 @@ async def set_alias(
         raise InvalidRequest(f"invalid alias {alias!r}")
     await svc.lifecycle.promote(name, version, alias, p.actor, action="alias")
     await svc.audit.record(p, "alias.set", f"{name}:{alias}", version=version)
-    return summary(await asyncio.to_thread(svc.models.get_model, name))
+    return summary(await asyncio.to_thread(svc.models.get_model, name), p)

@@ -26,7 +26,11 @@ def _push(server: RunningServer, name: str, model: bytes, manifest: str | None =
     if manifest is not None:
         data["manifest"] = manifest
     return httpx.post(
-        f"{server.url}/v1/models/{name}/versions", files={"model": ("m.onnx", model)}, data=data, headers=server.headers
+        f"{server.url}/v1/models/{name}/versions",
+        files={"model": ("m.onnx", model)},
+        data=data,
+        headers=server.headers,
+        timeout=60,  # six concurrent pushes each warm a version before answering: seconds on a loaded machine
     )
 
 

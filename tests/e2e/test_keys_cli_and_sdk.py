@@ -98,9 +98,11 @@ def test_the_cli_uses_a_local_servers_admin_key_and_says_how_to_pass_one(server:
     assert "not a key" not in bad.output
 
 
-def test_only_a_loopback_url_gets_the_local_admin_key(tmp_path: Path) -> None:
+def test_only_a_loopback_url_gets_the_local_admin_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = "imaas_aaaaaaaaaaaa_" + "c" * 43
     (tmp_path / "admin.key").write_text(key + "\n")
+    assert api_key_for("http://127.0.0.1:9", None, tmp_path) is None  # nobody of ours listens on port 9
+    monkeypatch.setattr("imaas.cli.credentials.listener_is_ours", lambda port: True)  # tested on its own
     for url in ("http://127.0.0.1:8000", "http://localhost:9", "http://127.9.9.9", "http://[::1]:8000/"):
         assert api_key_for(url, None, tmp_path) == key, url
     for url in ("http://10.0.0.7:8000", "https://imaas.example.com", "http://[fe80::1]:8000", "127.0.0.1:8000"):

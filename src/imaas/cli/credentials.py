@@ -4,7 +4,9 @@
 machine (a loopback ``--url``: ``localhost``, 127.0.0.0/8, ``::1``) uses the admin key that
 server wrote on its first start, ``admin.key`` in its ``IMAAS_HOME`` (``--home``; or
 ``IMAAS_AUTH__KEY_FILE``), when the file is there and readable. A remote server never gets
-the local key. The key is never printed: not in output, errors or ``--help``.
+the local key, nor does a local port that another user's process listens on (Linux: the
+owner is read from ``/proc/net/tcp``). The key is never printed: not in output, errors or
+``--help``.
 
 Example::
 
@@ -15,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -59,8 +62,10 @@ def local_admin_key(home: Path | None) -> str | None:
     return text or None
 
 
-def api_key_for(url: str, api_key: str | None, home: Path | None) -> str | None:
-    """The key to send to ``url``: ``api_key`` if given, else a loopback server's admin key.
+def api_key_for(url: str, api_key: str | None, home: Path | None, *, check_listener: bool = True) -> str | None:
+    """The key to send to ``url``: ``api_key`` if given, else a loopback server's admin key
+    (when the process listening there is ours, unless ``check_listener`` is off: ``bench``
+    names the peers it starts itself with ``--peer-auth``).
 
     ``typer.BadParameter`` (naming where the key came from, never the key) for a key that no
     HTTP header can carry.
@@ -75,8 +80,34 @@ def api_key_for(url: str, api_key: str | None, home: Path | None) -> str | None:
         return None
     if host is None or not is_loopback(host):
         return None
+    try:
+        port = urlsplit(url).port or (443 if url.startswith("https") else 80)
+    except ValueError:
+        return None
+    if check_listener and not listener_is_ours(port):  # another user's process (or a tunnel) on this machine's port
+        return None
     key = local_admin_key(home)
     return _checked(key, str(admin_key_file(home))) if key is not None else None
+
+
+def listener_is_ours(port: int, proc: Path = Path("/proc/net")) -> bool:
+    """Whether the process listening on TCP ``port`` runs as this user: the admin key goes only
+    to a server of our own, not to whatever another local user (or an ``ssh -L`` tunnel)
+    listens with. Read from Linux's ``/proc/net/tcp*``; elsewhere (no such files) True."""
+    tables = [proc / "tcp", proc / "tcp6"]
+    if not any(t.exists() for t in tables):
+        return True
+    owners = set()
+    for table in tables:
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 7 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                owners.add(int(fields[7]))  # st 0A: LISTEN; the eighth field is the uid
+    return os.getuid() in owners
 
 
 def _checked(key: str, source: str) -> str:

@@ -445,7 +445,8 @@ def bench(
     strangers = sorted(set(peer_auth or []) - set(peer_names))
     if strangers:
         raise typer.BadParameter(f"--peer-auth {strangers}: no --peer has that NAME; peers are {peer_names}")
-    key = api_key_for(url, api_key, home) if (chosen and not raw) or peer_auth else None
+    # peers named by --peer-auth get the key by the operator's choice (bench starts them itself)
+    key = api_key_for(url, api_key, home, check_listener=not peer_auth) if (chosen and not raw) or peer_auth else None
     if chosen and not raw:
         _check_served_model(url, model, key)
     photos = list(sample_photos().values())

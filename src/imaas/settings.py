@@ -15,6 +15,7 @@ import ipaddress
 import os
 from decimal import Decimal
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -203,7 +204,7 @@ class MeteringSettings(BaseModel):
     """Usage metering: units per key x model x version x task x day, written in batches."""
 
     flush_s: float = Field(2.0, gt=0, le=300, description="how often recorded usage is written to the registry")
-    task_prices: dict[str, Decimal] = Field(
+    task_prices: dict[str, Annotated[Decimal, Field(ge=0, le=1_000_000_000, allow_inf_nan=False)]] = Field(
         default_factory=dict,
         description='price per 1,000 images by task (e.g. {"detection": "1.50"}), for models without a price',
     )

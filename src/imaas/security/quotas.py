@@ -113,8 +113,25 @@ class _Window:
         )
 
 
+_WINDOWS: dict[tuple[int | None, int | None, int], list[_Window]] = {}
+
+
 def _windows(limits: KeyLimits, now: float) -> list[_Window]:
-    """The set quotas' windows containing ``now``: the UTC day, then the UTC calendar month."""
+    """The set quotas' windows containing ``now``: the UTC day, then the UTC calendar month.
+
+    Remembered per UTC day and pair of quotas (POSIX time has 86,400 s in every day), so a
+    request does not build dates: this runs on every limited key's prediction.
+    """
+    key = (limits.images_per_day, limits.images_per_month, math.floor(now / 86400))
+    found = _WINDOWS.get(key)
+    if found is None:
+        if len(_WINDOWS) >= 4096:
+            _WINDOWS.clear()
+        found = _WINDOWS[key] = _build_windows(limits, now)
+    return found
+
+
+def _build_windows(limits: KeyLimits, now: float) -> list[_Window]:
     t = datetime.fromtimestamp(now, UTC)
     out: list[_Window] = []
     day = t.replace(hour=0, minute=0, second=0, microsecond=0)

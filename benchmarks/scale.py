@@ -135,7 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="imaas-scale-") as tmp:
         home = Path(tmp) / "home"
         services = build_services(Settings(home=home))
-        install(services.models)
+        install(services, ["mobilenet-v2", "efficientnet-lite0"])
         version = services.registry.resolve(ModelRef("mobilenet-v2"))
         onnx_path = services.artifacts.open_path(version.sha256)
         manifest = version.manifest

@@ -54,7 +54,7 @@ def zoo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("zoo-home")
     services = build_services(Settings(home=home))
     try:
-        install(services.models)
+        install(services)
     finally:
         asyncio.run(services.close())
     return home

@@ -1,5 +1,5 @@
-"""Plain domain types shared across layers: model references, versions, API keys and the
-caller (``Principal``), the clock."""
+"""Plain domain types shared across layers: model references, versions, datasets, training
+jobs, API keys and the caller (``Principal``), the clock."""
 
 from __future__ import annotations
 
@@ -231,6 +231,9 @@ class Scope(StrEnum):
     MODELS_WRITE = "models:write"
     KEYS_ADMIN = "keys:admin"
     USAGE_READ = "usage:read"
+    JOBS = "jobs"
+    DATASETS_READ = "datasets:read"
+    DATASETS_WRITE = "datasets:write"
 
 
 ALL_SCOPES: frozenset[str] = frozenset(s.value for s in Scope)
@@ -339,3 +342,80 @@ def _model_matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] |
         if len(_MATCHERS) < 4096:
             _MATCHERS[patterns] = matcher
     return matcher
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """An immutable version of a labelled image dataset: one canonical archive in the
+    artifact store (by sha256), its split and statistics (``summary``) and the cleaning
+    report of the upload it came from."""
+
+    dataset: str
+    version: int
+    sha256: str
+    size_bytes: int
+    summary: dict[str, Any]
+    report: dict[str, Any]
+    created_at: datetime
+    created_by: str | None = None
+    description: str = ""
+
+    @property
+    def ref(self) -> str:
+        """``name@version``, how jobs and lineage name it."""
+        return f"{self.dataset}@{self.version}"
+
+
+class JobState(StrEnum):
+    """Where a job is. ``queued`` and ``running`` are live; the other three are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        """Whether the job is over (nothing changes it any more)."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A training job: what to train (``model`` from ``dataset`` with ``config``), its state,
+    the worker running it and its last heartbeat, the latest progress and the outcome.
+
+    ``attempts`` counts the workers that took it up: a worker that dies leaves it ``running``
+    with a stale heartbeat, and the next worker resumes it from its last checkpoint."""
+
+    id: str
+    kind: str
+    state: JobState
+    model: str
+    dataset: str
+    config: dict[str, Any]
+    created_at: datetime
+    created_by: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    worker: str | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
+    progress: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One line of a job's log: ``kind`` is ``state``, ``progress``, ``log`` or ``epoch``,
+    numbered per job by ``seq`` (what Server-Sent Events resume from)."""
+
+    job_id: str
+    seq: int
+    at: datetime
+    kind: str
+    data: dict[str, Any]

@@ -210,6 +210,34 @@ class MeteringSettings(BaseModel):
     )
 
 
+class DatasetSettings(BaseModel):
+    """Limits on dataset uploads, checked while they stream in and while they are unpacked,
+    and what the cleaning drops."""
+
+    max_upload_mib: int = Field(2048, gt=0, description="largest dataset archive upload")
+    max_members: int = Field(200_000, gt=0, description="files an archive may hold")
+    max_member_mib: int = Field(32, gt=0, description="largest file inside an archive, unpacked")
+    max_total_mib: int = Field(4096, gt=0, description="all files of an archive together, unpacked")
+    max_ratio: float = Field(100.0, gt=1, description="unpacked/packed size above which an archive is a zip bomb")
+    min_side: int = Field(8, ge=1, description="images with a shorter side are dropped as tiny")
+    blank_std: float = Field(2.0, ge=0, description="images whose grey-level std is below this are dropped as blank")
+
+
+class JobSettings(BaseModel):
+    """The training job queue and its workers."""
+
+    heartbeat_s: float = Field(2.0, gt=0, le=60, description="how often a worker renews its running job")
+    stale_s: float = Field(
+        30.0, gt=0, description="a running job whose heartbeat is this old lost its worker and is taken up again"
+    )
+    max_attempts: int = Field(3, ge=1, le=100, description="workers a job may lose before it fails")
+    poll_s: float = Field(1.0, gt=0, le=60, description="how often an idle worker looks for a queued job")
+    threads: int = Field(
+        1, ge=1, description="torch threads of a training job (1 of 2 cores leaves serving the other)"
+    )
+    work_dir: Path | None = Field(None, description="checkpoints and job files; default home/jobs")
+
+
 class Settings(BaseSettings):
     """All configuration of one imaas process."""
 
@@ -231,6 +259,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     metering: MeteringSettings = Field(default_factory=MeteringSettings)
+    datasets: DatasetSettings = Field(default_factory=DatasetSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
 
     @property
     def db_url(self) -> str:
@@ -249,6 +279,11 @@ class Settings(BaseSettings):
     def admin_key_file(self) -> Path:
         """Where the first start's admin key is written (and where the local CLI reads it)."""
         return self.auth.key_file or self.home / "admin.key"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where workers keep the checkpoints and files of the jobs they run."""
+        return self.jobs.work_dir or self.home / "jobs"
 
     @property
     def artifacts_dir(self) -> Path:

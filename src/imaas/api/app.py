@@ -25,7 +25,7 @@ from imaas.api.auth import Authenticate
 from imaas.api.fastpath import PredictFastPath
 from imaas.api.middleware import BodyLimit, RequestContext, SecurityHeaders
 from imaas.api.responses import FastJSONResponse
-from imaas.api.routes import health, keys, lifecycle, models, oip, predict
+from imaas.api.routes import datasets, health, jobs, keys, lifecycle, models, oip, predict
 from imaas.errors import ImaasError
 from imaas.services.container import Services, build_services
 from imaas.settings import Settings
@@ -118,11 +118,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(predict.router)
     app.include_router(oip.router)
     app.include_router(keys.router)
+    app.include_router(datasets.router)
+    app.include_router(jobs.router)
 
     upload_limit = settings.server.max_upload_bytes
     body_limit = settings.server.max_body_bytes
 
+    dataset_limit = settings.datasets.max_upload_mib * 1024 * 1024
+
     def limit_for(path: str) -> int:
+        if path.startswith("/v1/datasets/"):
+            return dataset_limit
         return upload_limit if path.endswith("/versions") else body_limit
 
     app.add_middleware(PredictFastPath)

@@ -77,3 +77,6 @@ PUSH = require(Scope.MODELS_WRITE, new_model=True)
 INFER = require(Scope.INFER)
 DESCRIBE = require(Scope.INFER, Scope.MODELS_READ)  # what a client reads before inferring
 KEYS_ADMIN = require(Scope.KEYS_ADMIN, unrestricted=True)
+JOBS = require(Scope.JOBS)
+DATASETS_READ = require(Scope.DATASETS_READ)
+DATASETS_WRITE = require(Scope.DATASETS_WRITE)

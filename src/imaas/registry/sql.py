@@ -335,6 +335,8 @@ class SqlRegistry:
         metrics: dict[str, Any] | None = None,
         actor: str | None = None,
         ensure_artifact: Callable[[], None] | None = None,
+        dataset: str | None = None,
+        job_id: str | None = None,
     ) -> tuple[ModelVersion, bool]:
         """Register a version. The same bytes with the same manifest return the existing one.
 
@@ -367,6 +369,8 @@ class SqlRegistry:
                 metrics=metrics,
                 actor=actor,
                 ensure_artifact=ensure_artifact,
+                dataset=dataset,
+                job_id=job_id,
             ),
             f"adding a version to {name!r}",
         )

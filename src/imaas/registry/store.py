@@ -39,6 +39,8 @@ class RegistryStore(Protocol):
         metrics: dict[str, Any] | None = None,
         actor: str | None = None,
         ensure_artifact: Callable[[], None] | None = None,
+        dataset: str | None = None,
+        job_id: str | None = None,
     ) -> tuple[ModelVersion, bool]:
         """Register a version; returns it and whether it is new (same bytes+manifest is not).
 

@@ -14,6 +14,8 @@ from imaas.imaging.decode import DecodeLimits
 from imaas.registry.artifacts.factory import open_artifacts
 from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.audit import SqlAudit
+from imaas.registry.datasets import SqlDatasets
+from imaas.registry.jobs import SqlJobs
 from imaas.registry.keys import SqlKeys
 from imaas.registry.sql import SqlRegistry, open_registry
 from imaas.registry.store import RegistryStore
@@ -24,11 +26,13 @@ from imaas.security.quotas import open_counters
 from imaas.services.audit import AuditService
 from imaas.services.auth import Authenticator
 from imaas.services.changes import ChangeFeed
+from imaas.services.datasets import DatasetService
 from imaas.services.inference import InferenceService
 from imaas.services.keys import KeyService
 from imaas.services.lifecycle import LifecycleService
 from imaas.services.models import ModelService
 from imaas.services.oip import OipService
+from imaas.services.training import TrainingService
 from imaas.services.usage import UsageService
 from imaas.settings import Settings
 
@@ -52,6 +56,8 @@ class Services:
     keys: KeyService
     usage: UsageService
     audit: AuditService
+    datasets: DatasetService
+    training: TrainingService
     close_registry: Callable[[], None]
     _keeper: asyncio.Task[None] | None = None
     _bookkeeper: asyncio.Task[None] | None = None
@@ -188,6 +194,7 @@ def build_services(settings: Settings) -> Services:
         settings.home / "usage-pending",
     )
     audit = AuditService(SqlAudit(registry))
+    datasets = DatasetService(SqlDatasets(registry), artifacts, settings.datasets)
     return Services(
         settings=settings,
         registry=registry,
@@ -203,6 +210,8 @@ def build_services(settings: Settings) -> Services:
         keys=KeyService(keys, auth),
         usage=usage,
         audit=audit,
+        datasets=datasets,
+        training=TrainingService(SqlJobs(registry), datasets, artifacts),
         close_registry=registry.close,
     )
 

@@ -61,6 +61,9 @@ class ModelService:
         metrics: dict[str, Any] | None = None,
         alias: str | None = None,
         actor: str | None = None,
+        parent_version: int | None = None,
+        dataset: str | None = None,
+        job_id: str | None = None,
     ) -> tuple[ModelVersion, bool]:
         """Validate and register an ONNX file with its manifest.
 
@@ -70,7 +73,8 @@ class ModelService:
         stored and registered. Pushing the same bytes and manifest again
         returns the existing version (``created`` False) and stores nothing new. The first
         version of a model becomes its ``production`` version; ``alias`` points another alias
-        (or ``production``) at the new version.
+        (or ``production``) at the new version. ``parent_version``, ``dataset`` (``name@version``)
+        and ``job_id`` are the lineage of a version trained on the platform.
         """
         check_name(name)
         parsed = parse_manifest(manifest)
@@ -93,6 +97,9 @@ class ModelService:
                 metrics=metrics,
                 actor=actor,
                 ensure_artifact=lambda: self._ensure_stored(staged),
+                parent_version=parent_version,
+                dataset=dataset,
+                job_id=job_id,
             )
         finally:
             self.artifacts.discard(staged)

@@ -16,21 +16,21 @@ from imaas.errors import InvalidField
 from imaas.schemas.training import TrainConfig
 
 
-def parse_train_config(data: dict[str, Any] | None) -> TrainConfig:
+def parse_train_config(data: dict[str, Any] | None, prefix: str = "") -> TrainConfig:
     """Validate a training configuration given as a mapping (JSON body, CLI options).
 
-    Raises ``InvalidField`` whose detail names each offending field
-    (``epochs: Input should be greater than or equal to 1``) and whose ``errors`` extra lists
-    them as ``{"field", "message"}``.
+    Raises ``InvalidField`` whose detail names each offending field, after ``prefix``
+    (``config.epochs: Input should be greater than or equal to 1`` with ``prefix="config."``),
+    and whose ``errors`` extra lists them as ``{"field", "message"}``.
     """
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise InvalidField("training configuration: must be a mapping (JSON object)")
+        raise InvalidField(f"{prefix.rstrip('.') or 'config'}: must be a mapping (JSON object)")
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        errors = [_describe(e) for e in exc.errors()]
+        errors = [{**e, "field": prefix + e["field"]} for e in map(_describe, exc.errors())]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise InvalidField(detail, errors=errors) from None
 

@@ -1,4 +1,8 @@
-"""Install the bundled models: build, export with a parity check, register. Idempotent."""
+"""Install the bundled models: build, export with a parity check, register. Idempotent.
+
+The pretrained recipes are exported from their PyTorch weights; ``mnist-cnn`` is trained on
+the platform itself (``zoo/mnist.py``), through the dataset and job pipeline.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from imaas.errors import ImaasError, ModelNotFound
+from imaas.services.container import Services
 from imaas.services.models import ModelService
 from imaas.training.export import export_onnx, parity
+from imaas.zoo import mnist
 from imaas.zoo.recipes import Recipe, recipes
 
 Progress = Callable[[str, str], None]
@@ -60,12 +66,18 @@ def install_recipe(models: ModelService, recipe: Recipe, progress: Progress | No
     return InstallResult(recipe.name, version.version, installed=True, max_abs_diff=diff)
 
 
-def install(
-    models: ModelService, only: list[str] | None = None, progress: Progress | None = None
-) -> list[InstallResult]:
-    """Install every recipe (or those named in ``only``)."""
-    chosen = [r for r in recipes() if not only or r.name in only]
-    unknown = set(only or []) - {r.name for r in chosen}
+def names() -> list[str]:
+    """Every bundled model's name."""
+    return [r.name for r in recipes()] + [mnist.NAME]
+
+
+def install(services: Services, only: list[str] | None = None, progress: Progress | None = None) -> list[InstallResult]:
+    """Install every bundled model (or those named in ``only``)."""
+    unknown = set(only or []) - set(names())
     if unknown:
-        raise ImaasError(f"no bundled model named {sorted(unknown)}; available: {[r.name for r in recipes()]}")
-    return [install_recipe(models, r, progress) for r in chosen]
+        raise ImaasError(f"no bundled model named {sorted(unknown)}; available: {names()}")
+    results = [install_recipe(services.models, r, progress) for r in recipes() if not only or r.name in only]
+    if not only or mnist.NAME in only:
+        version, installed = mnist.install_mnist(services, progress)
+        results.append(InstallResult(mnist.NAME, version, installed=installed))
+    return results

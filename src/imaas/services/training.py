@@ -1,0 +1,98 @@
+"""Training use cases the edges call: submit a job, follow it, cancel it, read its files.
+
+A job trains one model from one dataset version. Submitting checks everything a worker
+would otherwise fail on later: the configuration (``InvalidField`` naming the field), the
+dataset version (resolved now, so the job trains exactly the version the caller saw), and
+the caller's right to the target model (``jobs`` scope; a key limited to some models
+may train only models it may push, ``ModelForbidden`` otherwise). A key limited to some
+models sees only the jobs that train one of them (others are ``JobNotFound``).
+
+Example::
+
+    job = service.submit(p, "digits", "digits-cnn", {"epochs": 5})
+    service.events(p, job.id, after=0)
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from imaas.domain import Job, JobEvent, JobState, Principal, check_name
+from imaas.errors import Conflict, JobNotFound, NotFound
+from imaas.registry.artifacts.store import ArtifactStore
+from imaas.registry.jobs import SqlJobs
+from imaas.services.access import check_new_model
+from imaas.services.datasets import DatasetService
+from imaas.training.config import parse_train_config
+
+JOB_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+PLOTS = ("confusion", "curves")
+
+
+def new_job_id() -> str:
+    """``job_`` and 12 random lowercase letters and digits (62 bits)."""
+    return "job_" + "".join(secrets.choice(JOB_ID_ALPHABET) for _ in range(12))
+
+
+class TrainingService:
+    """Jobs as callers see them (synchronous: the edges run it on a thread)."""
+
+    def __init__(self, jobs: SqlJobs, datasets: DatasetService, artifacts: ArtifactStore) -> None:
+        self.jobs = jobs
+        self.datasets = datasets
+        self.artifacts = artifacts
+
+    def submit(
+        self, principal: Principal, dataset: str, model: str, config: dict[str, Any], description: str = ""
+    ) -> Job:
+        """Queue a training job of ``model`` on ``dataset`` (``name`` or ``name@version``)."""
+        parsed = parse_train_config(config, prefix="config.")
+        check_name(model)
+        check_new_model(principal, model)
+        version = self.datasets.get(principal, dataset)
+        for _ in range(5):
+            try:
+                return self.jobs.create(
+                    new_job_id(),
+                    "train",
+                    model,
+                    version.ref,
+                    parsed.model_dump(mode="json"),
+                    created_by=principal.actor,
+                    description=description,
+                )
+            except Conflict:  # the id was drawn before: draw again
+                continue
+        raise Conflict("could not draw a free job id; retry")
+
+    def get(self, principal: Principal, job_id: str) -> Job:
+        """One job the caller sees."""
+        job = self.jobs.get(job_id)
+        if not principal.sees(job.model):
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return job
+
+    def list_jobs(self, principal: Principal, states: list[JobState] | None = None, limit: int = 100) -> list[Job]:
+        """Jobs newest first that the caller sees."""
+        found = self.jobs.list_jobs(states=states, limit=limit if principal.unrestricted else 10 * limit)
+        return [j for j in found if principal.sees(j.model)][:limit]
+
+    def cancel(self, principal: Principal, job_id: str) -> Job:
+        """Cancel a queued job now, or ask a running one to stop."""
+        self.get(principal, job_id)
+        return self.jobs.cancel(job_id, principal.actor)
+
+    def events(self, principal: Principal, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+        """The job's events after ``after``."""
+        self.get(principal, job_id)
+        return self.jobs.events(job_id, after, limit)
+
+    def plot(self, principal: Principal, job_id: str, name: str) -> Path:
+        """The PNG file of a finished job's confusion matrix or training curves."""
+        job = self.get(principal, job_id)
+        sha = (job.result.get("plots") or {}).get(name) if name in PLOTS else None
+        if not sha:
+            raise NotFound(f"job {job_id} has no plot {name!r} (plots: {', '.join(PLOTS)}, once the job succeeded)")
+        return self.artifacts.open_path(sha)

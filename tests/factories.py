@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -148,3 +149,35 @@ def runtime_refuses(path: Path) -> Path:
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def pattern_image(label: int, index: int, size: tuple[int, int] = (28, 28), mode: str = "L") -> bytes:
+    """A PNG whose class is easy to learn: class ``label`` draws stripes ``label + 2`` pixels
+    apart (horizontal for even labels, vertical for odd ones) over noise that ``index`` seeds."""
+    rng = np.random.default_rng(1000 * label + index)
+    h, w = size
+    pixels = rng.integers(0, 60, (h, w)).astype(np.int64)
+    period = label + 2
+    if label % 2 == 0:
+        pixels[::period, :] += 180
+    else:
+        pixels[:, ::period] += 180
+    gray = np.clip(pixels, 0, 255).astype(np.uint8)
+    img = Image.fromarray(gray, mode="L")
+    if mode == "RGB":
+        img = Image.merge("RGB", (img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), img))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def pattern_dataset_zip(
+    classes: int = 3, per_class: int = 20, size: tuple[int, int] = (28, 28), mode: str = "L", root: str = "patterns"
+) -> bytes:
+    """An ImageFolder zip (``root/class-<k>/<i>.png``) of ``pattern_image``s."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for label in range(classes):
+            for i in range(per_class):
+                z.writestr(f"{root}/class-{label}/{i:03d}.png", pattern_image(label, i, size, mode))
+    return buf.getvalue()

@@ -10,7 +10,8 @@ the confusion matrix and the training curves; and only then push the ONNX file w
 manifest (pre-processing, labels), metrics and lineage (dataset version, job, configuration,
 parent version) as a new version with the ``staging`` alias. Any failure before the push
 leaves no version; a push is atomic, and pushing the same bytes again (a job resumed after
-its push) returns the same version.
+its push) returns the same version. A trained version never becomes ``production`` by
+itself, not even a model's first: promoting it is a decision taken on its metrics.
 
 Example::
 
@@ -192,6 +193,7 @@ class TrainingJob:
                 parent_version=parent,
                 dataset=version.ref,
                 job_id=job.id,
+                first_is_production=False,
             )
         again = "" if created else " (already there)"
         context.log(f"registered {job.model}@{registered.version} as {STAGING}{again}")

@@ -64,6 +64,7 @@ class ModelService:
         parent_version: int | None = None,
         dataset: str | None = None,
         job_id: str | None = None,
+        first_is_production: bool = True,
     ) -> tuple[ModelVersion, bool]:
         """Validate and register an ONNX file with its manifest.
 
@@ -74,7 +75,8 @@ class ModelService:
         returns the existing version (``created`` False) and stores nothing new. The first
         version of a model becomes its ``production`` version; ``alias`` points another alias
         (or ``production``) at the new version. ``parent_version``, ``dataset`` (``name@version``)
-        and ``job_id`` are the lineage of a version trained on the platform.
+        and ``job_id`` are the lineage of a version trained on the platform, which passes
+        ``first_is_production=False``: a trained version is promoted by someone who read its metrics.
         """
         check_name(name)
         parsed = parse_manifest(manifest)
@@ -103,7 +105,10 @@ class ModelService:
             )
         finally:
             self.artifacts.discard(staged)
-        self.registry.set_alias(name, PRODUCTION, version.version, actor=actor or "push", if_absent=True, action="push")
+        if first_is_production:
+            self.registry.set_alias(
+                name, PRODUCTION, version.version, actor=actor or "push", if_absent=True, action="push"
+            )
         if alias is not None and self.registry.get_model(name).aliases.get(alias) != version.version:
             self.registry.set_alias(name, alias, version.version, actor=actor or "push", action="push")
         return version, created

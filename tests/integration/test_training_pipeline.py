@@ -1,0 +1,111 @@
+"""The training pipeline end to end in one process: a generated dataset is uploaded, a job
+trains ``seed-cnn`` on it, and the version it registers is served over HTTP with the same
+numbers its own ONNX file gives when fed the training statistics by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from imaas.domain import JobState, Principal
+from imaas.errors import ModelNotFound
+from imaas.jobs.process import build_worker
+from imaas.services.container import Services, build_services
+from imaas.settings import Settings
+from tests.conftest import RunningServer
+from tests.factories import pattern_dataset_zip, pattern_image
+
+CALLER = Principal(key_id=None, name="test")
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    svc = build_services(Settings(home=tmp_path / "home"))
+    yield svc
+    asyncio.run(svc.close())
+
+
+def run_job(svc: Services, dataset: str, model: str, config: dict[str, Any]) -> Any:
+    job = svc.training.submit(CALLER, dataset, model, config)
+    worker = build_worker(svc, name="test-worker")
+    return worker.run(svc.training.jobs.claim_job(job.id, worker.name))
+
+
+def push(svc: Services, name: str, archive: bytes) -> Any:
+    version, created, report = svc.datasets.push(name, io.BytesIO(archive), principal=CALLER)
+    assert created
+    return version
+
+
+def test_a_trained_version_is_registered_with_lineage_and_served_as_training_saw_it(
+    services: Services, serve: Any
+) -> None:
+    ds = push(services, "stripes", pattern_dataset_zip(classes=3, per_class=20))
+    done = run_job(services, ds.ref, "stripes-cnn", {"epochs": 3, "seed": 1})
+    assert done.state is JobState.SUCCEEDED, done.error
+
+    number = done.result["version"]
+    version = services.models.get_version("stripes-cnn", number)
+    model = services.models.get_model("stripes-cnn")
+    assert model.aliases == {"staging": number}  # never production by itself
+    assert (version.dataset, version.job_id, version.source) == (ds.ref, done.id, f"job:{done.id}")
+    assert version.manifest.labels == ["class-0", "class-1", "class-2"]
+    assert version.manifest.input.size == (28, 28)
+    assert version.manifest.input.color == "L"
+    assert list(version.manifest.preprocess.mean) == pytest.approx(ds.summary["mean"])
+    assert version.metrics["lineage"]["dataset"] == ds.ref
+    assert version.metrics["training"]["config"]["epochs"] == 3
+    assert version.metrics["test"]["confusion"] and sum(map(sum, version.metrics["test"]["confusion"])) == 6
+    assert version.metrics["onnx_parity_max_abs_diff"] < 1e-4
+
+    # what the server answers for an image equals the ONNX file run by hand on (x/255 - mean)/std
+    image = pattern_image(1, 999)
+    pixels = np.asarray(Image.open(io.BytesIO(image)), dtype=np.float32)[None, None] / 255
+    mean, std = ds.summary["mean"][0], ds.summary["std"][0]
+    session = ort.InferenceSession(str(services.artifacts.open_path(version.sha256)))
+    logits = session.run(None, {"input": ((pixels - mean) / std).astype(np.float32)})[0][0]
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+
+    server: RunningServer = serve(Settings(home=services.settings.home))
+    r = httpx.post(
+        f"{server.url}/v1/models/stripes-cnn:staging:predict",
+        content=image,
+        headers={**server.headers, "content-type": "image/png"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == number
+    top = r.json()["results"][0]["predictions"][0]
+    best = int(np.argmax(expected))
+    assert top["label"] == f"class-{best}"
+    assert top["score"] == pytest.approx(float(expected[best]), abs=1e-4)
+
+
+def test_rgb_64px_images_size_the_seed_cnn_for_them(services: Services) -> None:
+    ds = push(services, "rgb", pattern_dataset_zip(classes=2, per_class=10, size=(64, 64), mode="RGB"))
+    assert ds.summary["input"] == {"size": [64, 64], "channels": 3, "color": "RGB"}
+    done = run_job(services, ds.ref, "rgb-cnn", {"epochs": 1})
+    assert done.state is JobState.SUCCEEDED, done.error
+    manifest = services.models.get_version("rgb-cnn", done.result["version"]).manifest
+    assert (manifest.input.size, manifest.input.color, len(manifest.preprocess.mean)) == ((64, 64), "RGB", 3)
+
+
+def test_a_job_that_fails_leaves_no_version_and_says_why(services: Services) -> None:
+    ds = push(services, "small", pattern_dataset_zip(classes=2, per_class=10))
+    # valid as a configuration, but no seed CNN fits 8x8 inputs: the job fails while building it
+    done = run_job(services, ds.ref, "never-made", {"epochs": 1, "input_size": [8, 8]})
+    assert done.state is JobState.FAILED
+    assert done.error is not None and "input_size" in done.error
+    with pytest.raises(ModelNotFound):
+        services.models.get_model("never-made")
+    states = [e.data.get("state") for e in services.training.jobs.events(done.id) if e.kind == "state"]
+    assert states == ["queued", "running", "failed"]

@@ -38,6 +38,9 @@ imaas serves ONNX vision models over HTTP.
 * `POST /v1/models/{name}:predict` classifies images sent as the raw body
   (`Content-Type: image/jpeg`), as multipart files or as base64 JSON.
 * `GET /v1/models` lists the catalog; `POST /v1/models/{name}/versions` pushes a version.
+* `POST /v1/datasets/{dataset}` uploads labelled images (a zip or tar); `POST /v1/jobs` trains
+  a model on them, `GET /v1/jobs/{id}/events` follows the job (Server-Sent Events) and the
+  evaluated version is registered as `staging`.
 * Errors are RFC 9457 problem details (`application/problem+json`) with a stable `code`.
 """
 

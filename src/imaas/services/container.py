@@ -69,6 +69,7 @@ class Services:
         await self.changes.start()
         # uploads left half-staged by a killed process (an upload in flight is younger)
         await asyncio.to_thread(self.artifacts.sweep_staging, STALE_UPLOAD_S)
+        await asyncio.to_thread(self.datasets.sweep_uploads, STALE_UPLOAD_S)
         await asyncio.to_thread(self.auth.refresh)
         await asyncio.to_thread(self.usage.write_spilled)
         loop = asyncio.get_running_loop()
@@ -194,7 +195,7 @@ def build_services(settings: Settings) -> Services:
         settings.home / "usage-pending",
     )
     audit = AuditService(SqlAudit(registry))
-    datasets = DatasetService(SqlDatasets(registry), artifacts, settings.datasets)
+    datasets = DatasetService(SqlDatasets(registry), artifacts, settings.datasets, settings.home / "uploads")
     return Services(
         settings=settings,
         registry=registry,

@@ -30,6 +30,7 @@ from PIL import Image
 
 from imaas.domain import DatasetVersion, Principal, check_name
 from imaas.errors import DatasetNotFound, ModelForbidden
+from imaas.registry.artifacts.local import sweep_files
 from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.datasets import DatasetRecord, SqlDatasets
 from imaas.settings import DatasetSettings
@@ -39,6 +40,7 @@ from imaas.training.dataset import CleaningReport, LabelledImage, collect
 from imaas.training.split import channel_stats, stratified_split
 
 MIB = 1024 * 1024
+UPLOAD_PREFIX = "upload-"
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,19 @@ def summarize(
 class DatasetService:
     """Uploads, lists and opens datasets (synchronous: the edges run it on a thread)."""
 
-    def __init__(self, datasets: SqlDatasets, artifacts: ArtifactStore, settings: DatasetSettings) -> None:
+    def __init__(
+        self, datasets: SqlDatasets, artifacts: ArtifactStore, settings: DatasetSettings, upload_dir: Path
+    ) -> None:
         self.datasets = datasets
         self.artifacts = artifacts
         self.settings = settings
+        self.upload_dir = upload_dir  # where the HTTP edge spools an upload as it arrives
+
+    def sweep_uploads(self, older_than_s: float) -> int:
+        """Remove spooled uploads a killed process left behind (younger ones may be arriving)."""
+        if not self.upload_dir.is_dir():
+            return 0
+        return sweep_files(self.upload_dir, f"{UPLOAD_PREFIX}*", older_than_s)
 
     def limits(self) -> ArchiveLimits:
         """The archive limits the settings give."""

@@ -33,7 +33,7 @@ from imaas.errors import (
 from imaas.registry.datasets import DatasetRecord
 from imaas.schemas.datasets import DatasetDetail, DatasetList, DatasetPushResult, DatasetSummary, DatasetVersionInfo
 from imaas.services.container import Services
-from imaas.services.datasets import SplitSpec
+from imaas.services.datasets import UPLOAD_PREFIX, SplitSpec
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -80,7 +80,7 @@ def parse_split(text: str) -> tuple[float, float, float]:
 
 async def _spool(request: Request, directory: str) -> str:
     """Write the request body to a private file as it arrives; returns its path."""
-    fd, path = tempfile.mkstemp(prefix="upload-", dir=directory)
+    fd, path = tempfile.mkstemp(prefix=UPLOAD_PREFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             async for chunk in request.stream():
@@ -132,7 +132,7 @@ async def push_dataset(
     compute the train split's channel statistics and store it as a new immutable version.
     The same images, labels and split again answer 200 with the existing version."""
     fractions = parse_split(split)
-    staging = svc.settings.home / "uploads"
+    staging = svc.datasets.upload_dir
     await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
     path = await _spool(request, str(staging))
     try:

@@ -38,6 +38,21 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 log = logging.getLogger(__name__)
 
 
+
+def sweep_files(folder: Path, pattern: str, older_than_s: float) -> int:
+    """Remove the files of ``folder`` matching ``pattern`` not modified for ``older_than_s``
+    seconds (what a killed process left half-written); returns how many went."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for p in folder.glob(pattern):
+        try:
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                p.unlink()
+                removed += 1
+        except FileNotFoundError:  # committed or discarded meanwhile
+            continue
+    return removed
+
 class Readable(Protocol):
     """What ``stage`` reads from: an open file, an upload, or an S3 response body."""
 
@@ -171,16 +186,7 @@ class LocalArtifactStore:
         Younger files may belong to an upload in progress and are kept. Returns how many
         files were removed.
         """
-        cutoff = time.time() - older_than_s
-        removed = 0
-        for p in self.staging_dir.glob(f"{STAGING_PREFIX}*"):
-            try:
-                if p.is_file() and p.stat().st_mtime < cutoff:
-                    p.unlink()
-                    removed += 1
-            except FileNotFoundError:  # committed or discarded meanwhile
-                continue
-        return removed
+        return sweep_files(self.staging_dir, f"{STAGING_PREFIX}*", older_than_s)
 
     def put_stream(self, stream: Readable, max_bytes: int | None = None) -> tuple[str, int]:
         """Store the bytes of ``stream`` without a validation step; returns ``(sha256, size)``."""

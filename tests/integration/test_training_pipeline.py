@@ -109,3 +109,39 @@ def test_a_job_that_fails_leaves_no_version_and_says_why(services: Services) -> 
         services.models.get_model("never-made")
     states = [e.data.get("state") for e in services.training.jobs.events(done.id) if e.kind == "state"]
     assert states == ["queued", "running", "failed"]
+
+
+def test_cluster_mode_a_worker_elsewhere_trains_from_the_bucket(
+    tmp_path: Path, postgres_url: str, s3_bucket: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL and an S3 bucket: the dataset uploaded through one process is read by a
+    worker with an empty local cache, and the version it registers is read back by the first."""
+    from imaas.settings import S3Settings
+    from tests.s3server import REGION
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+
+    def cluster(home: Path) -> Settings:
+        return Settings(
+            home=home,
+            database_url=postgres_url,
+            artifacts_url=f"s3://{s3_bucket}/imaas",
+            s3=S3Settings(endpoint_url=s3_endpoint, region=REGION),
+        )
+
+    front, back = build_services(cluster(tmp_path / "front")), build_services(cluster(tmp_path / "worker"))
+    try:
+        ds = push(front, "stripes", pattern_dataset_zip(classes=2, per_class=10))
+        job = front.training.submit(CALLER, ds.ref, "stripes-cnn", {"epochs": 1})
+        worker = build_worker(back, name="elsewhere")
+        done = worker.run_once()
+        assert done is not None and done.id == job.id
+        assert done.state is JobState.SUCCEEDED, done.error
+        version = front.models.get_version("stripes-cnn", done.result["version"])
+        # the front process never had the file: it comes from the bucket, whole
+        assert not list((tmp_path / "front").rglob(f"*{version.sha256}*"))
+        assert front.artifacts.open_path(version.sha256).stat().st_size == version.size_bytes
+    finally:
+        asyncio.run(front.close())
+        asyncio.run(back.close())

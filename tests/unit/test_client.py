@@ -59,6 +59,10 @@ def test_async_client_has_every_client_method_with_the_same_signature() -> None:
     assert {ASYNC_NAME.get(name, name) for name in sync} == set(asynchronous)
     for name, fn in sync.items():
         twin = asynchronous[ASYNC_NAME.get(name, name)]
+        if inspect.isasyncgenfunction(twin):  # a stream: Iterator[X] in Client, AsyncIterator[X] here
+            assert inspect.isgeneratorfunction(fn), f"Client.{name} should be a generator like its twin"
+            assert list(_without_self(twin).parameters.values()) == list(_without_self(fn).parameters.values())
+            continue
         assert inspect.iscoroutinefunction(twin), f"AsyncClient.{twin.__name__} is not a coroutine"
         assert _without_self(twin) == _without_self(fn), f"{name}: {_without_self(twin)} != {_without_self(fn)}"
 

@@ -19,11 +19,18 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from imaas.cli.credentials import call
-from imaas.cli.terminal import DEFAULT_URL, ApiKeyOption, ServerHomeOption, UrlOption, add_plain_row, console
+from imaas.cli.terminal import (
+    DEFAULT_URL,
+    ApiKeyOption,
+    ServerHomeOption,
+    UrlOption,
+    add_plain_row,
+    console,
+    wide_console,
+)
 from imaas.cli.times import DURATION_FORMS, parse_day, parse_duration, parse_instant, shown
 from imaas.schemas.keys import SCOPES_DOC, CreatedKeyInfo, KeyInfo, KeyLimitsInfo, UsageReport, UsageRow
 
@@ -63,11 +70,6 @@ def _items(text: str | None) -> list[str] | None:
     if text is None:
         return None
     return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _wide() -> Console:
-    # Rich never prints wider than its console, 80 columns when stdout is a file or pipe
-    return console if console.is_terminal else Console(width=160)
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -187,7 +189,7 @@ def list_keys(
             shown(k.expires_at),
             shown(k.last_used_at),
         )
-    _wide().print(table)
+    wide_console().print(table)
 
 
 @keys_app.command("revoke")
@@ -262,7 +264,7 @@ def usage(
     elif output is UsageFormat.csv:
         _usage_csv(report)
     else:
-        _wide().print(usage_table(report))
+        wide_console().print(usage_table(report))
 
 
 def _usage_csv(report: UsageReport) -> None:
@@ -327,7 +329,7 @@ def audit(
     for e in page.entries:
         detail = json.dumps(e.detail, separators=(",", ":"), sort_keys=True) if e.detail else ""
         add_plain_row(table, str(e.id), shown(e.at), e.actor, e.action, e.target, detail)
-    _wide().print(table)
+    wide_console().print(table)
     if page.next is not None:
         console.print(f"older entries: --before {page.next}", markup=False, highlight=False)
 

@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from imaas.cli import keys, lifecycle, worker
+from imaas.cli import datasets, keys, lifecycle, training, worker
 from imaas.cli.credentials import api_key_for, connect
 from imaas.cli.terminal import (
     DEFAULT_URL,
@@ -636,6 +636,8 @@ def main() -> None:
 
 lifecycle.register(models_app)  # after list/show/push, so --help lists those first
 keys.register(app)
+datasets.register(app)
+training.register(app)
 worker.register(app)
 
 

@@ -4,10 +4,10 @@ options and one-line errors."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -58,3 +58,31 @@ def fail(exc: ImaasError) -> typer.Exit:
         )
     err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {escape(detail)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print the server's JSON answer")]
+
+
+def print_plain(text: str) -> None:
+    """Print ``text`` as it is (no Rich markup or highlighting: it holds callers' names)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def wide_console() -> Console:
+    """The console for tables: Rich never prints wider than its console, 80 columns when
+    stdout is a file or pipe, so a pipe gets a 160-column one."""
+    return console if console.is_terminal else Console(width=160)
+
+
+def print_all(*renderables: RenderableType | str) -> None:
+    """Print lines as plain text and tables on the wide console, in order."""
+    for r in renderables:
+        if isinstance(r, str):
+            print_plain(r)
+        else:
+            wide_console().print(r)
+
+
+def number(value: Any, spec: str = ".4f") -> str:
+    """``value`` formatted with ``spec``, or ``-`` when it is not a number."""
+    return format(value, spec) if isinstance(value, int | float) else "-"

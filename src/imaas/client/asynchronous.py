@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -46,10 +47,33 @@ from imaas.client.keys import (
     rotate_key_call,
     usage_call,
 )
-from imaas.errors import ServerUnreachable
+from imaas.client.training import (
+    FINAL_STATES,
+    MAX_RECONNECTS,
+    ArchiveSource,
+    Follow,
+    Split,
+    SseParser,
+    cancel_job_call,
+    get_dataset_call,
+    get_dataset_version_call,
+    get_job_call,
+    job_event,
+    job_log_call,
+    job_plot_call,
+    list_datasets_call,
+    list_jobs_call,
+    open_upload,
+    push_dataset_call,
+    train_call,
+)
+from imaas.errors import ServerUnreachable, TransportError
+from imaas.schemas.datasets import DatasetDetail, DatasetPushResult, DatasetSummary, DatasetVersionInfo
+from imaas.schemas.jobs import JobEventInfo, JobInfo
 from imaas.schemas.keys import AuditPage, CreatedKeyInfo, KeyInfo, KeyLimitsInfo, UsageReport
 from imaas.schemas.lifecycle import AliasChangeInfo, Comparison, History, ModelStatus
 from imaas.schemas.rest import AliasRouteInfo, ModelDetail, ModelList, ModelSummary, PredictResponse, VersionInfo
+from imaas.schemas.training import TrainConfig
 
 
 class AsyncClient:
@@ -253,6 +277,153 @@ class AsyncClient:
         """One page of the audit log, newest first (needs ``keys:admin``); pass the answer's
         ``next`` as ``before`` for the following page."""
         return await self._run(audit_call(limit, before, key_id, action, since))  # type: ignore[no-any-return]
+
+    # -- datasets ----------------------------------------------------------------------------------
+    async def push_dataset(
+        self,
+        name: str,
+        archive: ArchiveSource,
+        *,
+        split: Split = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        description: str = "",
+    ) -> DatasetPushResult:
+        """Upload a zip or tar of labelled images as a version of dataset ``name`` (see
+        ``Client.push_dataset``); the file is read on a thread, chunk by chunk.
+
+        Example::
+
+            pushed = await c.push_dataset("digits", "digits.zip", seed=1)
+        """
+        upload = await asyncio.to_thread(open_upload, archive)
+        try:
+            call = push_dataset_call(name, upload, split, seed, description, self._http.timeout)
+            content = upload.head if upload.rest is None else upload.achunks()
+            response = await self._send(call.method, content=content, **call.kwargs)
+        finally:
+            await asyncio.to_thread(upload.close)
+        raise_for_problem(response)
+        return DatasetPushResult.model_validate(response.json())
+
+    async def list_datasets(self) -> list[DatasetSummary]:
+        """Every dataset the key sees, by name, with its newest version (needs ``datasets:read``)."""
+        return (await self._run(list_datasets_call())).datasets  # type: ignore[no-any-return]
+
+    async def get_dataset(self, name: str) -> DatasetDetail:
+        """A dataset and its versions, newest first, each with its summary and cleaning report."""
+        return await self._run(get_dataset_call(name))  # type: ignore[no-any-return]
+
+    async def get_dataset_version(self, name: str, version: int) -> DatasetVersionInfo:
+        """One dataset version: classes, counts per split, input size, statistics, report.
+
+        Example::
+
+            v = await c.get_dataset_version("digits", 1)
+        """
+        return await self._run(get_dataset_version_call(name, version))  # type: ignore[no-any-return]
+
+    # -- training jobs -----------------------------------------------------------------------------
+    async def train(
+        self,
+        dataset: str,
+        model: str,
+        config: TrainConfig | dict[str, Any] | None = None,
+        description: str = "",
+    ) -> JobInfo:
+        """Queue a job training ``model`` on ``dataset`` (see ``Client.train``).
+
+        Example::
+
+            job = await c.train("digits", "digits-cnn", TrainConfig(epochs=20))
+        """
+        return await self._run(train_call(dataset, model, config, description))  # type: ignore[no-any-return]
+
+    async def list_jobs(self, state: list[str] | None = None, limit: int = 100) -> list[JobInfo]:
+        """Jobs newest first, only those in ``state`` (e.g. ``["queued", "running"]``) when given."""
+        return (await self._run(list_jobs_call(state, limit))).jobs  # type: ignore[no-any-return]
+
+    async def get_job(self, job_id: str) -> JobInfo:
+        """A job's state, latest progress and, once over, its result or error."""
+        return await self._run(get_job_call(job_id))  # type: ignore[no-any-return]
+
+    async def cancel_job(self, job_id: str) -> JobInfo:
+        """Cancel a queued job now, or ask a running one to stop at its next step."""
+        return await self._run(cancel_job_call(job_id))  # type: ignore[no-any-return]
+
+    async def job_log(self, job_id: str) -> str:
+        """The job's log as text: state changes, epochs and log lines, oldest first."""
+        call = job_log_call(job_id)
+        response = await self._send(call.method, **call.kwargs)
+        raise_for_problem(response)
+        return response.text
+
+    async def job_plot(self, job_id: str, plot: Literal["confusion", "curves"]) -> bytes:
+        """A succeeded job's confusion matrix or training curves as PNG bytes."""
+        call = job_plot_call(job_id, plot)
+        response = await self._send(call.method, **call.kwargs)
+        raise_for_problem(response)
+        return response.content
+
+    async def job_events(self, job_id: str, after: int = 0) -> AsyncIterator[JobEventInfo]:
+        """The job's events numbered above ``after`` as they happen, ending after its final
+        state (see ``Client.job_events``). Leaving the loop early: wrap it in
+        ``contextlib.aclosing`` to close the stream at once.
+
+        Example::
+
+            async for event in c.job_events(job.id):
+                print(event.kind, event.data)
+        """
+        async for event in self._follow(Follow(job_id, after)):
+            yield event
+
+    async def wait_for_job(self, job_id: str, timeout: float | None = None) -> JobInfo:  # noqa: ASYNC109 (Client's twin)
+        """Follow the job until it is over and return it; ``TimeoutError`` after ``timeout``
+        seconds if it is still going.
+
+        Example::
+
+            job = await c.wait_for_job(job.id, timeout=3600)
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                follow = Follow(job_id)
+                for _ in range(MAX_RECONNECTS + 2):
+                    job = await self.get_job(job_id)
+                    if job.state in FINAL_STATES:
+                        return job
+                    async for _event in self._follow(follow):
+                        pass
+        except TimeoutError:
+            raise TimeoutError(f"job {job_id} is not over after the timeout") from None
+        raise TransportError(f"the event stream of job {job_id} kept ending before the job did")
+
+    async def _follow(self, follow: Follow) -> AsyncIterator[JobEventInfo]:
+        while True:
+            error: TransportError | None = None
+            try:
+                async for event in self._stream(follow):
+                    yield event
+            except TransportError as exc:
+                error = exc
+            if not follow.again(error):
+                return
+
+    async def _stream(self, follow: Follow) -> AsyncIterator[JobEventInfo]:
+        call = follow.call(self._http.timeout)
+        with transport_errors(self._http):
+            async with self._http.stream(call.method, **call.kwargs) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise_for_problem(response)
+                follow.connected()
+                parser = SseParser()
+                async for line in response.aiter_lines():
+                    sse = parser.feed(line)
+                    if sse is not None:
+                        event = job_event(sse)
+                        follow.seen(event)
+                        yield event
 
     async def predict(
         self,

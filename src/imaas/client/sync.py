@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -45,10 +47,33 @@ from imaas.client.keys import (
     rotate_key_call,
     usage_call,
 )
-from imaas.errors import ServerUnreachable
+from imaas.client.training import (
+    FINAL_STATES,
+    MAX_RECONNECTS,
+    ArchiveSource,
+    Follow,
+    Split,
+    SseParser,
+    cancel_job_call,
+    get_dataset_call,
+    get_dataset_version_call,
+    get_job_call,
+    job_event,
+    job_log_call,
+    job_plot_call,
+    list_datasets_call,
+    list_jobs_call,
+    open_upload,
+    push_dataset_call,
+    train_call,
+)
+from imaas.errors import ServerUnreachable, TransportError
+from imaas.schemas.datasets import DatasetDetail, DatasetPushResult, DatasetSummary, DatasetVersionInfo
+from imaas.schemas.jobs import JobEventInfo, JobInfo
 from imaas.schemas.keys import AuditPage, CreatedKeyInfo, KeyInfo, KeyLimitsInfo, UsageReport
 from imaas.schemas.lifecycle import AliasChangeInfo, Comparison, History, ModelStatus
 from imaas.schemas.rest import AliasRouteInfo, ModelDetail, ModelList, ModelSummary, PredictResponse, VersionInfo
+from imaas.schemas.training import TrainConfig
 
 
 class Client:
@@ -252,6 +277,174 @@ class Client:
         """One page of the audit log, newest first (needs ``keys:admin``); pass the answer's
         ``next`` as ``before`` for the following page."""
         return self._run(audit_call(limit, before, key_id, action, since))  # type: ignore[no-any-return]
+
+    # -- datasets ----------------------------------------------------------------------------------
+    def push_dataset(
+        self,
+        name: str,
+        archive: ArchiveSource,
+        *,
+        split: Split = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        description: str = "",
+    ) -> DatasetPushResult:
+        """Upload a zip or tar of labelled images (a path, bytes or a binary file, streamed in
+        chunks) as a version of dataset ``name``; needs ``datasets:write``.
+
+        The server cleans it (the answer's ``report`` says what it dropped and why), splits
+        it by class into train, validation and test with ``seed``, and stores it; the same
+        images, labels and split again answer the existing version with ``created`` false.
+        The read timeout is at least 10 minutes: large archives take a while to clean.
+
+        Example::
+
+            pushed = c.push_dataset("digits", "digits.zip", split=(0.8, 0.1, 0.1))
+            pushed.ref, pushed.created, pushed.report["dropped"]["by_reason"]  # 'digits@1', True, {...}
+        """
+        upload = open_upload(archive)
+        try:
+            call = push_dataset_call(name, upload, split, seed, description, self._http.timeout)
+            content = upload.head if upload.rest is None else upload.chunks()
+            response = self._send(call.method, content=content, **call.kwargs)
+        finally:
+            upload.close()
+        raise_for_problem(response)
+        return DatasetPushResult.model_validate(response.json())
+
+    def list_datasets(self) -> list[DatasetSummary]:
+        """Every dataset the key sees, by name, with its newest version (needs ``datasets:read``)."""
+        return (self._run(list_datasets_call())).datasets  # type: ignore[no-any-return]
+
+    def get_dataset(self, name: str) -> DatasetDetail:
+        """A dataset and its versions, newest first, each with its summary and cleaning report."""
+        return self._run(get_dataset_call(name))  # type: ignore[no-any-return]
+
+    def get_dataset_version(self, name: str, version: int) -> DatasetVersionInfo:
+        """One dataset version: classes, counts per split, input size, statistics, report.
+
+        Example::
+
+            v = c.get_dataset_version("digits", 1)
+            v.summary["counts"]["test"]  # {'0': 50, '1': 50, ...}
+        """
+        return self._run(get_dataset_version_call(name, version))  # type: ignore[no-any-return]
+
+    # -- training jobs -----------------------------------------------------------------------------
+    def train(
+        self,
+        dataset: str,
+        model: str,
+        config: TrainConfig | dict[str, Any] | None = None,
+        description: str = "",
+    ) -> JobInfo:
+        """Queue a job training ``model`` on ``dataset`` (``name`` or ``name@version``); needs ``jobs``.
+
+        Only the configuration fields given are sent (the server's defaults apply to the
+        rest); a bad one is refused by the server with an error naming the field. A worker
+        runs the job; the trained version is pushed to ``model`` with the ``staging`` alias.
+
+        Example::
+
+            job = c.train("digits", "digits-cnn", {"epochs": 20, "early_stopping": {"patience": 4}})
+            c.wait_for_job(job.id).result["version"]  # 1
+        """
+        return self._run(train_call(dataset, model, config, description))  # type: ignore[no-any-return]
+
+    def list_jobs(self, state: list[str] | None = None, limit: int = 100) -> list[JobInfo]:
+        """Jobs newest first, only those in ``state`` (e.g. ``["queued", "running"]``) when given."""
+        return (self._run(list_jobs_call(state, limit))).jobs  # type: ignore[no-any-return]
+
+    def get_job(self, job_id: str) -> JobInfo:
+        """A job's state, latest progress and, once over, its result or error."""
+        return self._run(get_job_call(job_id))  # type: ignore[no-any-return]
+
+    def cancel_job(self, job_id: str) -> JobInfo:
+        """Cancel a queued job now, or ask a running one to stop at its next step."""
+        return self._run(cancel_job_call(job_id))  # type: ignore[no-any-return]
+
+    def job_log(self, job_id: str) -> str:
+        """The job's log as text: state changes, epochs and log lines, oldest first."""
+        call = job_log_call(job_id)
+        response = self._send(call.method, **call.kwargs)
+        raise_for_problem(response)
+        return response.text
+
+    def job_plot(self, job_id: str, plot: Literal["confusion", "curves"]) -> bytes:
+        """A succeeded job's confusion matrix of the test split, or its loss and accuracy
+        curves, as PNG bytes.
+
+        Example::
+
+            Path("confusion.png").write_bytes(c.job_plot(job.id, "confusion"))
+        """
+        call = job_plot_call(job_id, plot)
+        response = self._send(call.method, **call.kwargs)
+        raise_for_problem(response)
+        return response.content
+
+    def job_events(self, job_id: str, after: int = 0) -> Iterator[JobEventInfo]:
+        """The job's events (``state``, ``progress``, ``epoch``, ``log``) numbered above
+        ``after``, as they happen; the iteration ends after the job's final state.
+
+        A finished job replays its whole history and ends. Read as Server-Sent Events; a
+        connection that drops before the end is resumed from the last event seen (twice
+        in a row at most), so no event is missed or repeated.
+
+        Example::
+
+            for event in c.job_events(job.id):
+                if event.kind == "epoch":
+                    print(event.data["epoch"], event.data["val_accuracy"])
+        """
+        yield from self._follow(Follow(job_id, after), None)
+
+    def wait_for_job(self, job_id: str, timeout: float | None = None) -> JobInfo:
+        """Follow the job until it is over and return it; ``TimeoutError`` after ``timeout``
+        seconds (checked at least every 15 s, as the server pings) if it is still going.
+
+        Example::
+
+            job = c.wait_for_job(c.train("digits", "digits-cnn").id, timeout=3600)
+            job.state, job.result.get("accuracy")  # ('succeeded', 0.978)
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        follow = Follow(job_id)
+        for _ in range(MAX_RECONNECTS + 2):
+            job = self.get_job(job_id)
+            if job.state in FINAL_STATES:
+                return job
+            for _event in self._follow(follow, deadline):
+                pass
+        raise TransportError(f"the event stream of job {job_id} kept ending before the job did")
+
+    def _follow(self, follow: Follow, deadline: float | None) -> Iterator[JobEventInfo]:
+        while True:
+            error: TransportError | None = None
+            try:
+                yield from self._stream(follow, deadline)
+            except TransportError as exc:
+                error = exc
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {follow.job_id} is not over after the timeout")
+            if not follow.again(error):
+                return
+
+    def _stream(self, follow: Follow, deadline: float | None) -> Iterator[JobEventInfo]:
+        call = follow.call(self._http.timeout)
+        with transport_errors(self._http), self._http.stream(call.method, **call.kwargs) as response:
+            if not response.is_success:
+                response.read()
+                raise_for_problem(response)
+            follow.connected()
+            parser = SseParser()
+            for line in response.iter_lines():
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"job {follow.job_id} is not over after the timeout")
+                sse = parser.feed(line)
+                if sse is not None:
+                    event = job_event(sse)
+                    follow.seen(event)
+                    yield event
 
     def predict(
         self,

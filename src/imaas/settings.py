@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imaas.errors import UnsafeSettings
@@ -236,6 +236,14 @@ class JobSettings(BaseModel):
         1, ge=1, description="torch threads of a training job (1 of 2 cores leaves serving the other)"
     )
     work_dir: Path | None = Field(None, description="checkpoints and job files; default home/jobs")
+
+    @model_validator(mode="after")
+    def _stale_after_beats(self) -> JobSettings:
+        if self.stale_s < 3 * self.heartbeat_s:  # a live job must never look dead between two beats
+            raise ValueError(
+                f"jobs.stale_s ({self.stale_s}) must be at least 3 x jobs.heartbeat_s ({self.heartbeat_s})"
+            )
+        return self
 
 
 class Settings(BaseSettings):

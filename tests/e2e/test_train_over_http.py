@@ -85,9 +85,11 @@ def test_upload_follow_the_stream_and_predict(serve: Any, tmp_path: Path) -> Non
     assert done["state"] == "succeeded"
     version = done["result"]["version"]
     log = httpx.get(f"{server.url}/v1/jobs/{job_id}/log", headers=auth).text
-    assert "epoch 4/4" in log and f"registered stripes-cnn@{version} as staging" in log
+    assert "epoch 4/4" in log
+    assert f"registered stripes-cnn@{version} as staging" in log
     png = httpx.get(f"{server.url}/v1/jobs/{job_id}/plots/confusion.png", headers=auth)
-    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    assert png.status_code == 200
+    assert png.content.startswith(b"\x89PNG")
 
     answer = httpx.post(
         f"{server.url}/v1/models/stripes-cnn@{version}:predict",

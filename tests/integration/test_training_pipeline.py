@@ -41,7 +41,7 @@ def run_job(svc: Services, dataset: str, model: str, config: dict[str, Any]) -> 
 
 
 def push(svc: Services, name: str, archive: bytes) -> Any:
-    version, created, report = svc.datasets.push(name, io.BytesIO(archive), principal=CALLER)
+    version, created, _report = svc.datasets.push(name, io.BytesIO(archive), principal=CALLER)
     assert created
     return version
 
@@ -64,7 +64,8 @@ def test_a_trained_version_is_registered_with_lineage_and_served_as_training_saw
     assert list(version.manifest.preprocess.mean) == pytest.approx(ds.summary["mean"])
     assert version.metrics["lineage"]["dataset"] == ds.ref
     assert version.metrics["training"]["config"]["epochs"] == 3
-    assert version.metrics["test"]["confusion"] and sum(map(sum, version.metrics["test"]["confusion"])) == 6
+    assert version.metrics["test"]["confusion"]
+    assert sum(map(sum, version.metrics["test"]["confusion"])) == 6
     assert version.metrics["onnx_parity_max_abs_diff"] < 1e-4
 
     # what the server answers for an image equals the ONNX file run by hand on (x/255 - mean)/std
@@ -104,7 +105,8 @@ def test_a_job_that_fails_leaves_no_version_and_says_why(services: Services) -> 
     # valid as a configuration, but no seed CNN fits 8x8 inputs: the job fails while building it
     done = run_job(services, ds.ref, "never-made", {"epochs": 1, "input_size": [8, 8]})
     assert done.state is JobState.FAILED
-    assert done.error is not None and "input_size" in done.error
+    assert done.error is not None
+    assert "input_size" in done.error
     with pytest.raises(ModelNotFound):
         services.models.get_model("never-made")
     states = [e.data.get("state") for e in services.training.jobs.events(done.id) if e.kind == "state"]
@@ -136,7 +138,8 @@ def test_cluster_mode_a_worker_elsewhere_trains_from_the_bucket(
         job = front.training.submit(CALLER, ds.ref, "stripes-cnn", {"epochs": 1})
         worker = build_worker(back, name="elsewhere")
         done = worker.run_once()
-        assert done is not None and done.id == job.id
+        assert done is not None
+        assert done.id == job.id
         assert done.state is JobState.SUCCEEDED, done.error
         version = front.models.get_version("stripes-cnn", done.result["version"])
         # the front process never had the file: it comes from the bucket, whole

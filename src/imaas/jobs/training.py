@@ -216,7 +216,8 @@ class TrainingJob:
         context.progress(data)
         if progress.message:
             context.log(progress.message)
-        if progress.step == progress.steps and progress.val_loss is not None:
+        # an epoch's end; the report on resuming (step = steps = 0) repeats an epoch already logged
+        if progress.steps > 0 and progress.step == progress.steps and progress.val_loss is not None:
             context.event("epoch", data)
 
     def _store(self, png: bytes) -> str:

@@ -164,7 +164,8 @@ class SqlJobs:
                 if row.state == JobState.RUNNING.value:
                     lost = f"worker {row.worker} stopped beating (last heartbeat {aware(row.heartbeat_at).isoformat()})"
                     if row.attempts >= max_attempts or row.cancel_requested:
-                        why = "cancelled" if row.cancel_requested else f"{lost}; it ran {row.attempts} times"
+                        runs = "once" if row.attempts == 1 else f"{row.attempts} times"
+                        why = "cancelled" if row.cancel_requested else f"{lost}; workers took it up {runs}"
                         final = JobState.CANCELLED if row.cancel_requested else JobState.FAILED
                         row.error = None if row.cancel_requested else why
                         _set_state(s, row, final, reason=why)
@@ -232,7 +233,8 @@ class SqlJobs:
     ) -> Job:
         """End ``worker``'s job in a final ``state`` with its result or error (``Conflict``
         when it is no longer this worker's)."""
-        assert state.final
+        if not state.final:
+            raise ValueError(f"finish needs a final state, not {state.value}")
 
         def work(s: Any, _state: Any) -> Job:
             row = self._row(s, job_id)
@@ -270,7 +272,8 @@ class SqlJobs:
             row = self._row(s, job_id)
             if row.state == JobState.QUEUED.value:
                 row.cancel_requested = True
-                _set_state(s, row, JobState.CANCELLED, reason=f"cancelled by {actor}")
+                row.error = f"cancelled by {actor}"
+                _set_state(s, row, JobState.CANCELLED, reason=row.error)
             elif row.state == JobState.RUNNING.value and not row.cancel_requested:
                 row.cancel_requested = True
                 _event(s, row, "log", {"message": f"cancel asked by {actor}"})

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from imaas.domain import DatasetVersion, Principal, check_name
-from imaas.errors import DatasetNotFound, ModelForbidden
+from imaas.errors import DatasetNotFound, InvalidField, ModelForbidden
 from imaas.registry.artifacts.local import sweep_files
 from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.datasets import DatasetRecord, SqlDatasets
@@ -139,6 +139,11 @@ class DatasetService:
         version, whether it is new (the same images, labels and split again are not), and
         this upload's cleaning report."""
         check_name(name)
+        if not (split.fractions[1] > 0 and split.fractions[2] > 0):
+            raise InvalidField(
+                "split: the validation and test fractions must be above 0 (training picks its best epoch on the "
+                "validation images and reports its accuracy on the test images)"
+            )
         if not principal.sees(name):
             raise ModelForbidden(f"this API key may only use the names {', '.join(principal.models or ())}")
         upload = self.artifacts.stage(stream, self.settings.max_upload_mib * MIB)

@@ -2,7 +2,9 @@
 
 Each row names a surface, an operation, the scopes that allow it (any one of them; ``PUBLIC``
 needs no key, ``ANY_KEY`` any valid key) and how it touches a model (``MODEL``: a key limited
-to other models gets the 404 of an absent model, ``PUSH``: 403 ``model_forbidden``). Every row
+to other models gets the 404 of an absent model, ``PUSH``: 403 ``model_forbidden``, and no
+trace of the refused push is left; ``DATASET`` and ``JOB``: like ``MODEL`` for a dataset, whose
+name is what a key's model patterns match, and a job, seen through the model it trains). Every row
 is called with no key, a malformed key, a well-formed unknown key, a real id with a wrong
 secret, a revoked key, an expired key, a key with every scope but the required ones, a key
 with only one required scope, and (model rows) a key limited to another model and a key
@@ -10,15 +12,19 @@ limited to this one. The table is checked against the app's routes and the servi
 at runtime, so a new route without a row fails here.
 
 One server per module, two tiny models (``alpha`` to call, ``beta`` for the limited keys),
-each with two versions, so every request is valid and an allowed call gets its real answer.
+each with two versions, a dataset of the same name as each and, per model, a queued job and a
+cancelled one training it from that dataset, so every request is valid and an allowed call
+gets its real answer.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import struct
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,7 +32,9 @@ from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -35,7 +43,9 @@ from imaas.settings import AuthSettings, Settings
 from tests.conftest import RunningServer
 from tests.factories import solid, tiny_classifier
 
-ALL = frozenset({"infer", "models:read", "models:write", "keys:admin", "usage:read"})
+ALL = frozenset(
+    {"infer", "models:read", "models:write", "keys:admin", "usage:read", "jobs", "datasets:read", "datasets:write"}
+)
 PUBLIC: frozenset[str] | None = None
 ANY_KEY: frozenset[str] = frozenset()
 INFER = frozenset({"infer"})
@@ -43,9 +53,14 @@ READ = frozenset({"models:read"})
 WRITE = frozenset({"models:write"})
 DESCRIBE = frozenset({"infer", "models:read"})
 ADMIN = frozenset({"keys:admin"})
+JOBS = frozenset({"jobs"})
+DS_READ = frozenset({"datasets:read"})
+DS_WRITE = frozenset({"datasets:write"})
 
-NONE, MODEL, PUSH = "", "model", "push"
+NONE, MODEL, PUSH, DATASET, JOB = "", "model", "push", "dataset", "job"
+HIDDEN = {MODEL: "model_not_found", DATASET: "dataset_not_found", JOB: "job_not_found"}  # hidden = absent
 TARGET, OTHER, ABSENT = "alpha", "beta", "ghost"
+ABSENT_JOB = "job_000000000000"
 LABELS = "labels: [red, blue, green, grey]\n"
 
 
@@ -67,6 +82,9 @@ class Ctx:
     png: bytes
     model_file: bytes
     image_input: str
+    dataset_zip: bytes = b""
+    queued: dict[str, str] = field(default_factory=dict)  # model -> a queued job training it
+    cancelled: dict[str, str] = field(default_factory=dict)  # model -> a cancelled (final) job
 
     def victim(self) -> str:
         """The id of a fresh key (revoked or rotated by the row that asked for it)."""
@@ -87,10 +105,17 @@ class Row:
     surface: str  # "rest" (/v1 and the documentation), "oip" (/v2 REST), "grpc"
     operation: str  # "METHOD /route/path" as the app spells it, or the RPC's name
     scopes: frozenset[str] | None
-    touches: str  # NONE, MODEL or PUSH
+    touches: str  # NONE, MODEL, PUSH, DATASET or JOB
     ok: frozenset[int]  # statuses of an allowed call (gRPC: OK only)
     rest: RestCall | None = None
     rpc: GrpcCall | None = None
+    ok_code: str | None = None  # the problem code of an allowed call that answers one (a 404 of its own)
+    gone: str = "/v1/models/{m}"  # PUSH: what a refused push must not have created (404 for an admin)
+    subject: Callable[[Ctx, str], str] | None = None  # how answers name what ``m`` stands for; None: m
+
+
+def _same(ctx: Ctx, m: str) -> str:
+    return m
 
 
 def _get(path: str) -> RestCall:
@@ -137,6 +162,47 @@ def _predict_multipart(ctx: Ctx, m: str) -> Req:
 def _predict_json(ctx: Ctx, m: str) -> Req:
     body = {"images": [{"data": base64.b64encode(ctx.png).decode()}]}
     return Req("POST", f"/v1/models/{m}:predict", {"json": body})
+
+
+def _noise_png(seed: int, size: int = 16) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _dataset_zip() -> bytes:
+    """Two classes of three noise images each (the fewest the default 80/10/10 split takes)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for c, label in enumerate(("red", "blue")):
+            for i in range(3):
+                zf.writestr(f"{label}/{i}.png", _noise_png(10 * c + i))
+    return buf.getvalue()
+
+
+def _push_dataset(ctx: Ctx, m: str) -> Req:
+    return Req(
+        "POST", f"/v1/datasets/{m}", {"content": ctx.dataset_zip, "headers": {"content-type": "application/zip"}}
+    )
+
+
+def _submit(ctx: Ctx, m: str) -> Req:
+    return Req("POST", "/v1/jobs", {"json": {"dataset": m, "model": m, "config": {"epochs": 1}}})
+
+
+def _job_row(
+    operation: str, suffix: str, final: bool = False, ok: frozenset[int] = frozenset({200}), ok_code: str | None = None
+) -> Row:
+    """A row on the job that trains ``m`` (a cancelled one when ``final``: its event stream ends)."""
+
+    def job_id(ctx: Ctx, m: str) -> str:
+        return {**(ctx.cancelled if final else ctx.queued), ABSENT: ABSENT_JOB}[m]
+
+    def build(ctx: Ctx, m: str) -> Req:
+        return Req(operation.split(" ", 1)[0], f"/v1/jobs/{job_id(ctx, m)}{suffix}")
+
+    return Row("rest", operation, JOBS, JOB, ok, build, ok_code=ok_code, subject=job_id)
 
 
 def _infer(version: str) -> RestCall:
@@ -281,6 +347,31 @@ TABLE: list[Row] = [
     ),
     Row("rest", "GET /v1/usage", ANY_KEY, NONE, OK, _get("/v1/usage")),
     Row("rest", "GET /v1/audit", ADMIN, NONE, OK, _get("/v1/audit")),
+    # -- datasets: a key's model patterns match dataset names ----------------------------------
+    Row("rest", "GET /v1/datasets", DS_READ, NONE, OK, _get("/v1/datasets")),
+    Row("rest", "GET /v1/datasets/{dataset}", DS_READ, DATASET, OK, _get("/v1/datasets/{m}")),
+    Row(
+        "rest",
+        "GET /v1/datasets/{dataset}/versions/{version}",
+        DS_READ,
+        DATASET,
+        OK,
+        _get("/v1/datasets/{m}/versions/1"),
+    ),
+    # the same archive again: 200 with the existing version (nothing changes)
+    Row("rest", "POST /v1/datasets/{dataset}", DS_WRITE, PUSH, OK, _push_dataset, gone="/v1/datasets/{m}"),
+    # -- training jobs: seen through the model they train --------------------------------------
+    Row("rest", "POST /v1/jobs", JOBS, PUSH, frozenset({202}), _submit),
+    Row("rest", "GET /v1/jobs", JOBS, NONE, OK, _get("/v1/jobs")),
+    _job_row("GET /v1/jobs/{job_id}", ""),
+    _job_row("GET /v1/jobs/{job_id}/log", "/log"),
+    _job_row("GET /v1/jobs/{job_id}/events", "/events", final=True),  # the whole history, then the end
+    _job_row("POST /v1/jobs/{job_id}/cancel", "/cancel"),
+    # a job that never ran has no plots: an allowed caller learns that (404 not_found), a
+    # hidden one only that there is no such job (404 job_not_found)
+    _job_row(
+        "GET /v1/jobs/{job_id}/plots/{plot}.png", "/plots/confusion.png", ok=frozenset({404}), ok_code="not_found"
+    ),
     # -- Open Inference Protocol over REST ---------------------------------------------------
     Row("oip", "GET /v2", PUBLIC, NONE, OK, _get("/v2")),
     Row("oip", "GET /v2/health/live", PUBLIC, NONE, OK, _get("/v2/health/live")),
@@ -461,7 +552,15 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
             _push_model(http, admin, name, v2)
         md = http.get(f"/v2/models/{TARGET}", headers=admin).json()
         image_input = next(i["name"] for i in md["inputs"] if i["datatype"] == "BYTES")
-        ctx = Ctx(server, http, solid((200, 30, 30)), v2, image_input)
+        ctx = Ctx(server, http, solid((200, 30, 30)), v2, image_input, _dataset_zip())
+        for name in (TARGET, OTHER):  # a dataset named like each model, and jobs training it
+            r = http.post(f"/v1/datasets/{name}", content=ctx.dataset_zip, headers=admin)
+            assert r.status_code == 201, r.text
+            for jobs in (ctx.queued, ctx.cancelled):
+                r = http.post("/v1/jobs", json={"dataset": name, "model": name, "config": {"epochs": 1}}, headers=admin)
+                assert r.status_code == 202, r.text
+                jobs[name] = r.json()["id"]
+            assert http.post(f"/v1/jobs/{ctx.cancelled[name]}/cancel", headers=admin).json()["state"] == "cancelled"
 
         # an expiring key first: it must work before it expires, and stop at request time after
         expires = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
@@ -585,24 +684,26 @@ def _check_http(m: Matrix, row: Row) -> list[str]:
 
     if row.scopes is None:  # public: answered with no key, and a bad key changes nothing
         for label in ("none", "malformed"):
-            expect(label, _send(m, row, TARGET, m.keys.bad[label]), row.ok)
+            expect(label, _send(m, row, TARGET, m.keys.bad[label]), row.ok, row.ok_code)
         return problems
     for label, (code, _words) in BAD_CREDENTIALS.items():
         expect(label, _send(m, row, TARGET, m.keys.bad[label]), 401, code)
     if row.scopes:
         expect("without", _send(m, row, TARGET, m.keys.without[row.scopes]), 403, "insufficient_scope")
     for scope in sorted(row.scopes or ALL):  # ANY_KEY: a key with any one scope will do
-        expect(f"only {scope}", _send(m, row, TARGET, m.keys.only[scope]), row.ok)
-    if row.touches == MODEL:
+        expect(f"only {scope}", _send(m, row, TARGET, m.keys.only[scope]), row.ok, row.ok_code)
+    if row.touches in HIDDEN:
+        code = HIDDEN[row.touches]
+        subject = row.subject or _same
         hidden = _send(m, row, TARGET, m.keys.limited)
         absent = _send(m, row, ABSENT, m.ctx.server.headers["authorization"])
-        expect("limited to another model", hidden, 404, "model_not_found")
-        expect("admin naming an absent model", absent, 404, "model_not_found")
+        expect(f"limited to another model ({row.touches} hidden)", hidden, 404, code)
+        expect(f"admin naming an absent {row.touches}", absent, 404, code)
         if hidden.status_code == absent.status_code == 404:
-            seen = json.loads(hidden.text.replace(repr(TARGET), repr(ABSENT)))
+            seen = json.loads(hidden.text.replace(repr(subject(m.ctx, TARGET)), repr(subject(m.ctx, ABSENT))))
             if _without_request_id(seen) != _without_request_id(absent.json()):
-                problems.append(f"hidden model answers {hidden.text!r}, an absent one {absent.text!r}")
-        expect("limited to this model", _send(m, row, OTHER, m.keys.limited), row.ok)
+                problems.append(f"hidden {row.touches} answers {hidden.text!r}, an absent one {absent.text!r}")
+        expect("limited to this model", _send(m, row, OTHER, m.keys.limited), row.ok, row.ok_code)
     elif row.touches == PUSH:
         hidden = _send(m, row, TARGET, m.keys.limited)
         new = _send(m, row, ABSENT, m.keys.limited)
@@ -610,10 +711,10 @@ def _check_http(m: Matrix, row: Row) -> list[str]:
         expect("push of a new model outside them", new, 403, "model_forbidden")
         if _without_request_id(hidden.json()) != _without_request_id(new.json()):
             problems.append(f"a push to an existing model answers {hidden.text!r}, to a new one {new.text!r}")
-        expect("push within the key's models", _send(m, row, OTHER, m.keys.limited), row.ok)
-        gone = m.ctx.http.get(f"/v1/models/{ABSENT}", headers=m.ctx.server.headers)
+        expect("push within the key's models", _send(m, row, OTHER, m.keys.limited), row.ok, row.ok_code)
+        gone = m.ctx.http.get(row.gone.format(m=ABSENT), headers=m.ctx.server.headers)
         if gone.status_code != 404:
-            problems.append(f"a refused push created {ABSENT!r}: {gone.status_code}")
+            problems.append(f"a refused push created {row.gone.format(m=ABSENT)!r}: {gone.status_code}")
     return problems
 
 
@@ -656,8 +757,10 @@ def _check_grpc(m: Matrix, row: Row) -> list[str]:
 
 
 def _row_id(row: Row) -> str:
+    """The operation, and the request builder's name where one operation has several rows."""
     name = getattr(row.rest, "__name__", "<lambda>")
-    return f"{row.surface}:{row.operation}" + ("" if name == "<lambda>" else f":{name.strip('_')}")
+    several = sum(r.surface == row.surface and r.operation == row.operation for r in TABLE) > 1
+    return f"{row.surface}:{row.operation}" + (f":{name.strip('_')}" if several and name != "<lambda>" else "")
 
 
 @pytest.mark.parametrize("row", TABLE, ids=_row_id)
@@ -693,3 +796,16 @@ def test_pattern_key_predicts_on_its_model_only(matrix: Matrix) -> None:
     hidden = http.post(f"/v1/models/{TARGET}:predict", content=matrix.ctx.png, headers=headers)
     assert hidden.status_code == 404
     assert hidden.json()["detail"] == f"no model named {TARGET!r}"
+
+
+def test_listings_show_a_limited_key_only_its_datasets_and_jobs(matrix: Matrix) -> None:
+    http, ctx = matrix.ctx.http, matrix.ctx
+    limited = {"authorization": matrix.keys.limited}
+    assert [d["name"] for d in http.get("/v1/datasets", headers=limited).json()["datasets"]] == [OTHER]
+    seen = http.get("/v1/jobs", headers=limited).json()["jobs"]
+    assert {j["model"] for j in seen} == {OTHER}
+    assert {ctx.queued[OTHER], ctx.cancelled[OTHER]} <= {j["id"] for j in seen}
+    admin = ctx.server.headers
+    assert sorted(d["name"] for d in http.get("/v1/datasets", headers=admin).json()["datasets"]) == [TARGET, OTHER]
+    everyone = http.get("/v1/jobs", headers=admin).json()["jobs"]
+    assert {*ctx.queued.values(), *ctx.cancelled.values()} <= {j["id"] for j in everyone}

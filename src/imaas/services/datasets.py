@@ -37,7 +37,7 @@ from imaas.settings import DatasetSettings
 from imaas.training.archive import ArchiveLimits, read_archive
 from imaas.training.bundle import Bundle, read_bundle, write_bundle
 from imaas.training.dataset import CleaningReport, LabelledImage, collect
-from imaas.training.split import channel_stats, stratified_split
+from imaas.training.split import channel_stats, check_fractions, stratified_split
 
 MIB = 1024 * 1024
 UPLOAD_PREFIX = "upload-"
@@ -126,6 +126,19 @@ class DatasetService:
             max_ratio=st.max_ratio,
         )
 
+    def check_push(self, name: str, principal: Principal, split: SplitSpec) -> None:
+        """What refuses an upload before a byte of it is read: the name, the key's right to
+        it, the split (``push`` checks it again; the HTTP edge calls it before spooling)."""
+        check_name(name)
+        if not principal.sees(name):
+            raise ModelForbidden(f"this API key may only use the names {', '.join(principal.models or ())}")
+        check_fractions(split.fractions)
+        if not (split.fractions[1] > 0 and split.fractions[2] > 0):
+            raise InvalidField(
+                "split: the validation and test fractions must be above 0 (training picks its best epoch on the "
+                "validation images and reports its accuracy on the test images)"
+            )
+
     def push(
         self,
         name: str,
@@ -138,23 +151,28 @@ class DatasetService:
         """Clean, split and store an uploaded archive as a version of ``name``; returns the
         version, whether it is new (the same images, labels and split again are not), and
         this upload's cleaning report."""
-        check_name(name)
-        if not (split.fractions[1] > 0 and split.fractions[2] > 0):
-            raise InvalidField(
-                "split: the validation and test fractions must be above 0 (training picks its best epoch on the "
-                "validation images and reports its accuracy on the test images)"
-            )
-        if not principal.sees(name):
-            raise ModelForbidden(f"this API key may only use the names {', '.join(principal.models or ())}")
+        self.check_push(name, principal, split)
         upload = self.artifacts.stage(stream, self.settings.max_upload_mib * MIB)
         try:
-            images, report = collect(
-                read_archive(upload.path, self.limits()),
-                min_side=self.settings.min_side,
-                blank_std=self.settings.blank_std,
-            )
+            return self.push_file(name, upload.path, principal=principal, split=split, description=description)
         finally:
             self.artifacts.discard(upload)
+
+    def push_file(
+        self,
+        name: str,
+        archive: Path,
+        *,
+        principal: Principal,
+        split: SplitSpec = SplitSpec(),
+        description: str = "",
+    ) -> tuple[DatasetVersion, bool, dict[str, Any]]:
+        """``push`` of an archive already in a private local file (the HTTP edge spooled it,
+        bounded by the body limit), read in place."""
+        self.check_push(name, principal, split)
+        images, report = collect(
+            read_archive(archive, self.limits()), min_side=self.settings.min_side, blank_std=self.settings.blank_std
+        )
         splits = stratified_split(
             [img.label for img in images], [img.sha256 for img in images], split.fractions, split.seed
         )

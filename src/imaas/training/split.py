@@ -44,7 +44,7 @@ def stratified_split(
 
         stratified_split(["cat"] * 10 + ["dog"] * 10, [f"{i:02}" for i in range(20)])
     """
-    _check_fractions(fractions)
+    check_fractions(fractions)
     if len(labels) != len(keys):
         raise InvalidField(f"keys: {len(keys)} keys for {len(labels)} labels; give one key per item", field="keys")
     if seed < 0:
@@ -64,7 +64,9 @@ def stratified_split(
     return out
 
 
-def _check_fractions(fractions: tuple[float, float, float]) -> None:
+def check_fractions(fractions: tuple[float, float, float]) -> None:
+    """``InvalidField`` naming ``split`` unless these are three finite fractions >= 0 summing
+    to 1 with a train fraction above 0."""
     if len(fractions) != 3:
         raise InvalidField(f"split: give 3 fractions (train, validation, test), got {len(fractions)}", field="split")
     if not all(math.isfinite(f) and f >= 0 for f in fractions):

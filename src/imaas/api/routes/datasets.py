@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -131,15 +132,15 @@ async def push_dataset(
     cannot be trained on (the report says what and why), split it by class with ``seed``,
     compute the train split's channel statistics and store it as a new immutable version.
     The same images, labels and split again answer 200 with the existing version."""
-    fractions = parse_split(split)
+    spec = SplitSpec(parse_split(split), seed)
+    svc.datasets.check_push(dataset, p, spec)  # refuse before reading a byte of the body
     staging = svc.datasets.upload_dir
     await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
     path = await _spool(request, str(staging))
     try:
-        with open(path, "rb") as f:  # noqa: ASYNC230 (the body is already on disk; the service reads it on a thread)
-            version, created, report = await asyncio.to_thread(
-                svc.datasets.push, dataset, f, principal=p, split=SplitSpec(fractions, seed), description=description
-            )
+        version, created, report = await asyncio.to_thread(
+            svc.datasets.push_file, dataset, FilePath(path), principal=p, split=spec, description=description
+        )
     finally:
         await asyncio.to_thread(os.unlink, path)
     if created:

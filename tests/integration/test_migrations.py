@@ -8,6 +8,7 @@ column, index, constraint or default changed on one side only shows up as a diff
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -255,3 +256,37 @@ def test_concurrent_upgrades_of_a_fresh_database_all_succeed(registry_url: str) 
             assert conn.execute(text("SELECT count(*) FROM registry_state")).scalar() == 1
     finally:
         registry.close()
+
+
+def test_0004_gives_the_new_scopes_to_keys_that_held_every_scope_and_only_to_them(registry_url: str) -> None:
+    migrate(registry_url, "0003")
+    engine = make_engine(registry_url)
+    old = ["infer", "models:read", "models:write", "keys:admin", "usage:read"]
+    with engine.begin() as conn:
+        for key_id, scopes in (("admin", old), ("reader", ["models:read"]), ("most", old[:-1])):
+            conn.execute(
+                text(
+                    "INSERT INTO api_keys (id, name, secret_hash, scopes, limits, created_at, seq) "
+                    "VALUES (:id, :id, :h, :scopes, '{}', :at, 0)"
+                ),
+                {"id": key_id, "h": "0" * 64, "scopes": json.dumps(scopes), "at": AT},
+            )
+    engine.dispose()
+    migrate(registry_url, "head")
+
+    def scopes() -> dict[str, list[str]]:
+        engine = make_engine(registry_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(text("SELECT id, scopes FROM api_keys")).all()
+        finally:
+            engine.dispose()
+        return {k: sorted(json.loads(s) if isinstance(s, str) else s) for k, s in rows}
+
+    assert scopes() == {
+        "admin": sorted([*old, "jobs", "datasets:read", "datasets:write"]),
+        "reader": ["models:read"],
+        "most": sorted(old[:-1]),
+    }
+    migrate(registry_url, "0003", down=True)  # and back: every key has exactly its 0003 scopes again
+    assert scopes() == {"admin": sorted(old), "reader": ["models:read"], "most": sorted(old[:-1])}

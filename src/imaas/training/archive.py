@@ -19,6 +19,8 @@ Example::
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import lzma
 import re
 import stat
@@ -31,13 +33,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO, cast
 
 from imaas.errors import ArchiveTooLarge, InvalidArchive
 
 MiB = 1 << 20
 GiB = 1 << 30
 CHUNK = 256 * 1024  # bytes read per step while extracting; a limit is overshot by at most this
+# tarfile reads a GNU long name or a pax header whole, in one read of the size it declares: a
+# few hundred compressed bytes can declare gigabytes. Real ones are a few hundred bytes.
+MAX_TAR_READ = 1 * MiB
+# what one central-directory entry of a zip may take (46 bytes and a name, extra field and
+# comment): a directory larger than max_members of these is refused before it is parsed
+MAX_ZIP_ENTRY_BYTES = 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # what zipfile, tarfile and their codecs raise for corrupt or truncated input
 _CORRUPT = (
@@ -213,7 +221,41 @@ def _check_unique(name: str, seen: set[str]) -> None:
     seen.add(name)
 
 
+def _zip_directory(path: Path) -> tuple[int, int]:
+    """(entries, bytes) of a zip's central directory as its end record declares them (zip64
+    included), read from the file's tail before ``zipfile`` parses the whole directory."""
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        end = f.tell()
+        tail_start = max(0, end - (22 + 65535 + 20 + 56))
+        f.seek(tail_start)
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise InvalidArchive("not a zip archive: it has no end of central directory record")
+    entries, directory = struct.unpack("<HI", tail[at + 10 : at + 16])
+    locator = at - 20
+    if (entries == 0xFFFF or directory == 0xFFFFFFFF) and locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
+        (offset,) = struct.unpack("<Q", tail[locator + 8 : locator + 16])
+        with path.open("rb") as f:
+            f.seek(offset)
+            record = f.read(56)
+        if record[:4] != b"PK\x06\x06" or len(record) < 56:
+            raise InvalidArchive("the zip64 end of central directory record is missing or damaged")
+        entries, directory = struct.unpack("<QQ", record[32:48])
+    return entries, directory
+
+
 def _read_zip(path: Path, size: int, limits: ArchiveLimits) -> Iterator[Member]:
+    with _corrupt_as_invalid("cannot read the zip directory"):
+        entries, directory = _zip_directory(path)
+    _check_members(entries, limits)
+    if directory > limits.max_members * MAX_ZIP_ENTRY_BYTES:
+        raise ArchiveTooLarge(
+            f"the zip's central directory is {directory} bytes, more than max_members ({limits.max_members}) "
+            "entries take",
+            limit="max_members",
+        )
     with _corrupt_as_invalid("cannot read the zip directory"):
         zf = zipfile.ZipFile(path)
     with zf:
@@ -253,20 +295,76 @@ def _vet_zip(zf: zipfile.ZipFile, size: int, limits: ArchiveLimits) -> list[tupl
     return files
 
 
+class _BoundedReads:
+    """A tar's (decompressed) byte stream that refuses any single read over ``MAX_TAR_READ``
+    (a header declaring a huge long name or pax record) and stops once more than
+    ``max_total_bytes`` and a header allowance have been read, so the memory and work a tar
+    costs are bounded by the limits whatever its headers say."""
+
+    def __init__(self, raw: BinaryIO, limits: ArchiveLimits) -> None:
+        self.raw = raw
+        self.allowed = limits.max_total_bytes + limits.max_members * 2 * tarfile.BLOCKSIZE
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0 or n > MAX_TAR_READ:
+            raise ArchiveTooLarge(
+                f"a tar header declares a record of {n} bytes (a long name or pax header over {MAX_TAR_READ})",
+                limit="max_header_bytes",
+            )
+        data = self.raw.read(n)
+        self.count += len(data)
+        if self.count > self.allowed:
+            raise ArchiveTooLarge(
+                f"the archive unpacks past max_total_bytes ({self.allowed} bytes with headers)", limit="max_total_bytes"
+            )
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
+def _decompressed(path: Path) -> BinaryIO:
+    """The tar inside ``path``: gzip, bzip2 and xz are undone here (not by tarfile, so every
+    byte passes ``_BoundedReads``)."""
+    with path.open("rb") as f:
+        head = f.read(6)
+    if head.startswith(b"\x1f\x8b"):
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    if head.startswith(b"BZh"):
+        return cast(BinaryIO, bz2.open(path, "rb"))
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return cast(BinaryIO, lzma.open(path, "rb"))
+    return path.open("rb")
+
+
 def _read_tar(path: Path, size: int, limits: ArchiveLimits) -> Iterator[Member]:
     with _corrupt_as_invalid("not a zip or tar archive"):
-        tf = tarfile.open(path, mode="r:*")  # noqa: SIM115 (closed by the with below, outside the translation)
-    with tf:
-        files = _vet_tar(tf, size, limits)
-        budget = _Budget(limits, size)
-        for info, name in files:
-            with _corrupt_as_invalid(f"cannot read tar member {name!r}"):
-                f = tf.extractfile(info)
-                if f is None:  # a regular file always has data; be explicit rather than assert
-                    raise InvalidArchive(f"archive entry {info.name!r} has no data", entry=info.name)
-                with f:
-                    data = budget.read(name, f, None)
-            yield Member(name, data)
+        raw = _decompressed(path)
+    try:
+        with _corrupt_as_invalid("not a zip or tar archive"):
+            bounded = cast(IO[bytes], _BoundedReads(raw, limits))
+            tf = tarfile.open(fileobj=bounded, mode="r:")  # noqa: SIM115 (closed by the with below)
+        with tf:
+            yield from _tar_members(tf, size, limits)
+    finally:
+        raw.close()
+
+
+def _tar_members(tf: tarfile.TarFile, size: int, limits: ArchiveLimits) -> Iterator[Member]:
+    files = _vet_tar(tf, size, limits)
+    budget = _Budget(limits, size)
+    for info, name in files:
+        with _corrupt_as_invalid(f"cannot read tar member {name!r}"):
+            f = tf.extractfile(info)
+            if f is None:  # a regular file always has data; be explicit rather than assert
+                raise InvalidArchive(f"archive entry {info.name!r} has no data", entry=info.name)
+            with f:
+                data = budget.read(name, f, None)
+        yield Member(name, data)
 
 
 def _vet_tar(tf: tarfile.TarFile, size: int, limits: ArchiveLimits) -> list[tuple[tarfile.TarInfo, str]]:

@@ -251,3 +251,59 @@ def test_only_our_errors_escape_from_random_corruption(tmp_path: Path) -> None:
             path.write_bytes(bytes(broken))
             with contextlib.suppress(ImaasError):  # InvalidArchive or ArchiveTooLarge; anything else fails
                 list(read_archive(path))
+
+
+def _long_name_header(declared: int) -> bytes:
+    """A GNU long-name header (type L) declaring ``declared`` bytes of name, then that many
+    zero bytes: tarfile reads such a name whole, in one read of the declared size."""
+    info = tarfile.TarInfo("././@LongLink")
+    info.type = tarfile.GNUTYPE_LONGNAME
+    info.size = declared
+    return info.tobuf(format=tarfile.GNU_FORMAT)
+
+
+@pytest.mark.parametrize("opener", ["gzip", "bz2"])
+def test_a_long_name_header_declaring_gigabytes_is_refused_before_it_is_read(tmp_path: Path, opener: str) -> None:
+    import bz2
+    import gzip
+    import tracemalloc
+
+    declared = 64 * 1024 * 1024  # 64 MiB of "name": a few hundred bytes compressed
+    path = tmp_path / "bomb.tar"
+    compress = gzip.open if opener == "gzip" else bz2.open
+    with compress(path, "wb") as f:  # type: ignore[operator]
+        f.write(_long_name_header(declared))
+        zeros = b"\0" * (1 << 20)
+        for _ in range(declared // len(zeros)):
+            f.write(zeros)
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArchiveTooLarge) as err:
+            list(read_archive(path, ArchiveLimits(max_total_bytes=1 << 30, max_ratio=1e9)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert err.value.extra["limit"] == "max_header_bytes"
+    assert peak < 8 * 1024 * 1024  # the declared 64 MiB were never allocated
+
+
+def test_a_zip_directory_larger_than_max_members_entries_take_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = _zip(tmp_path / "many.zip", [(f"c/{i:05d}.png", b"x") for i in range(300)], zipfile.ZIP_STORED)
+    with pytest.raises(ArchiveTooLarge) as err:
+        list(read_archive(path, ArchiveLimits(max_members=299)))
+    assert err.value.extra["limit"] == "max_members"
+    assert len(list(read_archive(path, ArchiveLimits(max_members=300)))) == 300
+
+
+def test_a_zip_end_record_that_understates_its_entries_is_still_bounded_by_the_directory_size(
+    tmp_path: Path,
+) -> None:
+    path = _zip(tmp_path / "lies.zip", [(f"c/{i:05d}.png", b"x") for i in range(300)], zipfile.ZIP_STORED)
+    data = bytearray(path.read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 8 : end + 12] = (1).to_bytes(2, "little") * 2  # "1 entry" on this disk and in all
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArchiveTooLarge) as err:  # 300 entries' directory is more than 2 entries take
+        list(read_archive(path, ArchiveLimits(max_members=2)))
+    assert err.value.extra["limit"] == "max_members"

@@ -236,6 +236,9 @@ class JobSettings(BaseModel):
         1, ge=1, description="torch threads of a training job (1 of 2 cores leaves serving the other)"
     )
     work_dir: Path | None = Field(None, description="checkpoints and job files; default home/jobs")
+    max_memory_mib: int = Field(
+        8192, ge=256, description="jobs whose estimated memory (dataset decoded, weights, a batch) is more are refused"
+    )
 
     @model_validator(mode="after")
     def _stale_after_beats(self) -> JobSettings:

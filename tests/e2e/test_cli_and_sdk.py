@@ -151,7 +151,7 @@ def test_sdk_typed_results_and_errors(zoo_server: RunningServer, cat_file: Path,
         assert result.results[0].predictions[0].index in range(281, 286)
         both = c.predict("efficientnet-lite0", [cat_file, photos["coffee"]], top_k=1)
         assert len(both.results) == 2
-        assert [m.name for m in c.list_models().models] == ["efficientnet-lite0", "mobilenet-v2"]
+        assert [m.name for m in c.list_models().models] == ["efficientnet-lite0", "mnist-cnn", "mobilenet-v2"]
         assert c.get_model("mobilenet-v2").versions[0].manifest.labels == "imagenet-1k"
         with pytest.raises(ModelNotFound):
             c.predict("nope", cat_file)

@@ -90,8 +90,8 @@ def test_concurrent_requests_all_succeed(zoo_server: RunningServer, photos: dict
 
 def test_catalog(zoo_server: RunningServer) -> None:
     listed = httpx.get(f"{zoo_server.url}/v1/models", headers=zoo_server.headers).json()["models"]
-    assert [m["name"] for m in listed] == ["efficientnet-lite0", "mobilenet-v2"]
-    assert listed[1]["aliases"] == {"production": 1}
+    assert [m["name"] for m in listed] == ["efficientnet-lite0", "mnist-cnn", "mobilenet-v2"]
+    assert listed[2]["aliases"] == {"production": 1}
     detail = httpx.get(f"{zoo_server.url}/v1/models/mobilenet-v2", headers=zoo_server.headers).json()
     v = detail["versions"][0]
     assert v["manifest"]["input"]["size"] == [224, 224]

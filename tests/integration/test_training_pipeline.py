@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from imaas.domain import JobState, Principal
-from imaas.errors import ModelNotFound
+from imaas.errors import InvalidField, ModelNotFound
 from imaas.jobs.process import build_worker
 from imaas.services.container import Services, build_services
 from imaas.settings import Settings
@@ -91,6 +91,15 @@ def test_a_trained_version_is_registered_with_lineage_and_served_as_training_saw
     assert top["score"] == pytest.approx(float(expected[best]), abs=1e-4)
 
 
+def test_what_cannot_fit_is_refused_at_submit_naming_the_field(services: Services) -> None:
+    ds = push(services, "refused", pattern_dataset_zip(classes=2, per_class=10))
+    with pytest.raises(InvalidField, match=r"^input_size: seed-cnn needs images of at least 18x18"):
+        services.training.submit(CALLER, ds.ref, "m", {"input_size": [8, 8]})
+    with pytest.raises(InvalidField, match=r"^config: this job would need about [0-9,]+ MiB"):
+        services.training.submit(CALLER, ds.ref, "m", {"input_size": [1024, 1024], "batch_size": 4096})
+    assert services.training.list_jobs(CALLER) == []
+
+
 def test_rgb_64px_images_size_the_seed_cnn_for_them(services: Services) -> None:
     ds = push(services, "rgb", pattern_dataset_zip(classes=2, per_class=10, size=(64, 64), mode="RGB"))
     assert ds.summary["input"] == {"size": [64, 64], "channels": 3, "color": "RGB"}
@@ -102,11 +111,14 @@ def test_rgb_64px_images_size_the_seed_cnn_for_them(services: Services) -> None:
 
 def test_a_job_that_fails_leaves_no_version_and_says_why(services: Services) -> None:
     ds = push(services, "small", pattern_dataset_zip(classes=2, per_class=10))
-    # valid as a configuration, but no seed CNN fits 8x8 inputs: the job fails while building it
-    done = run_job(services, ds.ref, "never-made", {"epochs": 1, "input_size": [8, 8]})
+    job = services.training.submit(CALLER, ds.ref, "never-made", {"epochs": 1})
+    # the store loses the dataset's archive between the submit and the run
+    services.artifacts.path(ds.sha256).write_bytes(b"rotten")  # type: ignore[attr-defined]
+    worker = build_worker(services, name="test-worker")
+    done = worker.run(services.training.jobs.claim_job(job.id, worker.name))
     assert done.state is JobState.FAILED
     assert done.error is not None
-    assert "input_size" in done.error
+    assert done.error.startswith("artifact_corrupt")
     with pytest.raises(ModelNotFound):
         services.models.get_model("never-made")
     states = [e.data.get("state") for e in services.training.jobs.events(done.id) if e.kind == "state"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -101,10 +102,15 @@ def load_data(bundle: Bundle, manifest: Manifest, limits: DecodeLimits) -> Train
     return TrainData(xt, yt, xv, yv, xs, ys, classes, mean, std)
 
 
-def _normalised(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+def normalised_batches(
+    x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...], batch: int = 64
+) -> Iterator[np.ndarray]:
+    """``(x / 255 - mean) / std`` as float32, ``batch`` images at a time (what the served
+    manifest computes), so the whole split is never held as floats."""
     m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
     s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-    return ((x.astype(np.float32) / 255 - m) / s).astype(np.float32)
+    for start in range(0, len(x), batch):
+        yield ((x[start : start + batch].astype(np.float32) / 255 - m) / s).astype(np.float32)
 
 
 class TrainingJob:
@@ -154,7 +160,7 @@ class TrainingJob:
         test = evaluate(logits, data.y_test, data.classes)
         onnx_path = context.work_dir / "model.onnx"
         export_onnx(result.model, onnx_path, channels=data.channels, size=data.size)
-        diff = parity(result.model, onnx_path, _normalised(data.x_test, data.mean, data.std))
+        diff = parity(result.model, onnx_path, normalised_batches(data.x_test, data.mean, data.std), context.threads)
         context.log(f"test accuracy {test['accuracy']:.4f}; ONNX parity max abs diff {diff:.2e} on the test split")
         plots = {
             "confusion": self._store(confusion_png(test["confusion"], data.classes)),

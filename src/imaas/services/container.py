@@ -212,7 +212,7 @@ def build_services(settings: Settings) -> Services:
         usage=usage,
         audit=audit,
         datasets=datasets,
-        training=TrainingService(SqlJobs(registry), datasets, artifacts),
+        training=TrainingService(SqlJobs(registry), datasets, artifacts, settings.jobs.max_memory_mib),
         close_registry=registry.close,
     )
 

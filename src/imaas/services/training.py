@@ -2,7 +2,8 @@
 
 A job trains one model from one dataset version. Submitting checks everything a worker
 would otherwise fail on later: the configuration (``InvalidField`` naming the field), the
-dataset version (resolved now, so the job trains exactly the version the caller saw), and
+dataset version (resolved now, so the job trains exactly the version the caller saw), that
+the network fits the images and the job's estimated memory fits ``jobs.max_memory_mib``, and
 the caller's right to the target model (``jobs`` scope; a key limited to some models
 may train only models it may push, ``ModelForbidden`` otherwise). A key limited to some
 models sees only the jobs that train one of them (others are ``JobNotFound``).
@@ -25,6 +26,8 @@ from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.jobs import SqlJobs
 from imaas.services.access import check_new_model
 from imaas.services.datasets import DatasetService
+from imaas.training.architectures import model_input_size
+from imaas.training.budget import check_budget
 from imaas.training.config import parse_train_config
 
 JOB_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -39,10 +42,13 @@ def new_job_id() -> str:
 class TrainingService:
     """Jobs as callers see them (synchronous: the edges run it on a thread)."""
 
-    def __init__(self, jobs: SqlJobs, datasets: DatasetService, artifacts: ArtifactStore) -> None:
+    def __init__(
+        self, jobs: SqlJobs, datasets: DatasetService, artifacts: ArtifactStore, max_memory_mib: int = 8192
+    ) -> None:
         self.jobs = jobs
         self.datasets = datasets
         self.artifacts = artifacts
+        self.max_memory_mib = max_memory_mib
 
     def submit(
         self, principal: Principal, dataset: str, model: str, config: dict[str, Any], description: str = ""
@@ -52,6 +58,16 @@ class TrainingService:
         check_name(model)
         check_new_model(principal, model)
         version = self.datasets.get(principal, dataset)
+        summary = version.summary
+        channels = 3 if parsed.arch == "mobilenet-v2-transfer" else int(summary["input"]["channels"])
+        check_budget(
+            parsed,
+            images=int(summary["images"]),
+            channels=channels,
+            size=model_input_size(parsed, (int(summary["input"]["size"][0]), int(summary["input"]["size"][1]))),
+            classes=len(summary["classes"]),
+            max_mib=self.max_memory_mib,
+        )
         for _ in range(5):
             try:
                 return self.jobs.create(

@@ -61,6 +61,12 @@ class JobContext(Protocol):
         """Whether a cancel was asked (the job should raise ``JobCancelled`` soon)."""
         ...
 
+    def confirm(self) -> None:
+        """Ask the queue now (not at the next heartbeat) whether the job is still this
+        worker's and not cancelled, and raise ``JobCancelled`` if not: what a job calls right
+        before an effect that must happen once (registering its version)."""
+        ...
+
 
 JobFunction = Callable[[Job, JobContext], dict[str, Any]]
 

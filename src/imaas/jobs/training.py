@@ -140,8 +140,7 @@ class TrainingJob:
             f"decoded to {data.channels}x{data.size[0]}x{data.size[1]}: "
             f"train {len(data.y_train)}, validation {len(data.y_val)}, test {len(data.y_test)}"
         )
-        if context.cancelled():
-            raise JobCancelled
+        context.confirm()
         try:
             result = train(
                 data,
@@ -187,6 +186,7 @@ class TrainingJob:
             "lineage": {"dataset": version.ref, "dataset_sha256": version.sha256, "job": job.id},
         }
         parent = self._production(job.model)
+        context.confirm()  # still this worker's job, and not cancelled: register it once
         with onnx_path.open("rb") as f:
             registered, created = self.models.push(
                 job.model,

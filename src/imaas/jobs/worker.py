@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -65,6 +67,7 @@ class LiveContext:
         self.cancel_asked = threading.Event()
         self.lost = threading.Event()
         self.stopping = stopping or threading.Event()
+        self.beat_now: Callable[[], None] = lambda: None  # the worker's synchronous beat
 
     @property
     def job(self) -> Job:
@@ -101,6 +104,12 @@ class LiveContext:
         """Whether the job should stop: a cancel reached this worker, the job is no longer its
         own, or the worker is shutting down (then the job goes back to the queue)."""
         return self.cancel_asked.is_set() or self.lost.is_set() or self.stopping.is_set()
+
+    def confirm(self) -> None:
+        """A beat now; ``JobCancelled`` when the job was taken over, cancelled or is stopping."""
+        self.beat_now()
+        if self.cancelled():
+            raise JobCancelled
 
     def give_back(self, progress: dict[str, Any] | None, events: list[Reported]) -> None:
         """Put back what a failed beat could not write, ahead of what came since."""
@@ -172,8 +181,11 @@ class Worker:
         work_dir = self.work_root / job.id
         work_dir.mkdir(parents=True, exist_ok=True)
         context = LiveContext(job, work_dir, self.settings.threads, self.on_progress, self.stopping)
+        context.beat_now = lambda: self._flush(context)
         if job.attempts > 1:
-            context.log(f"attempt {job.attempts}: resuming from the last checkpoint where there is one")
+            found = any(work_dir.iterdir())
+            how = "resuming from its last checkpoint" if found else "no checkpoint on this worker, starting afresh"
+            context.log(f"attempt {job.attempts}: {how}")
         done = threading.Event()
         beater = threading.Thread(target=self._beat_until, args=(context, done), name=f"beat-{job.id}", daemon=True)
         beater.start()
@@ -195,17 +207,35 @@ class Worker:
         if context.lost.is_set():
             log.warning("job %s was taken over by another worker; dropping this run's outcome", job.id)
             return self.jobs.get(job.id)
-        self._flush(context)
-        if state is JobState.CANCELLED and self.stopping.is_set() and not context.cancel_asked.is_set():
+        return self._settle(job, context, state, result, error)
+
+    def _settle(
+        self, job: Job, context: LiveContext, state: JobState, result: dict[str, Any] | None, error: str | None
+    ) -> Job:
+        """Write the job's last events and its end, retrying while the database is away (for
+        up to ``stale_s``: after that another worker takes the job up anyway)."""
+        deadline = time.monotonic() + self.settings.stale_s
+        delay = 0.5
+        while True:
             try:
-                why = f"worker {self.name} stopped; the job resumes from its checkpoint"
-                return self.jobs.release(job.id, self.name, why)
+                self._flush(context)
+                if context.lost.is_set():
+                    return self.jobs.get(job.id)
+                if state is JobState.CANCELLED and self.stopping.is_set() and not context.cancel_asked.is_set():
+                    why = f"worker {self.name} stopped; the job resumes from its checkpoint"
+                    return self.jobs.release(job.id, self.name, why)
+                outcome = self.jobs.finish(job.id, self.name, state, result=result, error=error)
+                shutil.rmtree(context.work_dir, ignore_errors=True)  # its checkpoints are of no more use
+                return outcome
             except Conflict:
                 return self.jobs.get(job.id)
-        try:
-            return self.jobs.finish(job.id, self.name, state, result=result, error=error)
-        except Conflict:
-            return self.jobs.get(job.id)
+            except ImaasError as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error("job %s: could not record its end (%s); another worker takes it up", job.id, exc.detail)
+                    raise
+                log.warning("job %s: recording its end failed (will retry): %s", job.id, exc.detail)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _flush(self, context: LiveContext) -> None:
         progress, events = context.take()

@@ -160,3 +160,17 @@ def test_cluster_mode_a_worker_elsewhere_trains_from_the_bucket(
     finally:
         asyncio.run(front.close())
         asyncio.run(back.close())
+
+
+def test_a_nul_in_a_description_is_a_422_on_postgresql_too(tmp_path: Path, postgres_url: str) -> None:
+    svc = build_services(Settings(home=tmp_path / "home", database_url=postgres_url))
+    try:
+        archive = pattern_dataset_zip(classes=2, per_class=10)
+        with pytest.raises(InvalidField, match=r"^description: must not contain NUL"):
+            svc.datasets.push("nul", io.BytesIO(archive), principal=CALLER, description="a\x00b")
+        ds = push(svc, "nul", archive)
+        with pytest.raises(InvalidField, match=r"^description: must not contain NUL"):
+            svc.training.submit(CALLER, ds.ref, "m", {"epochs": 1}, description="a\x00b")
+        assert svc.training.list_jobs(CALLER) == []
+    finally:
+        asyncio.run(svc.close())

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 
 from imaas.domain import DatasetVersion
 from imaas.errors import DatasetNotFound
+from imaas.registry.fields import check_description
 from imaas.registry.queries import aware
 from imaas.registry.sql import SqlRegistry
 from imaas.registry.tables import DatasetRow, DatasetVersionRow, utcnow
@@ -70,7 +71,9 @@ class SqlDatasets:
         description: str = "",
     ) -> tuple[DatasetVersion, bool]:
         """Register a version (creating the dataset on its first); the same archive again
-        returns the existing version and False."""
+        returns the existing version and False. ``InvalidField`` for a description that is
+        too long or holds a NUL character (PostgreSQL cannot store one)."""
+        check_description(description)
 
         def work(s: Any, _state: Any) -> tuple[DatasetVersion, bool]:
             ds = s.scalars(select(DatasetRow).where(DatasetRow.name == name)).first()

@@ -25,6 +25,7 @@ from sqlalchemy import or_, select
 
 from imaas.domain import Job, JobEvent, JobState
 from imaas.errors import Conflict, JobNotFound
+from imaas.registry.fields import check_description
 from imaas.registry.queries import aware
 from imaas.registry.sql import SqlRegistry
 from imaas.registry.tables import JobEventRow, JobRow, utcnow
@@ -91,7 +92,9 @@ class SqlJobs:
         created_by: str | None = None,
         description: str = "",
     ) -> Job:
-        """Queue a new job; ``Conflict`` when the id is taken (the caller draws another)."""
+        """Queue a new job; ``Conflict`` when the id is taken (the caller draws another),
+        ``InvalidField`` for a description too long or holding a NUL character."""
+        check_description(description)
 
         def work(s: Any, _state: Any) -> Job:
             if s.get(JobRow, job_id) is not None:

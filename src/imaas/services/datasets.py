@@ -33,6 +33,7 @@ from imaas.errors import DatasetNotFound, InvalidField, ModelForbidden
 from imaas.registry.artifacts.local import sweep_files
 from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.datasets import DatasetRecord, SqlDatasets
+from imaas.registry.fields import check_description
 from imaas.settings import DatasetSettings
 from imaas.training.archive import ArchiveLimits, read_archive
 from imaas.training.bundle import Bundle, read_bundle, write_bundle
@@ -126,10 +127,12 @@ class DatasetService:
             max_ratio=st.max_ratio,
         )
 
-    def check_push(self, name: str, principal: Principal, split: SplitSpec) -> None:
+    def check_push(self, name: str, principal: Principal, split: SplitSpec, description: str = "") -> None:
         """What refuses an upload before a byte of it is read: the name, the key's right to
-        it, the split (``push`` checks it again; the HTTP edge calls it before spooling)."""
+        it, the split, the description (``push`` checks them again; the HTTP edge calls it
+        before spooling)."""
         check_name(name)
+        check_description(description)
         if not principal.sees(name):
             raise ModelForbidden(f"this API key may only use the names {', '.join(principal.models or ())}")
         check_fractions(split.fractions)
@@ -169,7 +172,7 @@ class DatasetService:
     ) -> tuple[DatasetVersion, bool, dict[str, Any]]:
         """``push`` of an archive already in a private local file (the HTTP edge spooled it,
         bounded by the body limit), read in place."""
-        self.check_push(name, principal, split)
+        self.check_push(name, principal, split, description)
         images, report = collect(
             read_archive(archive, self.limits()), min_side=self.settings.min_side, blank_std=self.settings.blank_std
         )

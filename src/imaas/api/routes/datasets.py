@@ -133,7 +133,7 @@ async def push_dataset(
     compute the train split's channel statistics and store it as a new immutable version.
     The same images, labels and split again answer 200 with the existing version."""
     spec = SplitSpec(parse_split(split), seed)
-    svc.datasets.check_push(dataset, p, spec)  # refuse before reading a byte of the body
+    svc.datasets.check_push(dataset, p, spec, description)  # refuse before reading a byte of the body
     staging = svc.datasets.upload_dir
     await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
     path = await _spool(request, str(staging))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,22 @@ def test_a_nul_in_a_description_is_a_422_on_postgresql_too(tmp_path: Path, postg
         assert svc.training.list_jobs(CALLER) == []
     finally:
         asyncio.run(svc.close())
+
+
+def test_a_large_photo_in_a_small_image_dataset_trains_rather_than_failing_the_job(services: Services) -> None:
+    """Serving refuses a PNG hundreds of times larger than the model reads (a cheap request
+    made costly); a dataset the upload accepted is decoded by its job whatever the ratio."""
+    ys, xs = np.mgrid[0:2100, 0:2100]
+    big = io.BytesIO()
+    Image.fromarray(((xs + ys) % 256).astype(np.uint8), mode="L").save(big, format="PNG")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "a") as z:
+        with zipfile.ZipFile(io.BytesIO(pattern_dataset_zip(classes=2, per_class=10, size=(32, 32)))) as base:
+            for info in base.infolist():
+                z.writestr(info.filename, base.read(info))
+        z.writestr("patterns/class-0/big.png", big.getvalue())
+    ds = push(services, "mixed", archive.getvalue())
+    assert ds.summary["input"]["size"] == [32, 32]
+    assert ds.summary["images"] == 21
+    done = run_job(services, ds.ref, "mixed-cnn", {"epochs": 1})
+    assert done.state is JobState.SUCCEEDED, done.error

@@ -19,7 +19,7 @@ import threading
 from imaas.jobs.runner import LocalRunner
 from imaas.jobs.training import TrainingJob
 from imaas.jobs.worker import Worker
-from imaas.services.container import Services, build_services, decode_limits
+from imaas.services.container import Services, build_services, training_decode_limits
 from imaas.settings import Settings
 
 WORKER_NICE = 10
@@ -28,7 +28,7 @@ WORKER_NICE = 10
 def build_worker(services: Services, *, name: str | None = None) -> Worker:
     """A worker over ``services``' registry that runs ``train`` jobs in this process."""
     settings = services.settings
-    train = TrainingJob(services.datasets, services.models, services.artifacts, decode_limits(settings))
+    train = TrainingJob(services.datasets, services.models, services.artifacts, training_decode_limits(settings))
     return Worker(
         services.training.jobs,
         LocalRunner({"train": train}),

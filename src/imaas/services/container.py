@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,6 +163,16 @@ def decode_limits(settings: Settings) -> DecodeLimits:
     )
 
 
+def training_decode_limits(settings: Settings) -> DecodeLimits:
+    """The limits a training job decodes its dataset with: the upload already vetted every
+    image (pixels and sides), so the serving guards against costly requests (a request's
+    pixel budget, refusing large PNGs for small models, the minimum side) do not apply; a
+    dataset version a job may train on is one the upload accepted."""
+    return dataclasses.replace(
+        decode_limits(settings), min_side=1, max_downscale=float("inf"), max_request_pixels=2**62
+    )
+
+
 def build_services(settings: Settings) -> Services:
     """Open the registry (migrating it unless ``registry.migrate_on_start`` is off) and the
     artifact store, and wire the services; starts no threads but pools (``start`` does)."""
@@ -195,7 +206,9 @@ def build_services(settings: Settings) -> Services:
         settings.home / "usage-pending",
     )
     audit = AuditService(SqlAudit(registry))
-    datasets = DatasetService(SqlDatasets(registry), artifacts, settings.datasets, settings.home / "uploads")
+    datasets = DatasetService(
+        SqlDatasets(registry), artifacts, settings.datasets, settings.home / "uploads", settings.images.max_pixels
+    )
     return Services(
         settings=settings,
         registry=registry,

@@ -104,8 +104,14 @@ class DatasetService:
     """Uploads, lists and opens datasets (synchronous: the edges run it on a thread)."""
 
     def __init__(
-        self, datasets: SqlDatasets, artifacts: ArtifactStore, settings: DatasetSettings, upload_dir: Path
+        self,
+        datasets: SqlDatasets,
+        artifacts: ArtifactStore,
+        settings: DatasetSettings,
+        upload_dir: Path,
+        max_pixels: int = 50_000_000,
     ) -> None:
+        self.max_pixels = max_pixels  # the server's image limit (images.max_pixels) holds for datasets too
         self.datasets = datasets
         self.artifacts = artifacts
         self.settings = settings
@@ -174,7 +180,10 @@ class DatasetService:
         bounded by the body limit), read in place."""
         self.check_push(name, principal, split, description)
         images, report = collect(
-            read_archive(archive, self.limits()), min_side=self.settings.min_side, blank_std=self.settings.blank_std
+            read_archive(archive, self.limits()),
+            min_side=self.settings.min_side,
+            blank_std=self.settings.blank_std,
+            max_pixels=self.max_pixels,
         )
         splits = stratified_split(
             [img.label for img in images], [img.sha256 for img in images], split.fractions, split.seed

@@ -221,6 +221,9 @@ class DatasetSettings(BaseModel):
     max_ratio: float = Field(100.0, gt=1, description="unpacked/packed size above which an archive is a zip bomb")
     min_side: int = Field(8, ge=1, description="images with a shorter side are dropped as tiny")
     blank_std: float = Field(2.0, ge=0, description="images whose grey-level std is below this are dropped as blank")
+    max_concurrent_uploads: int = Field(
+        2, ge=1, description="uploads a server receives and cleans at once; more are answered 429 with Retry-After"
+    )
 
 
 class JobSettings(BaseModel):

@@ -217,7 +217,7 @@ def test_sigterm_gives_the_running_job_back_to_the_queue_and_the_worker_exits_cl
         JobState.QUEUED,
         None,
         None,
-        1,
+        0,  # given back, not lost: it does not count against max_attempts
     )
     assert released.finished_at is None
     assert released.error is None

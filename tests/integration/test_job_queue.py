@@ -216,7 +216,7 @@ def test_a_released_job_is_queued_again_and_claimable_at_once(jobs: SqlJobs) -> 
     last = jobs.events("job_a")[-1]
     assert (last.kind, last.data) == ("state", {"state": "queued", "reason": "worker host:111 stopped"})
     again = claim(jobs, "host:222")  # no staleness needed: it is queued
-    assert (again.id, again.worker, again.attempts) == ("job_a", "host:222", 2)
+    assert (again.id, again.worker, again.attempts) == ("job_a", "host:222", 1)  # a release is not a death
 
 
 def test_events_are_numbered_per_job_without_gaps(jobs: SqlJobs) -> None:

@@ -212,10 +212,9 @@ def test_a_stopping_worker_gives_its_job_back_and_another_worker_finishes_it(job
     second = make_worker(jobs, tmp_path, {"train": resume}, name="w2")
     done = second.run_once()
     assert done is not None
-    assert (done.state, done.worker, done.attempts, done.result) == (JobState.SUCCEEDED, "w2", 2, {"resumed": True})
-    assert attempts == [2]
-    logs = [e.data["message"] for e in jobs.events("job_a") if e.kind == "log"]
-    assert any(m.startswith("attempt 2") for m in logs)
+    # a job given back is not a job whose worker died: it does not count against max_attempts
+    assert (done.state, done.worker, done.attempts, done.result) == (JobState.SUCCEEDED, "w2", 1, {"resumed": True})
+    assert attempts == [1]
 
 
 def test_heartbeats_write_progress_while_the_job_runs(jobs: SqlJobs, tmp_path: Path) -> None:

@@ -47,7 +47,10 @@ def worker(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop.set())
-    err_console.print(f"imaas worker: running jobs of {settings.db_url} (torch threads {settings.jobs.threads})")
+    from sqlalchemy import make_url
+
+    where = make_url(settings.db_url).render_as_string(hide_password=True)
+    err_console.print(f"imaas worker: running jobs of {where} (torch threads {settings.jobs.threads})", markup=False)
     try:
         run_worker(settings, stop)
     except ImaasError as exc:

@@ -261,6 +261,7 @@ class SqlJobs:
                 raise Conflict(f"job {job_id} is no longer run by {worker} (state {row.state}, worker {row.worker})")
             row.worker = None
             row.heartbeat_at = None
+            row.attempts -= 1  # given back, not lost: only workers that died count against max_attempts
             _set_state(s, row, JobState.QUEUED, reason=reason)
             s.flush()
             return to_job(row)

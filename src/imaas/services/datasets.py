@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import io
 import tempfile
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from imaas.domain import DatasetVersion, Principal, check_name
-from imaas.errors import DatasetNotFound, InvalidField, ModelForbidden
+from imaas.errors import DatasetNotFound, InvalidField, ModelForbidden, Overloaded
 from imaas.registry.artifacts.local import sweep_files
 from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.datasets import DatasetRecord, SqlDatasets
@@ -112,10 +115,26 @@ class DatasetService:
         max_pixels: int = 50_000_000,
     ) -> None:
         self.max_pixels = max_pixels  # the server's image limit (images.max_pixels) holds for datasets too
+        # cleaning decodes every image and holds the kept ones: a few at a time, the rest wait outside
+        self._uploads = threading.BoundedSemaphore(settings.max_concurrent_uploads)
         self.datasets = datasets
         self.artifacts = artifacts
         self.settings = settings
         self.upload_dir = upload_dir  # where the HTTP edge spools an upload as it arrives
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """One of ``datasets.max_concurrent_uploads`` places for an upload while it is spooled
+        and cleaned; ``Overloaded`` (429, ``Retry-After``) when they are all taken."""
+        if not self._uploads.acquire(blocking=False):
+            raise Overloaded(
+                f"{self.settings.max_concurrent_uploads} dataset uploads are being received or cleaned; retry later",
+                retry_after=5.0,
+            )
+        try:
+            yield
+        finally:
+            self._uploads.release()
 
     def sweep_uploads(self, older_than_s: float) -> int:
         """Remove spooled uploads a killed process left behind (younger ones may be arriving)."""
@@ -201,7 +220,8 @@ class DatasetService:
         principal: Principal,
         description: str,
     ) -> tuple[DatasetVersion, bool]:
-        with tempfile.TemporaryFile() as buffer:
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self.upload_dir) as buffer:  # under IMAAS_HOME, not a RAM-backed /tmp
             write_bundle(images, splits, summary, buffer)
             buffer.seek(0)
             staged = self.artifacts.stage(buffer)

@@ -29,6 +29,7 @@ from imaas.errors import (
     InvalidField,
     InvalidRequest,
     ModelForbidden,
+    Overloaded,
     PayloadTooLarge,
 )
 from imaas.registry.datasets import DatasetRecord
@@ -113,7 +114,7 @@ async def _spool(request: Request, directory: str) -> str:
         200: {"model": DatasetPushResult, "description": "the same images, labels and split were already a version"},
         **problem_responses(
             InvalidRequest, InvalidArchive, ArchiveTooLarge, PayloadTooLarge, InvalidDataset, InvalidField,
-            ModelForbidden,
+            ModelForbidden, Overloaded,
         ),
     },
 )
@@ -135,14 +136,15 @@ async def push_dataset(
     spec = SplitSpec(parse_split(split), seed)
     svc.datasets.check_push(dataset, p, spec, description)  # refuse before reading a byte of the body
     staging = svc.datasets.upload_dir
-    await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
-    path = await _spool(request, str(staging))
-    try:
-        version, created, report = await asyncio.to_thread(
-            svc.datasets.push_file, dataset, FilePath(path), principal=p, split=spec, description=description
-        )
-    finally:
-        await asyncio.to_thread(os.unlink, path)
+    with svc.datasets.admission():  # 429 when enough uploads are being received or cleaned already
+        await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
+        path = await _spool(request, str(staging))
+        try:
+            version, created, report = await asyncio.to_thread(
+                svc.datasets.push_file, dataset, FilePath(path), principal=p, split=spec, description=description
+            )
+        finally:
+            await asyncio.to_thread(os.unlink, path)
     if created:
         await svc.audit.record(p, "dataset.push", version.ref, sha256=version.sha256)
     body = DatasetPushResult(**version_info(version).model_dump(), created=created)

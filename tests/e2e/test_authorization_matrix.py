@@ -164,7 +164,7 @@ def _predict_json(ctx: Ctx, m: str) -> Req:
     return Req("POST", f"/v1/models/{m}:predict", {"json": body})
 
 
-def _noise_png(seed: int, size: int = 16) -> bytes:
+def _noise_png(seed: int, size: int = 20) -> bytes:
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from imaas.cli.main import app
@@ -278,8 +279,11 @@ def test_samples_writes_real_photos(tmp_path: Path) -> None:
     r = runner.invoke(app, ["samples", str(tmp_path / "photos")])
     assert r.exit_code == 0, r.output
     written = sorted(p.name for p in (tmp_path / "photos").iterdir())
-    assert written == ["astronaut.jpg", "cat.jpg", "coffee.jpg", "rocket.jpg"]
+    digits = [f"digit-{d}.png" for d in range(10)]
+    assert written == sorted(["astronaut.jpg", "cat.jpg", "coffee.jpg", "rocket.jpg", *digits])
     assert (tmp_path / "photos" / "cat.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+    digit = Image.open(tmp_path / "photos" / "digit-7.png")
+    assert (digit.mode, digit.size) == ("L", (112, 112))
 
 
 def test_bench_peers_use_the_same_load(zoo_server: RunningServer) -> None:

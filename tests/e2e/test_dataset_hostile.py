@@ -42,7 +42,7 @@ ABSENT_JOB = "job_000000000000"
 # -- archives made here ---------------------------------------------------------------------------
 
 
-def noise_png(seed: int, size: int = 16) -> bytes:
+def noise_png(seed: int, size: int = 20) -> bytes:
     """A PNG of random pixels: never blank, never a duplicate of another seed's."""
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()

@@ -146,13 +146,15 @@ def test_catalog_pages(zoo_server: RunningServer) -> None:
         first = http.get("/v1/models", params={"limit": 1}).json()
         assert ([m["name"] for m in first["models"]], first["next"]) == (["efficientnet-lite0"], "efficientnet-lite0")
         second = http.get("/v1/models", params={"limit": 1, "after": first["next"]}).json()
-        assert ([m["name"] for m in second["models"]], second["next"]) == (["mobilenet-v2"], None)
+        assert ([m["name"] for m in second["models"]], second["next"]) == (["mnist-cnn"], "mnist-cnn")
+        third = http.get("/v1/models", params={"limit": 1, "after": second["next"]}).json()
+        assert ([m["name"] for m in third["models"]], third["next"]) == (["mobilenet-v2"], None)
         assert http.get("/v1/models").json()["next"] is None
         bad = http.get("/v1/models", params={"limit": 0})
     assert bad.status_code == 400
     assert bad.json()["code"] == "invalid_request"
     with Client(zoo_server.url, api_key=zoo_server.key) as c:
-        page = c.list_models(limit=1, after="efficientnet-lite0")
+        page = c.list_models(limit=1, after="mnist-cnn")
     assert [m.name for m in page.models] == ["mobilenet-v2"]
 
 
@@ -160,7 +162,7 @@ def test_health_and_openapi(zoo_server: RunningServer) -> None:
     assert httpx.get(f"{zoo_server.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{zoo_server.url}/readyz", headers=zoo_server.headers).json()
     assert ready["status"] == "ready"
-    assert ready["loaded"] == ["efficientnet-lite0@1", "mobilenet-v2@1"]
+    assert ready["loaded"] == ["efficientnet-lite0@1", "mnist-cnn@1", "mobilenet-v2@1"]
     spec = httpx.get(f"{zoo_server.url}/openapi.json").json()
     predict = spec["paths"]["/v1/models/{name}:predict"]["post"]
     assert "image/jpeg" in predict["requestBody"]["content"]

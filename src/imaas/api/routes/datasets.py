@@ -42,7 +42,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 DatasetName = Annotated[
     str, Path(description="dataset name", json_schema_extra={"pattern": NAME_RE.pattern}, examples=["digits"])
 ]
-SPLIT_PATTERN = r"^[0-9.]{1,8},[0-9.]{1,8},[0-9.]{1,8}$"
+SPLIT_PATTERN = r"^[0-9.]+,[0-9.]+,[0-9.]+$"
 CHUNK = 1024 * 1024
 
 
@@ -122,7 +122,10 @@ async def push_dataset(
     dataset: DatasetName,
     request: Request,
     split: Annotated[
-        str, Query(description="train,validation,test fractions", json_schema_extra={"pattern": SPLIT_PATTERN})
+        str,
+        Query(
+            description="train,validation,test fractions", max_length=40, json_schema_extra={"pattern": SPLIT_PATTERN}
+        ),
     ] = "0.8,0.1,0.1",
     seed: Annotated[int, Query(ge=0, le=2**31 - 1, description="seed of the stratified split")] = 0,
     description: Annotated[str, Query(max_length=1000)] = "",

@@ -30,6 +30,16 @@ router = APIRouter(prefix="/v1/jobs", tags=["training jobs"])
 JOB_ID_PATTERN = r"^job_[a-z0-9]{12}$"
 JobId = Annotated[str, Path(description="the job's id", json_schema_extra={"pattern": JOB_ID_PATTERN})]
 POLL_S = 0.5
+# one event of the stream (its fields as the SSE format carries them): ``data`` is a JobEventInfo as JSON
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["state", "progress", "epoch", "log"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+    "required": ["event", "id", "data"],
+}
 PING_S = 15
 
 
@@ -148,7 +158,7 @@ async def job_log(job_id: JobId, svc: Services = Depends(services), p: Principal
     "/{job_id}/events",
     summary="Follow a job (Server-Sent Events)",
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "the event stream"},
+        200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}, "description": "the event stream"},
         **problem_responses(JobNotFound),
     },
 )
@@ -195,7 +205,13 @@ async def job_events(
 )
 async def job_plot(
     job_id: JobId,
-    plot: Annotated[str, Path(description="confusion or curves", json_schema_extra={"enum": ["confusion", "curves"]})],
+    plot: Annotated[
+        str,
+        Path(
+            description="confusion or curves",
+            json_schema_extra={"enum": ["confusion", "curves"], "pattern": "^(confusion|curves)$"},
+        ),
+    ],
     svc: Services = Depends(services),
     p: Principal = Depends(JOBS),
 ) -> FileResponse:

@@ -125,6 +125,8 @@ def serve(
     and is stopped with the server.
     """
     _require_extras("serve", "serve")
+    if with_worker:
+        _require_extras("serve --worker", "zoo")  # the worker trains with torch: say so now, not in its log
     import logging
 
     import uvicorn
@@ -165,12 +167,12 @@ def serve(
         app = create_app(settings)  # refuses unsafe settings (no authentication off loopback)
     except ImaasError as exc:
         raise _fail(exc) from None
-    child = worker.start_worker(settings.home) if with_worker else None
+    child = worker.WorkerChild(settings.home) if with_worker else None
     try:
         _serve(uvicorn, app, settings, access_log, log_level)
     finally:
         if child is not None:
-            worker.stop_worker(child)
+            child.stop()
 
 
 def _serve(uvicorn: Any, app: Any, settings: Any, access_log: bool, log_level: str) -> None:

@@ -57,20 +57,67 @@ def worker(
         raise fail(exc) from None
 
 
-def start_worker(home: Path) -> subprocess.Popen[bytes]:
-    """``imaas worker`` on the registry of ``home``, as a child process."""
-    env = {**os.environ, "IMAAS_HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-m", "imaas.cli.main", "worker"], env=env)
-
-
-def stop_worker(child: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (its running job goes back to the queue), then SIGKILL after ``STOP_GRACE_S``."""
-    child.terminate()
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the server that started it dies (Linux), so a
+    killed server leaves no orphan worker behind."""
     try:
-        child.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class WorkerChild:
+    """The training worker ``imaas serve --worker`` runs beside the server: started with the
+    server, started again (after ``RESTART_S``, at most ``MAX_RESTARTS`` times) when it exits
+    on its own, and stopped with the server."""
+
+    RESTART_S = 5.0
+    MAX_RESTARTS = 5
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self.process = self._spawn()
+        self._watcher = threading.Thread(target=self._watch, name="worker-child", daemon=True)
+        self._watcher.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "IMAAS_HOME": str(self.home)}
+        return subprocess.Popen(
+            [sys.executable, "-m", "imaas.cli.main", "worker"], env=env, preexec_fn=_die_with_parent
+        )
+
+    def _watch(self) -> None:
+        while True:
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            if self.restarts >= self.MAX_RESTARTS:
+                err_console.print(
+                    f"error: the training worker exited with code {code} {self.restarts + 1} times; not restarting it "
+                    "(jobs stay queued: run `imaas worker` and read its output)",
+                    markup=False,
+                )
+                return
+            err_console.print(f"warning: the training worker exited with code {code}; restarting it", markup=False)
+            if self._stopping.wait(self.RESTART_S):
+                return
+            self.restarts += 1
+            self.process = self._spawn()
+
+    def stop(self) -> None:
+        """SIGTERM (its running job goes back to the queue), then SIGKILL after ``STOP_GRACE_S``."""
+        self._stopping.set()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._watcher.join(timeout=STOP_GRACE_S)
 
 
 def register(app: typer.Typer) -> None:

@@ -276,3 +276,21 @@ def test_a_taken_id_is_a_conflict_and_claim_job_takes_only_a_queued_job(jobs: Sq
     with pytest.raises(Conflict):
         jobs.claim_job("job_b", "other")
     assert [j.id for j in jobs.list_jobs(states=[JobState.QUEUED])] == ["job_a"]
+
+
+def test_a_limited_key_lists_its_jobs_however_many_newer_jobs_of_others_there_are(jobs: SqlJobs) -> None:
+    from typing import Any
+
+    from imaas.domain import Principal
+    from imaas.services.training import TrainingService
+
+    for i in range(3):
+        jobs.create(f"job_mine{i:08d}", "train", "team-a-cnn", "ds@1", {})
+    for i in range(450):  # newer than every one of team a's
+        jobs.create(f"job_other{i:07d}", "train", "other-cnn", "ds@1", {})
+    none: Any = None
+    service = TrainingService(jobs, none, none)
+    team_a = Principal("k1", "team a", models=("team-a-*",))
+    listed = service.list_jobs(team_a, limit=10)  # more than 10 x 10 newer jobs of others in front
+    assert sorted(j.id for j in listed) == [f"job_mine{i:08d}" for i in range(3)]
+    assert len(service.list_jobs(Principal("k2", "admin"), limit=100)) == 100

@@ -38,6 +38,7 @@ from imaas.registry.tables import utcnow
 from imaas.settings import JobSettings
 
 log = logging.getLogger(__name__)
+PROGRESS_EVENT_S = 5.0
 
 
 def worker_id() -> str:
@@ -68,6 +69,7 @@ class LiveContext:
         self.lost = threading.Event()
         self.stopping = stopping or threading.Event()
         self.beat_now: Callable[[], None] = lambda: None  # the worker's synchronous beat
+        self._last_progress_event = -PROGRESS_EVENT_S
 
     @property
     def job(self) -> Job:
@@ -119,11 +121,15 @@ class LiveContext:
             self._events = [e for e in events if e[0] != "progress"] + self._events
 
     def take(self) -> tuple[dict[str, Any] | None, list[Reported]]:
-        """The progress and events reported since the last call (the progress also as an event)."""
+        """The progress and events reported since the last call. The newest progress always
+        goes to the job's row; it is also kept as a ``progress`` event at most every
+        ``PROGRESS_EVENT_S`` (epochs have their own events), so a long job's log stays small."""
         with self._lock:
             progress, events = self._progress, self._events
             self._progress, self._events = None, []
-        if progress is not None:
+        now = time.monotonic()
+        if progress is not None and now - self._last_progress_event >= PROGRESS_EVENT_S:
+            self._last_progress_event = now
             events = [*events, ("progress", progress, utcnow())]
         return progress, events
 

@@ -131,10 +131,10 @@ class SqlJobs:
                 raise JobNotFound(f"no job with id {job_id!r}")
             return to_job(row)
 
-    def list_jobs(self, *, states: Sequence[JobState] | None = None, limit: int = 100) -> list[Job]:
-        """Jobs newest first, optionally only those in ``states``."""
+    def list_jobs(self, *, states: Sequence[JobState] | None = None, limit: int = 100, offset: int = 0) -> list[Job]:
+        """Jobs newest first, optionally only those in ``states``; ``limit`` of them after ``offset``."""
         with self.registry._session() as s:
-            q = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit)
+            q = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit).offset(offset)
             if states:
                 q = q.where(JobRow.state.in_([st.value for st in states]))
             return [to_job(r) for r in s.scalars(q)]

@@ -25,7 +25,8 @@ class DatasetVersionInfo(BaseModel):
     )
     report: dict[str, Any] = Field(
         description="the cleaning report of the upload: files seen, kept, dropped by reason (with names), "
-        "class counts, empty classes, imbalance, labels naming missing files, image sizes"
+        "class counts, empty classes, imbalance, labels naming missing files, image sizes (empty in "
+        "GET /v1/datasets: read the version for it)"
     )
 
 

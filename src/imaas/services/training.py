@@ -91,9 +91,19 @@ class TrainingService:
         return job
 
     def list_jobs(self, principal: Principal, states: list[JobState] | None = None, limit: int = 100) -> list[Job]:
-        """Jobs newest first that the caller sees."""
-        found = self.jobs.list_jobs(states=states, limit=limit if principal.unrestricted else 10 * limit)
-        return [j for j in found if principal.sees(j.model)][:limit]
+        """Jobs newest first that the caller sees (a limited key's are looked for page by page
+        until ``limit`` are found or none are left, however many other jobs are newer)."""
+        if principal.unrestricted:
+            return self.jobs.list_jobs(states=states, limit=limit)
+        found: list[Job] = []
+        offset, page = 0, max(limit, 200)
+        while len(found) < limit:
+            batch = self.jobs.list_jobs(states=states, limit=page, offset=offset)
+            found += [j for j in batch if principal.sees(j.model)]
+            if len(batch) < page:
+                break
+            offset += page
+        return found[:limit]
 
     def cancel(self, principal: Principal, job_id: str) -> Job:
         """Cancel a queued job now, or ask a running one to stop."""

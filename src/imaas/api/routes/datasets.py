@@ -63,12 +63,9 @@ def version_info(v: DatasetVersion) -> DatasetVersionInfo:
 
 
 def _summary(d: DatasetRecord) -> DatasetSummary:
-    return DatasetSummary(
-        name=d.name,
-        created_at=d.created_at,
-        versions=d.versions,
-        latest=version_info(d.latest) if d.latest is not None else None,
-    )
+    # a listing leaves out each version's cleaning report (it may name every dropped file)
+    latest = version_info(d.latest).model_copy(update={"report": {}}) if d.latest is not None else None
+    return DatasetSummary(name=d.name, created_at=d.created_at, versions=d.versions, latest=latest)
 
 
 def parse_split(text: str) -> tuple[float, float, float]:

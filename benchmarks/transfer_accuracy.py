@@ -74,9 +74,8 @@ def textures_zip(path: Path) -> dict[str, int]:
 
 def train(services: Any, dataset: str, model: str, config: dict[str, Any]) -> dict[str, Any]:
     """Run one job to its end in this process; its result and timing."""
-    job = services.training.submit(RUNNER, dataset, model, config)
-    worker = build_worker(services, name=f"bench:{job.id}")
-    done = worker.run(services.training.jobs.claim_job(job.id, worker.name))
+    worker = build_worker(services, name=f"bench:{model}")
+    done = worker.run(services.training.submit(RUNNER, dataset, model, config, claim_for=worker.name))
     if done.state.value != "succeeded":
         raise SystemExit(f"{model}: job {done.state.value}: {done.error}")
     return dict(done.result)

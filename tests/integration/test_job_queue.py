@@ -258,24 +258,22 @@ def test_unknown_job_ids_are_not_found(jobs: SqlJobs) -> None:
         lambda: jobs.finish("job_nosuch", "w1", JobState.FAILED, error="x"),
         lambda: jobs.release("job_nosuch", "w1", "x"),
         lambda: jobs.cancel("job_nosuch", "alice"),
-        lambda: jobs.claim_job("job_nosuch", "w1"),
     ]
     for call in calls:
         with pytest.raises(JobNotFound, match="job_nosuch"):
             call()
 
 
-def test_a_taken_id_is_a_conflict_and_claim_job_takes_only_a_queued_job(jobs: SqlJobs) -> None:
+def test_a_taken_id_is_a_conflict_and_a_job_created_claimed_is_never_another_worker_s(jobs: SqlJobs) -> None:
     create(jobs, "job_a")
     with pytest.raises(Conflict):
         create(jobs, "job_a")
     assert [j.id for j in jobs.list_jobs()] == ["job_a"]
-    create(jobs, "job_b")
-    taken = jobs.claim_job("job_b", "installer")  # not the oldest: the one asked for
+    taken = jobs.create("job_b", "train", "digits", "mnist@1", {}, claim_for="installer")
     assert (taken.id, taken.state, taken.worker, taken.attempts) == ("job_b", JobState.RUNNING, "installer", 1)
-    with pytest.raises(Conflict):
-        jobs.claim_job("job_b", "other")
-    assert [j.id for j in jobs.list_jobs(states=[JobState.QUEUED])] == ["job_a"]
+    assert claim(jobs, "other").id == "job_a"  # the queued one; job_b was never queued for others
+    assert jobs.claim("other", stale_before=fresh(), max_attempts=MAX_ATTEMPTS) is None
+    assert [e.data["state"] for e in jobs.events("job_b")] == ["queued", "running"]
 
 
 def test_a_limited_key_lists_its_jobs_however_many_newer_jobs_of_others_there_are(jobs: SqlJobs) -> None:

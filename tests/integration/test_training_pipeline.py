@@ -36,9 +36,8 @@ def services(tmp_path: Path) -> Iterator[Services]:
 
 
 def run_job(svc: Services, dataset: str, model: str, config: dict[str, Any]) -> Any:
-    job = svc.training.submit(CALLER, dataset, model, config)
     worker = build_worker(svc, name="test-worker")
-    return worker.run(svc.training.jobs.claim_job(job.id, worker.name))
+    return worker.run(svc.training.submit(CALLER, dataset, model, config, claim_for=worker.name))
 
 
 def push(svc: Services, name: str, archive: bytes) -> Any:
@@ -112,11 +111,11 @@ def test_rgb_64px_images_size_the_seed_cnn_for_them(services: Services) -> None:
 
 def test_a_job_that_fails_leaves_no_version_and_says_why(services: Services) -> None:
     ds = push(services, "small", pattern_dataset_zip(classes=2, per_class=10))
-    job = services.training.submit(CALLER, ds.ref, "never-made", {"epochs": 1})
+    worker = build_worker(services, name="test-worker")
+    job = services.training.submit(CALLER, ds.ref, "never-made", {"epochs": 1}, claim_for=worker.name)
     # the store loses the dataset's archive between the submit and the run
     services.artifacts.path(ds.sha256).write_bytes(b"rotten")  # type: ignore[attr-defined]
-    worker = build_worker(services, name="test-worker")
-    done = worker.run(services.training.jobs.claim_job(job.id, worker.name))
+    done = worker.run(job)
     assert done.state is JobState.FAILED
     assert done.error is not None
     assert done.error.startswith("artifact_corrupt")

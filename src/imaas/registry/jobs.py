@@ -91,9 +91,12 @@ class SqlJobs:
         *,
         created_by: str | None = None,
         description: str = "",
+        claim_for: str | None = None,
     ) -> Job:
         """Queue a new job; ``Conflict`` when the id is taken (the caller draws another),
-        ``InvalidField`` for a description too long or holding a NUL character."""
+        ``InvalidField`` for a description too long or holding a NUL character. With
+        ``claim_for`` the job is created already running for that worker, in the same
+        transaction, so no other worker can take it first (``imaas zoo install``)."""
         check_description(description)
 
         def work(s: Any, _state: Any) -> Job:
@@ -118,6 +121,10 @@ class SqlJobs:
             s.add(row)
             s.flush()  # the job row before its first event (no ORM relationship orders them)
             _event(s, row, "state", {"state": JobState.QUEUED.value})
+            if claim_for is not None:
+                row.state, row.worker, row.attempts = JobState.RUNNING.value, claim_for, 1
+                row.heartbeat_at = row.started_at = utcnow()
+                _event(s, row, "state", {"state": JobState.RUNNING.value, "worker": claim_for, "attempt": 1})
             s.flush()
             return to_job(row)
 
@@ -182,24 +189,6 @@ class SqlJobs:
                 _event(s, row, "state", {"state": JobState.RUNNING.value, "worker": worker, "attempt": row.attempts})
                 s.flush()
                 return to_job(row)
-
-        return self.registry._write(work, "claiming a job")
-
-    def claim_job(self, job_id: str, worker: str) -> Job:
-        """Take one particular queued job (``imaas zoo install`` runs the job it queued itself);
-        ``Conflict`` when it is not queued any more."""
-
-        def work(s: Any, _state: Any) -> Job:
-            row = self._row(s, job_id)
-            if row.state != JobState.QUEUED.value:
-                raise Conflict(f"job {job_id} is {row.state}, not queued")
-            row.state = JobState.RUNNING.value
-            row.worker = worker
-            row.attempts += 1
-            row.heartbeat_at = row.started_at = utcnow()
-            _event(s, row, "state", {"state": JobState.RUNNING.value, "worker": worker, "attempt": row.attempts})
-            s.flush()
-            return to_job(row)
 
         return self.registry._write(work, "claiming a job")
 

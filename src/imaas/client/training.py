@@ -33,13 +33,11 @@ from pydantic import ValidationError
 from imaas.client.calls import Call
 from imaas.errors import ImaasError, TransportError
 from imaas.schemas.datasets import DatasetDetail, DatasetList, DatasetPushResult, DatasetVersionInfo
-from imaas.schemas.jobs import JobEventInfo, JobInfo, JobList
+from imaas.schemas.jobs import FINAL_STATES, JobEventInfo, JobInfo, JobList
 from imaas.schemas.training import TrainConfig
 
 ArchiveSource = str | Path | bytes | BinaryIO
 Split = tuple[float, float, float]
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
-PLOTS = ("confusion", "curves")
 UPLOAD_READ_S = 600.0  # the server unpacks, cleans and splits the archive before it answers
 EVENT_GAP_S = 60.0  # the server pings every 15 s: a minute of silence is a dead connection
 MAX_RECONNECTS = 2  # consecutive reconnects that bring no event before giving up

@@ -39,7 +39,7 @@ from imaas.schemas.manifest import Manifest
 from imaas.schemas.training import TrainConfig
 from imaas.services.datasets import DatasetService, parse_ref
 from imaas.services.models import ModelService
-from imaas.training.architectures import model_input_size
+from imaas.training.architectures import IMAGENET_MEAN, IMAGENET_STD, model_input_size
 from imaas.training.bundle import Bundle
 from imaas.training.config import parse_train_config
 from imaas.training.evaluate import evaluate
@@ -47,8 +47,6 @@ from imaas.training.export import export_onnx, parity
 from imaas.training.plots import confusion_png, curves_png
 from imaas.training.trainer import Progress, TrainData, TrainingCancelled, predict, train
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 STAGING = "staging"
 SPLITS = ("train", "validation", "test")
 
@@ -157,6 +155,7 @@ class TrainingJob:
         )
         logits = predict(result.model, data.x_test, mean=data.mean, std=data.std)
         test = evaluate(logits, data.y_test, data.classes)
+        context.confirm()  # a cancel asked while it trained its last epoch ends it here
         onnx_path = context.work_dir / "model.onnx"
         export_onnx(result.model, onnx_path, channels=data.channels, size=data.size)
         diff = parity(result.model, onnx_path, normalised_batches(data.x_test, data.mean, data.std), context.threads)

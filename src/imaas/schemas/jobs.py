@@ -33,6 +33,11 @@ def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
 # hyperparameter is a 422 ``invalid_field`` naming ``config.<field>`` (not a 400 for the body).
 TrainConfigBody = Annotated[dict[str, Any], WithJsonSchema(inline_refs(TrainConfig.model_json_schema()))]
 
+FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+"""The states a job never leaves."""
+PLOTS = ("confusion", "curves")
+"""The PNGs a succeeded job has (``/v1/jobs/{id}/plots/{plot}.png``)."""
+
 JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 DATASET_REF_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}(@[0-9]{1,9})?$"
@@ -48,7 +53,8 @@ class JobCreate(BaseModel):
     )
     model: str = Field(description="the model the trained version is pushed to", pattern=NAME_PATTERN)
     config: TrainConfigBody = Field(
-        default_factory=dict, description="a TrainConfig: every field has a default; only those given are kept"
+        default_factory=dict,
+        description="a TrainConfig: every field has a default (the job stores the whole configuration it ran with)",
     )
     description: str = Field("", max_length=1000)
 
@@ -95,3 +101,29 @@ class JobEventInfo(BaseModel):
     at: datetime
     kind: str
     data: dict[str, Any]
+
+
+def _number(value: Any, spec: str = ".4f") -> str:
+    return format(value, spec) if isinstance(value, int | float) else "-"
+
+
+def describe_event(kind: str, data: dict[str, Any]) -> str | None:
+    """The human line of a job's log for an event (None for ``progress``: it moves a bar, it
+    is not a line). The server's ``/log`` and the CLI's ``jobs watch`` print the same lines.
+
+    Example::
+
+        describe_event("state", {"state": "failed", "reason": "x"})  # 'state failed reason=x'
+    """
+    if kind == "log":
+        return str(data.get("message", ""))
+    if kind == "epoch":
+        return (
+            f"epoch {data.get('epoch')}/{data.get('epochs')}: train loss {_number(data.get('train_loss'))} "
+            f"acc {_number(data.get('train_accuracy'))}, validation loss {_number(data.get('val_loss'))} "
+            f"acc {_number(data.get('val_accuracy'))}, {_number(data.get('images_per_s'), '.0f')} images/s"
+        )
+    if kind == "state":
+        extra = "".join(f" {k}={v}" for k, v in data.items() if k != "state")
+        return f"state {data.get('state')}{extra}"
+    return None

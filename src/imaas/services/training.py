@@ -24,6 +24,7 @@ from imaas.domain import Job, JobEvent, JobState, Principal, check_name
 from imaas.errors import Conflict, JobNotFound, NotFound
 from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.jobs import SqlJobs
+from imaas.schemas.jobs import PLOTS
 from imaas.services.access import check_new_model
 from imaas.services.datasets import DatasetService
 from imaas.training.architectures import model_input_size
@@ -31,7 +32,6 @@ from imaas.training.budget import check_budget
 from imaas.training.config import parse_train_config
 
 JOB_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-PLOTS = ("confusion", "curves")
 
 
 def new_job_id() -> str:

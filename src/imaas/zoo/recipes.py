@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imaas.schemas.manifest import Manifest
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from imaas.training.architectures import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)

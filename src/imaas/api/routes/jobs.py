@@ -22,7 +22,7 @@ from imaas.api.deps import JOBS, Principal, services
 from imaas.api.openapi import problem_responses
 from imaas.domain import Job, JobEvent, JobState
 from imaas.errors import DatasetNotFound, InvalidField, InvalidRequest, JobNotFound, ModelForbidden, NotFound
-from imaas.schemas.jobs import JobCreate, JobEventInfo, JobInfo, JobList, JobStateName
+from imaas.schemas.jobs import JobCreate, JobEventInfo, JobInfo, JobList, JobStateName, describe_event
 from imaas.services.container import Services
 
 router = APIRouter(prefix="/v1/jobs", tags=["training jobs"])
@@ -73,22 +73,9 @@ def event_info(event: JobEvent) -> JobEventInfo:
 
 
 def log_line(event: JobEvent) -> str:
-    """One human line of the job log for an event."""
-    at = event.at.strftime("%Y-%m-%d %H:%M:%S")
-    d = event.data
-    if event.kind == "log":
-        text = str(d.get("message", ""))
-    elif event.kind == "state":
-        text = f"state {d.get('state')}" + "".join(f" {k}={v}" for k, v in d.items() if k != "state")
-    elif event.kind == "epoch":
-        text = (
-            f"epoch {d.get('epoch')}/{d.get('epochs')}: train loss {d.get('train_loss', 0) or 0:.4f} "
-            f"acc {d.get('train_accuracy', 0) or 0:.4f}, validation loss {d.get('val_loss', 0) or 0:.4f} "
-            f"acc {d.get('val_accuracy', 0) or 0:.4f}, {d.get('images_per_s', 0) or 0:.0f} images/s"
-        )
-    else:
-        return ""
-    return f"{at} {text}"
+    """One line of the job log for an event: its time and ``describe_event`` ("" for progress)."""
+    text = describe_event(event.kind, event.data)
+    return "" if text is None else f"{event.at.strftime('%Y-%m-%d %H:%M:%S')} {text}"
 
 
 @router.post(

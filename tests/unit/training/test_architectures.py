@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from importlib.resources import as_file, files
 
 import pytest
@@ -15,14 +14,6 @@ from imaas.training.config import parse_train_config
 
 SEED = parse_train_config({})
 TRANSFER = parse_train_config({"arch": "mobilenet-v2-transfer"})
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_seed_cnn_shapes_for_digits_and_rgb() -> None:

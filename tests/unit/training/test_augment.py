@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,14 +11,6 @@ from imaas.schemas.training import Augment
 from imaas.training.augment import augmenter, color_jitter, flip_enabled, random_resized_crop, rotate, shift
 
 EVERYTHING = Augment(random_resized_crop=True, flip=True, rotation_deg=15, color_jitter=0.3, shift_px=3)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,6 @@ from imaas.errors import InvalidModel
 from imaas.training.architectures import build_model
 from imaas.training.config import parse_train_config
 from imaas.training.export import PARITY_TOLERANCE, export_onnx, parity
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _session(path: Path) -> ort.InferenceSession:

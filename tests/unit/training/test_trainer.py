@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,6 @@ from imaas.training.trainer import (
 )
 
 SIZE = 20  # seed-cnn's smallest input is 18x18
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _patterns(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

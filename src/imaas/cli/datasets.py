@@ -150,7 +150,8 @@ def datasets_push(
             exists=True,
             dir_okay=False,
             readable=True,
-            help="zip or tar (.tar.gz, .tar.bz2, .tar.xz): one folder per class, or images with a labels.csv",
+            help="zip or tar (.tar.gz, .tar.bz2, .tar.xz): one folder per class, or images with a labels.csv "
+            "or labels.json",
         ),
     ],
     split: Annotated[str, typer.Option(help="train,validation,test fractions")] = "0.8,0.1,0.1",

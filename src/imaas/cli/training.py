@@ -201,8 +201,9 @@ def watch_job(c: Client, job_id: str, show: bool) -> tuple[JobInfo, str | None]:
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
         task: TaskID = bar.add_task("waiting for a worker", total=None, step="", metrics="", eta="")
         for event in c.job_events(job_id):
-            if event.kind == "progress":
+            if event.kind in ("progress", "epoch"):  # an epoch's end is progress too (the last one fills the bar)
                 bar.update(task, **progress_fields(event.data))
+            if event.kind == "progress":
                 continue
             line = event_line(event)
             if line:

@@ -239,6 +239,9 @@ class JobSettings(BaseModel):
         1, ge=1, description="torch threads of a training job (1 of 2 cores leaves serving the other)"
     )
     work_dir: Path | None = Field(None, description="checkpoints and job files; default home/jobs")
+    max_streams: int = Field(
+        64, ge=1, description="job event streams (SSE) a server keeps open at once; more are answered 429"
+    )
     max_memory_mib: int = Field(
         8192, ge=256, description="jobs whose estimated memory (dataset decoded, weights, a batch) is more are refused"
     )

@@ -100,3 +100,40 @@ def test_upload_follow_the_stream_and_predict(serve: Any, tmp_path: Path) -> Non
     assert answer.status_code == 200, answer.text
     assert done["result"]["accuracy"] >= 0.8  # stripes 2, 3 and 4 pixels apart are easy to tell apart
     assert answer.json()["results"][0]["predictions"][0]["label"] == "class-2"
+
+
+def test_a_stream_ends_when_its_key_is_revoked(serve: Any, tmp_path: Path) -> None:
+    import threading
+
+    server: RunningServer = serve(Settings(home=tmp_path / "home"))
+    admin = server.headers
+    up = httpx.post(
+        f"{server.url}/v1/datasets/stripes",
+        content=pattern_dataset_zip(classes=2, per_class=10),
+        headers={**admin, "content-type": "application/zip"},
+        timeout=60,
+    )
+    assert up.status_code == 201, up.text
+    job = httpx.post(
+        f"{server.url}/v1/jobs", json={"dataset": "stripes", "model": "m", "config": {"epochs": 1}}, headers=admin
+    ).json()  # no worker runs here: the job stays queued and its stream would never end by itself
+    made = httpx.post(f"{server.url}/v1/keys", json={"name": "watcher", "scopes": ["jobs"]}, headers=admin).json()
+    watcher = {"authorization": f"Bearer {made['secret']}"}
+    opened, ended = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        with httpx.stream(
+            "GET", f"{server.url}/v1/jobs/{job['id']}/events", headers=watcher, timeout=httpx.Timeout(60)
+        ) as r:
+            for line in r.iter_lines():
+                if line.startswith("id:"):
+                    opened.set()
+        ended.set()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    assert opened.wait(30), "the stream sent nothing"
+    assert not ended.is_set()
+    assert httpx.delete(f"{server.url}/v1/keys/{made['key']['id']}", headers=admin).status_code == 200
+    assert ended.wait(30), "the stream went on after its key was revoked"
+    thread.join(5)

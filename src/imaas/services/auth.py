@@ -87,17 +87,33 @@ class Authenticator:
             raise InvalidCredentials("the API key is not valid")
         key, principal = entry
         now = self._clock()
-        if key.revoked_at is not None and key.revoked_at.timestamp() <= now:
-            raise KeyRevoked(f"the API key {key.id} was revoked at {_iso(key.revoked_at)}")
-        if key.expires_at is not None and key.expires_at.timestamp() <= now:
-            raise KeyExpired(f"the API key {key.id} expired at {_iso(key.expires_at)}")
+        refusal = _refusal(key, now)
+        if refusal is not None:
+            raise refusal
         self._last_used[key.id] = now
         return principal
+
+    def still_valid(self, principal: Principal) -> bool:
+        """Whether the key of a caller authenticated earlier still works (neither revoked nor
+        expired since): what a long-lived response (an event stream) asks as it goes on."""
+        if principal.key_id is None:
+            return True  # authentication is off
+        entry = self._entries.get(principal.key_id)
+        return entry is not None and _refusal(entry[0], self._clock()) is None
 
     def take_last_used(self) -> dict[str, datetime]:
         """Keys used since the last call, with when they were last used (for a batched write)."""
         batch, self._last_used = self._last_used, {}
         return {k: datetime.fromtimestamp(t, UTC) for k, t in batch.items()}
+
+
+def _refusal(key: ApiKey, now: float) -> KeyRevoked | KeyExpired | None:
+    """Why ``key`` no longer works at ``now`` (revoked, expired), or None."""
+    if key.revoked_at is not None and key.revoked_at.timestamp() <= now:
+        return KeyRevoked(f"the API key {key.id} was revoked at {_iso(key.revoked_at)}")
+    if key.expires_at is not None and key.expires_at.timestamp() <= now:
+        return KeyExpired(f"the API key {key.id} expired at {_iso(key.expires_at)}")
+    return None
 
 
 def _iso(at: datetime) -> str:

@@ -225,7 +225,9 @@ def build_services(settings: Settings) -> Services:
         usage=usage,
         audit=audit,
         datasets=datasets,
-        training=TrainingService(SqlJobs(registry), datasets, artifacts, settings.jobs.max_memory_mib),
+        training=TrainingService(
+            SqlJobs(registry), datasets, artifacts, settings.jobs.max_memory_mib, settings.jobs.max_streams
+        ),
         close_registry=registry.close,
     )
 

@@ -17,11 +17,13 @@ Example::
 from __future__ import annotations
 
 import secrets
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from imaas.domain import Job, JobEvent, JobState, Principal, check_name
-from imaas.errors import Conflict, JobNotFound, NotFound
+from imaas.errors import Conflict, JobNotFound, NotFound, Overloaded
 from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.jobs import SqlJobs
 from imaas.schemas.jobs import PLOTS
@@ -43,12 +45,34 @@ class TrainingService:
     """Jobs as callers see them (synchronous: the edges run it on a thread)."""
 
     def __init__(
-        self, jobs: SqlJobs, datasets: DatasetService, artifacts: ArtifactStore, max_memory_mib: int = 8192
+        self,
+        jobs: SqlJobs,
+        datasets: DatasetService,
+        artifacts: ArtifactStore,
+        max_memory_mib: int = 8192,
+        max_streams: int = 64,
     ) -> None:
         self.jobs = jobs
         self.datasets = datasets
         self.artifacts = artifacts
         self.max_memory_mib = max_memory_mib
+        # each open event stream polls the database: a bounded number of them at once
+        self._streams = threading.BoundedSemaphore(max_streams)
+        self.max_streams = max_streams
+
+    def open_stream(self) -> Callable[[], None]:
+        """A place for one event stream, and the function that gives it back (safe to call
+        twice); ``Overloaded`` (429) when ``jobs.max_streams`` are open."""
+        if not self._streams.acquire(blocking=False):
+            raise Overloaded(f"{self.max_streams} job event streams are open on this server; retry later")
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                self._streams.release()
+
+        return release
 
     def submit(
         self,

@@ -1,4 +1,5 @@
-"""At most ``datasets.max_concurrent_uploads`` uploads are received and cleaned at once."""
+"""Bounded places: at most ``datasets.max_concurrent_uploads`` uploads and ``jobs.max_streams``
+event streams at once."""
 
 from __future__ import annotations
 
@@ -21,3 +22,20 @@ def test_past_the_limit_an_upload_is_told_to_come_back_and_a_freed_place_is_reus
         assert refused.value.retry_after == 5.0
     with service.admission(), service.admission():  # both places came back
         pass
+
+
+def test_job_event_streams_are_bounded_and_a_place_comes_back_once() -> None:
+    from imaas.services.training import TrainingService
+
+    none: Any = None
+    service = TrainingService(none, none, none, max_streams=2)
+    first, second = service.open_stream(), service.open_stream()
+    with pytest.raises(Overloaded):
+        service.open_stream()
+    first()
+    first()  # a second release of the same place gives nothing more back
+    third = service.open_stream()
+    with pytest.raises(Overloaded):
+        service.open_stream()
+    second()
+    third()

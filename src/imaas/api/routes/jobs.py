@@ -17,11 +17,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import FileResponse, PlainTextResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
 
 from imaas.api.deps import JOBS, Principal, services
 from imaas.api.openapi import problem_responses
 from imaas.domain import Job, JobEvent, JobState
-from imaas.errors import DatasetNotFound, InvalidField, InvalidRequest, JobNotFound, ModelForbidden, NotFound
+from imaas.errors import (
+    DatasetNotFound,
+    InvalidField,
+    InvalidRequest,
+    JobNotFound,
+    ModelForbidden,
+    NotFound,
+    Overloaded,
+)
 from imaas.schemas.jobs import JobCreate, JobEventInfo, JobInfo, JobList, JobStateName, describe_event
 from imaas.services.container import Services
 
@@ -146,7 +155,7 @@ async def job_log(job_id: JobId, svc: Services = Depends(services), p: Principal
     summary="Follow a job (Server-Sent Events)",
     responses={
         200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}, "description": "the event stream"},
-        **problem_responses(JobNotFound),
+        **problem_responses(JobNotFound, Overloaded),
     },
 )
 async def job_events(
@@ -163,10 +172,18 @@ async def job_events(
     if last_event_id is not None:
         after = int(last_event_id) if last_event_id.isascii() and last_event_id.isdigit() else after
     await asyncio.to_thread(svc.training.get, p, job_id)  # 404 before the stream starts
+    release = svc.training.open_stream()  # 429 past jobs.max_streams
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
+        try:
+            async for event in follow():
+                yield event
+        finally:
+            release()
+
+    async def follow() -> AsyncIterator[ServerSentEvent]:
         cursor = after
-        while True:
+        while svc.auth.still_valid(p):  # a key revoked or expired while it watches ends the stream
             events = await asyncio.to_thread(svc.training.events, p, job_id, cursor)
             for e in events:
                 cursor = e.seq
@@ -181,7 +198,7 @@ async def job_events(
                     continue
                 await asyncio.sleep(POLL_S)
 
-    return EventSourceResponse(stream(), ping=PING_S)
+    return EventSourceResponse(stream(), ping=PING_S, background=BackgroundTask(release))
 
 
 @router.get(

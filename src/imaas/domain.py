@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from imaas.errors import InvalidRequest
+from imaas.schemas.jobs import FINAL_STATES
 from imaas.schemas.manifest import Manifest
 
 # Matched with ``fullmatch``: ``$`` alone would let a trailing newline through. The patterns
@@ -378,7 +379,7 @@ class JobState(StrEnum):
     @property
     def final(self) -> bool:
         """Whether the job is over (nothing changes it any more)."""
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        return self.value in FINAL_STATES
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from imaas.cli.terminal import (
 )
 from imaas.cli.times import shown
 from imaas.errors import DatasetNotFound
-from imaas.schemas.datasets import DatasetVersionInfo
+from imaas.schemas.datasets import DatasetVersionInfo, split_fractions, split_ref
 
 if TYPE_CHECKING:
     from imaas.client import Client
@@ -52,8 +52,8 @@ NAMES_PER_REASON = 3  # dropped files named per reason after a push (`datasets r
 
 def _dataset_ref(text: str) -> tuple[str, int | None]:
     """``NAME`` or ``NAME@VERSION``; a VERSION that is not a number is a usage error."""
-    name, at, version = text.partition("@")
-    if not at:
+    name, version = split_ref(text)
+    if version is None:
         return name, None
     if not version.isascii() or not version.isdigit():
         raise typer.BadParameter(f"{text!r}: the version after @ is a number (digits@2)", param_hint="NAME[@VERSION]")
@@ -63,10 +63,9 @@ def _dataset_ref(text: str) -> tuple[str, int | None]:
 def _split(text: str) -> tuple[float, float, float]:
     """``0.8,0.1,0.1`` as three numbers (whether they make a split is the server's to say)."""
     try:
-        a, b, c = (float(part) for part in text.split(","))
+        return split_fractions(text)
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not three fractions such as 0.8,0.1,0.1", param_hint="--split") from None
-    return a, b, c
 
 
 # -- rendering datasets ----------------------------------------------------------------------------

@@ -57,3 +57,16 @@ class DatasetDetail(BaseModel):
 
     name: str
     versions: list[DatasetVersionInfo]
+
+
+def split_fractions(text: str) -> tuple[float, float, float]:
+    """``"0.8,0.1,0.1"`` -> its three numbers; ``ValueError`` when it is not three numbers
+    (whether they make a split is the server's to say). The server and the CLI parse it here."""
+    a, b, c = (float(part) for part in text.split(","))
+    return a, b, c
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``name`` or ``name@version`` -> (name, the text after ``@`` or None), unchecked."""
+    name, at, version = ref.partition("@")
+    return name, version if at else None

@@ -37,6 +37,7 @@ from imaas.registry.artifacts.local import sweep_files
 from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.datasets import DatasetRecord, SqlDatasets
 from imaas.registry.fields import check_description
+from imaas.schemas.datasets import split_ref
 from imaas.settings import DatasetSettings
 from imaas.training.archive import ArchiveLimits, read_archive
 from imaas.training.bundle import Bundle, read_bundle, write_bundle
@@ -63,7 +64,7 @@ def check_dataset(principal: Principal, name: str) -> None:
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
     """``name`` or ``name@version`` -> (name, version or None for the newest)."""
-    name, _, version = ref.partition("@")
+    name, version = split_ref(ref)
     check_name(name)
     if not version:
         return name, None

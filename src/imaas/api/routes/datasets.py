@@ -33,7 +33,14 @@ from imaas.errors import (
     PayloadTooLarge,
 )
 from imaas.registry.datasets import DatasetRecord
-from imaas.schemas.datasets import DatasetDetail, DatasetList, DatasetPushResult, DatasetSummary, DatasetVersionInfo
+from imaas.schemas.datasets import (
+    DatasetDetail,
+    DatasetList,
+    DatasetPushResult,
+    DatasetSummary,
+    DatasetVersionInfo,
+    split_fractions,
+)
 from imaas.services.container import Services
 from imaas.services.datasets import UPLOAD_PREFIX, SplitSpec
 
@@ -71,10 +78,9 @@ def _summary(d: DatasetRecord) -> DatasetSummary:
 def parse_split(text: str) -> tuple[float, float, float]:
     """``"0.8,0.1,0.1"`` -> the three fractions (``InvalidField`` naming ``split``)."""
     try:
-        a, b, c = (float(part) for part in text.split(","))
+        return split_fractions(text)
     except ValueError:
         raise InvalidField(f"split: {text[:40]!r} is not three fractions such as 0.8,0.1,0.1") from None
-    return a, b, c
 
 
 async def _spool(request: Request, directory: str) -> str:

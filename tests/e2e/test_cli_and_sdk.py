@@ -91,7 +91,7 @@ HELP_TEXTS: dict[tuple[str, ...], list[str]] = {
     ],
     ("serve",): ["/readyz answers 200 once they are loaded", "--grpc-port", "--no-grpc", "--access-log", "--worker"],
     ("predict",): [
-        "Classify images with MODEL on a running server",
+        "Run MODEL on images on a running server",
         "--top-k",
         "name, name@version or name:alias",
         "--api-key",
@@ -152,7 +152,8 @@ def test_sdk_typed_results_and_errors(zoo_server: RunningServer, cat_file: Path,
         assert result.results[0].predictions[0].index in range(281, 286)
         both = c.predict("efficientnet-lite0", [cat_file, photos["coffee"]], top_k=1)
         assert len(both.results) == 2
-        assert [m.name for m in c.list_models().models] == ["efficientnet-lite0", "mnist-cnn", "mobilenet-v2"]
+        listed = [m.name for m in c.list_models().models]
+        assert listed == ["efficientnet-lite0", "faces", "mnist-cnn", "mobilenet-v2", "nudenet"]
         assert c.get_model("mobilenet-v2").versions[0].manifest.labels == "imagenet-1k"
         with pytest.raises(ModelNotFound):
             c.predict("nope", cat_file)

@@ -90,8 +90,9 @@ def test_concurrent_requests_all_succeed(zoo_server: RunningServer, photos: dict
 
 def test_catalog(zoo_server: RunningServer) -> None:
     listed = httpx.get(f"{zoo_server.url}/v1/models", headers=zoo_server.headers).json()["models"]
-    assert [m["name"] for m in listed] == ["efficientnet-lite0", "mnist-cnn", "mobilenet-v2"]
-    assert listed[2]["aliases"] == {"production": 1}
+    assert [m["name"] for m in listed] == ["efficientnet-lite0", "faces", "mnist-cnn", "mobilenet-v2", "nudenet"]
+    assert {m["name"]: m["task"] for m in listed}["faces"] == "detection"
+    assert listed[3]["aliases"] == {"production": 1}
     detail = httpx.get(f"{zoo_server.url}/v1/models/mobilenet-v2", headers=zoo_server.headers).json()
     v = detail["versions"][0]
     assert v["manifest"]["input"]["size"] == [224, 224]
@@ -145,16 +146,16 @@ def test_catalog_pages(zoo_server: RunningServer) -> None:
     with httpx.Client(base_url=zoo_server.url, headers=zoo_server.headers) as http:
         first = http.get("/v1/models", params={"limit": 1}).json()
         assert ([m["name"] for m in first["models"]], first["next"]) == (["efficientnet-lite0"], "efficientnet-lite0")
-        second = http.get("/v1/models", params={"limit": 1, "after": first["next"]}).json()
-        assert ([m["name"] for m in second["models"]], second["next"]) == (["mnist-cnn"], "mnist-cnn")
-        third = http.get("/v1/models", params={"limit": 1, "after": second["next"]}).json()
-        assert ([m["name"] for m in third["models"]], third["next"]) == (["mobilenet-v2"], None)
+        second = http.get("/v1/models", params={"limit": 2, "after": first["next"]}).json()
+        assert ([m["name"] for m in second["models"]], second["next"]) == (["faces", "mnist-cnn"], "mnist-cnn")
+        third = http.get("/v1/models", params={"limit": 2, "after": second["next"]}).json()
+        assert ([m["name"] for m in third["models"]], third["next"]) == (["mobilenet-v2", "nudenet"], None)
         assert http.get("/v1/models").json()["next"] is None
         bad = http.get("/v1/models", params={"limit": 0})
     assert bad.status_code == 400
     assert bad.json()["code"] == "invalid_request"
     with Client(zoo_server.url, api_key=zoo_server.key) as c:
-        page = c.list_models(limit=1, after="mnist-cnn")
+        page = c.list_models(limit=1, after="mnist-cnn")  # the page after mnist-cnn
     assert [m.name for m in page.models] == ["mobilenet-v2"]
 
 
@@ -162,7 +163,7 @@ def test_health_and_openapi(zoo_server: RunningServer) -> None:
     assert httpx.get(f"{zoo_server.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{zoo_server.url}/readyz", headers=zoo_server.headers).json()
     assert ready["status"] == "ready"
-    assert ready["loaded"] == ["efficientnet-lite0@1", "mnist-cnn@1", "mobilenet-v2@1"]
+    assert ready["loaded"] == ["efficientnet-lite0@1", "faces@1", "mnist-cnn@1", "mobilenet-v2@1", "nudenet@1"]
     spec = httpx.get(f"{zoo_server.url}/openapi.json").json()
     predict = spec["paths"]["/v1/models/{name}:predict"]["post"]
     assert "image/jpeg" in predict["requestBody"]["content"]

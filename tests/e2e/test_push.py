@@ -98,7 +98,7 @@ def test_new_version_and_alias_promotion(server: RunningServer, tmp_path: Path) 
         ('{"labels": ["only", "two"]}', "invalid_manifest", "labels"),
         ("input: {dtype: uint8}", "invalid_manifest", "input.dtype"),
         ("task: [unclosed", "invalid_manifest", ""),
-        ("task: detection", "invalid_manifest", "task"),
+        ("task: ocr", "invalid_manifest", "task"),
     ],
 )
 def test_manifest_contradicting_the_graph(

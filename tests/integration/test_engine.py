@@ -11,7 +11,8 @@ import numpy as np
 
 from imaas.domain import ModelVersion
 from imaas.runtime.engine import Engine, EngineConfig, LoadedModel
-from imaas.runtime.graph import check_model_file, complete_manifest
+from imaas.runtime.graph import check_model_file
+from imaas.runtime.tasks import complete_manifest
 from imaas.schemas.manifest import Manifest
 from tests.factories import tiny_classifier
 

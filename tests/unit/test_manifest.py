@@ -8,7 +8,8 @@ import pytest
 from onnx import TensorProto
 
 from imaas.errors import InvalidManifest, InvalidModel
-from imaas.runtime.graph import check_model_file, complete_manifest
+from imaas.runtime.graph import check_model_file
+from imaas.runtime.tasks import complete_manifest
 from imaas.schemas.manifest import Manifest
 from imaas.services.models import parse_manifest
 from tests.factories import tiny_classifier

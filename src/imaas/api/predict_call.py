@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -35,22 +34,23 @@ from imaas.api.offload import parse_sized
 from imaas.api.responses import FastJSONResponse
 from imaas.domain import ModelRef, Scope, parse_decimal
 from imaas.errors import InvalidRequest, UnsupportedMediaType
+from imaas.imaging.draw import ImageFormat
 from imaas.schemas.rest import PredictRequest
 from imaas.services.access import authorize, check_model
 from imaas.services.container import Services
-from imaas.services.inference import ImageInput, too_many_images
+from imaas.services.inference import Answer, ImageInput, too_many_images
 from imaas.services.routing import ROUTING_KEY_HEADER, VERSION_HEADER, header_key
-
-MAX_TOP_K = 1000
 
 
 @dataclass(frozen=True)
 class PredictCall:
-    """What a predict request asks for, whatever form its body took."""
+    """What a predict request asks for, whatever form its body took: the model, the images
+    and the task's options (query parameters, and a JSON body's ``top_k`` and ``options``),
+    which the model's task checks."""
 
     ref: ModelRef
     images: list[ImageInput]
-    top_k: int | None
+    params: dict[str, str]
 
 
 def body_kind(content_type: str) -> str:
@@ -78,28 +78,47 @@ def query_int(query: QueryParams, name: str, low: int, high: int | None = None) 
 
 
 async def read_predict(request: Request, name: str, services: Services) -> PredictCall:
-    """The model reference, images and ``top_k`` of a predict request."""
+    """The model reference, images and task options of a predict request."""
     query = request.query_params
     ref = ModelRef.parse(name, version=query_int(query, "version", 1), alias=query.get("alias"))
-    top_k = query_int(query, "top_k", 1, MAX_TOP_K)
+    params = {k: v for k, v in query.items() if k not in ("version", "alias")}
     kind = body_kind(request.headers.get("content-type", ""))
     server = services.settings.server
     limit = server.max_images_per_request
     if kind == "raw":
-        return PredictCall(ref, [ImageInput(await read_body(request, server.max_body_bytes))], top_k)
+        return PredictCall(ref, [ImageInput(await read_body(request, server.max_body_bytes))], params)
     if kind == "multipart":
         if "content-encoding" in request.headers:  # the form parser reads the stream: give it the inflated body
             request = _with_body(request, await read_body(request, server.max_body_bytes))
-        return PredictCall(ref, await _multipart(request, limit), top_k)
+        return PredictCall(ref, await _multipart(request, limit), params)
     if kind == "json":
         body = await read_body(request, server.max_body_bytes)
-        images, body_top_k = await parse_sized(len(body), _json_images, body, limit)
-        return PredictCall(ref, images, top_k or body_top_k)
+        images, body_params = await parse_sized(len(body), _json_images, body, limit)
+        return PredictCall(ref, images, {**body_params, **params})
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip()
     raise UnsupportedMediaType(
         f"Content-Type {ctype[:100] or '(none)'!r} is not accepted; "
         "send image/*, multipart/form-data or application/json"
     )
+
+
+def image_format(accept: str) -> ImageFormat:
+    """PNG when the ``Accept`` header prefers ``image/png`` to ``image/jpeg``, else JPEG."""
+    weights = {"image/jpeg": -1.0, "image/png": -1.0}
+    for part in accept.split(",")[:32]:
+        media, _, rest = part.strip().partition(";")
+        media = media.strip().lower()
+        if media in weights:
+            q = 1.0
+            for p in rest.split(";"):
+                key, _, value = p.strip().partition("=")
+                if key.strip() == "q":
+                    try:
+                        q = float(value)
+                    except ValueError:
+                        q = 0.0
+            weights[media] = q
+    return "PNG" if weights["image/png"] > max(weights["image/jpeg"], 0.0) else "JPEG"
 
 
 async def answer_predict(request: Request, name: str) -> Response:
@@ -112,20 +131,25 @@ async def answer_predict(request: Request, name: str) -> Response:
     call = await read_predict(request, name, services)
     check_model(p, call.ref.name)
     routing_key = header_key(request.headers.get(ROUTING_KEY_HEADER))
-    result, decisions = await services.usage.metered(
+    fmt = image_format(request.headers.get("accept", ""))
+    answer, decisions = await services.usage.metered(
         p,
         len(call.images),
         sum(len(im.data) for im in call.images),
-        lambda: services.inference.predict(call.ref, call.images, call.top_k, routing_key),
+        lambda: services.inference.predict(call.ref, call.images, call.params, routing_key, fmt),
         _answered_by,
     )
     if decisions:
         request.scope["state"].setdefault("ratelimit", []).extend(decisions)
-    return FastJSONResponse(result, headers={VERSION_HEADER: f"{result['model']}@{result['version']}"})
+    body = answer.body
+    headers = {VERSION_HEADER: f"{body['model']}@{body['version']}"}
+    if answer.image is not None:
+        return Response(answer.image, media_type=answer.media_type, headers=headers)
+    return FastJSONResponse(body, headers=headers)
 
 
-def _answered_by(result: dict[str, Any]) -> tuple[str, int, str]:
-    return result["model"], result["version"], result["task"]
+def _answered_by(answer: Answer) -> tuple[str, int, str]:
+    return answer.body["model"], answer.body["version"], answer.body["task"]
 
 
 def _with_body(request: Request, body: bytes) -> Request:
@@ -170,7 +194,7 @@ async def _multipart(request: Request, limit: int) -> list[ImageInput]:
     return images
 
 
-def _json_images(body: bytes, limit: int) -> tuple[list[ImageInput], int | None]:
+def _json_images(body: bytes, limit: int) -> tuple[list[ImageInput], dict[str, str]]:
     # a predict body is a few values per image (base64 strings hold no commas or brackets)
     check_json_size(body, max_values=16 * limit + 64, max_containers=4 * limit + 16)
     try:
@@ -190,4 +214,14 @@ def _json_images(body: bytes, limit: int) -> tuple[list[ImageInput], int | None]
             images.append(ImageInput(base64.b64decode(im.data, validate=True), im.filename))
         except (binascii.Error, ValueError):
             raise InvalidRequest(f"images.{i}.data is not valid base64") from None
-    return images, req.top_k
+    params = {k: _option_text(v) for k, v in (req.options or {}).items()}
+    if req.top_k is not None:
+        params.setdefault("top_k", str(req.top_k))
+    return images, params
+
+
+def _option_text(value: str | int | float | bool) -> str:
+    """A JSON option as the query parameter it stands for (``true``, ``0.5``, ``3``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

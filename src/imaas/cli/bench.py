@@ -23,8 +23,10 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from imaas.domain import ModelRef
-from imaas.imaging.pipeline import image_to_tensor
+from imaas.imaging.pipeline import prepare_image
+from imaas.runtime.labelsets import resolve_labels
 from imaas.runtime.session import OnnxSession
+from imaas.runtime.tasks import Labelled, task
 from imaas.services.container import Services, decode_limits, engine_config
 
 
@@ -266,7 +268,8 @@ async def run_served(
 def run_raw(
     services: Services, model: str, photos: list[bytes], concurrency: int, duration: float, warmup: float = 1.0
 ) -> BenchResult:
-    """The in-process pipeline with ``min(concurrency, cores)`` threads at batch 1.
+    """The in-process pipeline (decode + pre-process, run, the task's post-processing) with
+    ``min(concurrency, cores)`` threads at batch 1.
 
     One stream runs with the solo session's threads when the server has solo sessions, as a
     lone request does when served, so the two latencies compare like with like.
@@ -279,6 +282,9 @@ def run_raw(
     limits = decode_limits(services.settings)
     manifest = version.manifest
     assert manifest.input.name is not None
+    served = task(manifest.task)
+    fetch = served.fetch(manifest) or session.output_names[:1]
+    labelled = Labelled(manifest, resolve_labels(manifest.labels))
     result = BenchResult("raw", streams, threads=options.intra_op_threads)
     lock = threading.Lock()
     start = time.perf_counter()
@@ -291,8 +297,9 @@ def run_raw(
             t0 = time.perf_counter()
             if t0 >= end:
                 return
-            tensor = image_to_tensor(photos[n % len(photos)], manifest.input, manifest.preprocess, limits)
-            session.run({manifest.input.name: tensor[None]})  # type: ignore[dict-item]
+            tensor, geometry = prepare_image(photos[n % len(photos)], manifest.input, manifest.preprocess, limits)
+            outputs = session.run({manifest.input.name: tensor[None]}, fetch)  # type: ignore[dict-item]
+            served.postprocess([o[0] for o in outputs], geometry, labelled, None)
             n += 1
             t1 = time.perf_counter()
             if t0 >= measure_from and t1 <= end:

@@ -25,6 +25,7 @@ from rich.table import Column, Table
 
 from imaas.cli import datasets, keys, lifecycle, training, worker
 from imaas.cli.credentials import api_key_for, connect
+from imaas.cli.results import results_table
 from imaas.cli.terminal import (
     DEFAULT_URL,
     ApiKeyOption,
@@ -334,28 +335,51 @@ def models_push(
 def predict(
     model: Annotated[str, typer.Argument(help="name, name@version or name:alias")],
     images: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="image files")],
-    top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="classes per image")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="classification: classes per image")] = None,
+    score: Annotated[float | None, typer.Option("--score", help="detection: the confidence a box needs, 0-1")] = None,
+    iou: Annotated[float | None, typer.Option("--iou", help="detection: the NMS overlap threshold, 0-1")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="any task option as NAME=VALUE (repeatable)")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", dir_okay=False, help="detection: save the image with its boxes drawn (.jpg or .png; one image)"
+        ),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     home: ServerHomeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON response")] = False,
 ) -> None:
-    """Classify images with MODEL on a running server."""
+    """Run MODEL on images on a running server: classes, boxes or embeddings, by the model's task."""
+    options: dict[str, str | int | float | bool] = {}
+    for item in option or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise _fail(ImaasError(f"--option {item!r}: write NAME=VALUE"))
+        options[name] = value
+    if score is not None:
+        options["score"] = score
+    if iou is not None:
+        options["iou"] = iou
+    if out is not None and len(images) != 1:
+        raise _fail(ImaasError("--out saves the drawn image of one image; give one"))
     try:
         with connect(url, api_key, home) as c:
-            result = c.predict(model, list(images), top_k=top_k)
+            result = c.predict(model, list(images), top_k=top_k, options=options or None)
+            if out is not None:
+                fmt = "png" if out.suffix.lower() == ".png" else "jpeg"
+                drawn = c.predict_image(model, images[0], options={**options, "draw": True}, fmt=fmt)
+                out.write_bytes(drawn)
     except ImaasError as exc:
         raise _fail(exc) from None
     if as_json:
         console.print_json(result.model_dump_json())
-        return
-    table = Table("image", "rank", "label", "index", "score", title=f"{result.model}@{result.version}")
-    for path, res in zip(images, result.results, strict=True):
-        for rank, p in enumerate(res.predictions, 1):
-            add_plain_row(
-                table, path.name if rank == 1 else "", str(rank), p.label or "", str(p.index), f"{p.score:.4f}"
-            )
-    console.print(table)
+    else:
+        console.print(results_table(result, [p.name for p in images]))
+    if out is not None:
+        err_console.print(f"wrote {out}")
 
 
 @app.command()

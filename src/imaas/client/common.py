@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +152,9 @@ def _request_line(exc: httpx.TransportError) -> str:
     return f"{request.method} {request.url.raw_path.decode('ascii', 'replace')}"
 
 
+Option = str | int | float | bool
+
+
 def predict_request(
     model: str,
     images: list[EncodedImage],
@@ -159,11 +162,17 @@ def predict_request(
     version: int | None,
     alias: str | None,
     routing_key: str | None = None,
+    options: Mapping[str, Option] | None = None,
+    accept: str | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``httpx`` to send a predict call (``routing_key``: the
-    ``X-Imaas-Routing-Key`` that keeps one caller on one side of a canary)."""
-    params = {k: v for k, v in {"top_k": top_k, "version": version, "alias": alias}.items() if v is not None}
+    ``X-Imaas-Routing-Key`` that keeps one caller on one side of a canary; ``options``: the
+    task's query parameters, e.g. ``{"score": 0.5}`` for a detector)."""
+    params: dict[str, Any] = {k: _option(v) for k, v in (options or {}).items()}
+    params.update({k: v for k, v in {"top_k": top_k, "version": version, "alias": alias}.items() if v is not None})
     headers = {"X-Imaas-Routing-Key": routing_key} if routing_key else {}
+    if accept:
+        headers["Accept"] = accept
     kwargs: dict[str, Any] = {"url": f"/v1/models/{model}:predict", "params": params, "headers": headers}
     if len(images) == 1:
         kwargs["content"] = images[0].data
@@ -171,6 +180,17 @@ def predict_request(
     else:
         kwargs["files"] = [("file", (im.filename, im.data, im.content_type)) for im in images]
     return kwargs
+
+
+def _option(value: Option) -> str | int | float:
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+def image_accept(fmt: str) -> str:
+    """The ``Accept`` header that asks for an image answer as ``fmt`` (``jpeg`` or ``png``)."""
+    if fmt.lower() not in ("jpeg", "png"):
+        raise ValueError("fmt must be 'jpeg' or 'png'")
+    return f"image/{fmt.lower()}"
 
 
 def page_params(limit: int | None, after: str | None) -> dict[str, str | int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -30,7 +30,9 @@ from imaas.client.calls import (
 from imaas.client.common import (
     DEFAULT_URL,
     ImageSource,
+    Option,
     auth_headers,
+    image_accept,
     load_image,
     page_params,
     predict_request,
@@ -454,12 +456,46 @@ class Client:
         version: int | None = None,
         alias: str | None = None,
         routing_key: str | None = None,
+        options: Mapping[str, Option] | None = None,
     ) -> PredictResponse:
-        """Run ``model`` on one image (path or bytes) or a list of them."""
+        """Run ``model`` on one image (path or bytes) or a list of them.
+
+        Each of ``results`` has the form of the model's task: ``ClassificationResult``
+        (``predictions``), ``DetectionResult`` (``detections`` with boxes in the image's
+        pixels) or ``EmbeddingResult`` (``embedding``). ``options`` are the task's options,
+        e.g. ``{"score": 0.5, "iou": 0.4}`` for a detector.
+
+        Example::
+
+            faces = c.predict("faces", "astronaut.jpg").results[0].detections
+        """
         items = images if isinstance(images, list) else [images]
         encoded = [load_image(i) for i in items]
-        body = self._call("POST", **predict_request(model, encoded, top_k, version, alias, routing_key))
+        call = predict_request(model, encoded, top_k, version, alias, routing_key, options)
+        body = self._call("POST", **call)
         return PredictResponse.model_validate(body)
+
+    def predict_image(
+        self,
+        model: str,
+        image: ImageSource,
+        *,
+        options: Mapping[str, Option] | None = None,
+        fmt: str = "jpeg",
+        version: int | None = None,
+        alias: str | None = None,
+    ) -> bytes:
+        """The image answer of ``model`` for one image, as ``fmt`` (``jpeg`` or ``png``): a
+        detector's boxes drawn with ``options={"draw": True}``.
+
+        Example::
+
+            Path("drawn.jpg").write_bytes(c.predict_image("detector", "street.jpg", options={"draw": True}))
+        """
+        call = predict_request(model, [load_image(image)], None, version, alias, None, options, image_accept(fmt))
+        response = self._send("POST", **call)
+        raise_for_problem(response)
+        return response.content
 
     def ready(self) -> bool:
         """Whether ``/readyz`` answers 200; ``False`` too while nothing answers at the URL.

@@ -135,8 +135,22 @@ def decode_image(
     it is more than ``limits.max_downscale`` times larger than that. The pixels actually
     decoded are charged to ``budget`` first.
     """
+    return decode_sized(data, limits, min_size, color, budget)[0]
+
+
+def decode_sized(
+    data: bytes,
+    limits: DecodeLimits,
+    min_size: int | None = None,
+    color: Color = "RGB",
+    budget: PixelBudget | None = None,
+) -> tuple[Image.Image, tuple[int, int]]:
+    """``decode_image``, and the (width, height) of the upright image at full size: a JPEG
+    decoded at reduced scale is smaller than the photo, and boxes are given in the photo's pixels."""
     img = open_checked(data, limits)
     orientation = _orientation(img)
+    full_w, full_h = img.size
+    upright = (full_h, full_w) if orientation in (5, 6, 7, 8) else (full_w, full_h)
     full = img.size[0] * img.size[1]
     if img.format == "JPEG" and min_size is not None:
         img.draft("L" if color == "L" else "RGB", (min_size, min_size))
@@ -151,7 +165,7 @@ def decode_image(
     if orientation in _TRANSPOSE:
         for op in _TRANSPOSE[orientation]:
             img = img.transpose(op)
-    return to_color(img, "L" if color == "L" else "RGB")
+    return to_color(img, "L" if color == "L" else "RGB"), upright
 
 
 def decode_cost(img: Image.Image, full_pixels: int) -> int:

@@ -34,7 +34,7 @@ from imaas.runtime.batching import BatchQueue
 from imaas.runtime.labelsets import resolve_labels
 from imaas.runtime.memory import release_freed_memory, resident_bytes
 from imaas.runtime.session import OnnxSession, SessionOptions
-from imaas.runtime.tasks import Postprocess, postprocessor
+from imaas.runtime.tasks import Labelled, Task, task
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class LoadedModel:
     session: OnnxSession
     queue: BatchQueue
     labels: tuple[str, ...] | None
-    postprocess: Postprocess
+    task: Task
+    labelled: Labelled  # what the task's post-processing reads: the manifest and the labels
     load_seconds: float
     solo_session: OnnxSession | None = None
     memory_bytes: int = 0  # resident memory its sessions took (at least their file's size)
@@ -92,7 +93,7 @@ def batch_runner(session: OnnxSession, version: ModelVersion) -> Callable[[np.nd
     """
     input_name = version.manifest.input.name
     assert input_name is not None
-    outputs = [version.manifest.postprocess.output or session.output_names[0]]
+    outputs = task(version.manifest.task).fetch(version.manifest) or session.output_names[:1]
     fixed = fixed_batch(session, version)
 
     def run(batch: np.ndarray) -> list[np.ndarray]:
@@ -190,7 +191,8 @@ class Engine:
             session=session,
             queue=queue,
             labels=labels,
-            postprocess=postprocessor(version.manifest.task),
+            task=task(version.manifest.task),
+            labelled=Labelled(version.manifest, labels),
             load_seconds=time.perf_counter() - start,
             memory_bytes=memory,
             loaded_at=self.clock.now(),

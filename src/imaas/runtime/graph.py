@@ -1,13 +1,14 @@
 """Read an ONNX graph's interface and check a manifest against it.
 
 ``check_model_file`` runs ``onnx.checker`` and returns the graph's inputs and outputs;
-``complete_manifest`` fills what the manifest left out from the graph (input name,
+``complete_input`` fills what the manifest left out of its input from the graph (name,
 layout, size, dtype) and raises ``InvalidManifest`` naming the field that contradicts it.
+The outputs are the task's to check (``runtime/tasks``).
 
 Example::
 
     graph = check_model_file(Path("model.onnx"))
-    manifest = complete_manifest(Manifest(task="classification"), graph)
+    manifest = complete_input(Manifest(task="classification"), graph)
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from imaas.errors import InvalidManifest, InvalidModel
-from imaas.runtime.labelsets import label_count
 from imaas.schemas.manifest import Manifest
 
 _ELEM_TYPES = {1: "float32", 10: "float16", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 11: "float64", 9: "bool"}
@@ -107,8 +107,9 @@ def _info(value: Any) -> TensorInfo:
     return TensorInfo(name=value.name, dtype=_ELEM_TYPES.get(t.elem_type, f"type{t.elem_type}"), shape=tuple(dims))
 
 
-def complete_manifest(manifest: Manifest, graph: GraphInfo) -> Manifest:
-    """Fill the manifest's blanks from ``graph`` and check it does not contradict the graph."""
+def complete_input(manifest: Manifest, graph: GraphInfo) -> Manifest:
+    """Fill the manifest's ``input`` blanks from ``graph`` and check it does not contradict the
+    graph; the task checks the outputs (``runtime.tasks.complete_manifest`` does both)."""
     spec = manifest.input
     names = [i.name for i in graph.inputs]
     if spec.name is None:
@@ -148,13 +149,11 @@ def complete_manifest(manifest: Manifest, graph: GraphInfo) -> Manifest:
     if batch is not None and spec.batch is not None and spec.batch != batch:
         raise InvalidManifest(f"input.batch: manifest says {spec.batch} but the graph fixes its batch axis at {batch}")
     batch = batch if batch is not None else spec.batch  # a dynamic axis may still need a fixed size
-    out, top_k = _check_outputs(manifest, graph)
     return manifest.model_copy(
         update={
             "input": spec.model_copy(
                 update={"name": tensor.name, "layout": layout, "size": size, "dtype": tensor.dtype, "batch": batch}
-            ),
-            "postprocess": manifest.postprocess.model_copy(update={"output": out, "top_k": top_k}),
+            )
         }
     )
 
@@ -165,27 +164,3 @@ def _guess_layout(tensor: TensorInfo) -> str:
     if tensor.shape[3] in (1, 3):
         return "NHWC"
     raise InvalidManifest(f"input.layout: cannot tell NCHW from NHWC for shape {tensor.shape}; set it")
-
-
-def _check_outputs(manifest: Manifest, graph: GraphInfo) -> tuple[str, int]:
-    """The output to read and the default top-k (clamped to the class count unless set explicitly)."""
-    names = [o.name for o in graph.outputs]
-    wanted = manifest.postprocess.output
-    if wanted is not None and wanted not in names:
-        raise InvalidManifest(f"postprocess.output: the graph has no output {wanted!r}; it has {names}")
-    tensor = next(o for o in graph.outputs if o.name == (wanted or names[0]))
-    if manifest.task == "classification":
-        if len(tensor.shape) != 2:
-            raise InvalidManifest(
-                f"task: a classification output is [batch, classes]; {tensor.name!r} has shape {tensor.shape}"
-            )
-        classes = tensor.shape[1]
-        n_labels = label_count(manifest.labels)
-        if classes is not None and n_labels is not None and n_labels != classes:
-            raise InvalidManifest(f"labels: {n_labels} labels for {classes} output classes")
-        top_k = manifest.postprocess.top_k
-        if classes is not None and top_k > classes:
-            if "top_k" in manifest.postprocess.model_fields_set:
-                raise InvalidManifest(f"postprocess.top_k: {top_k} exceeds {classes} classes")
-            return tensor.name, classes
-    return tensor.name, manifest.postprocess.top_k

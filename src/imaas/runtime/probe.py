@@ -9,7 +9,7 @@ second as ``input.batch: 1``.
 
 Example::
 
-    manifest = probe_manifest(Path("model.onnx"), complete_manifest(manifest, graph))
+    manifest = probe_manifest(Path("model.onnx"), complete_manifest(manifest, graph))  # runtime.tasks'
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 
 from imaas.errors import InvalidModel
 from imaas.runtime.session import OnnxSession, SessionOptions
+from imaas.runtime.tasks import task
 from imaas.schemas.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def probe_manifest(path: Path, manifest: Manifest) -> Manifest:
     session = OnnxSession(path, SessionOptions())
     h, w = spec.size
     item = (spec.channels, h, w) if spec.layout == "NCHW" else (h, w, spec.channels)
-    output = [manifest.postprocess.output or session.output_names[0]]
+    output = task(manifest.task).fetch(manifest) or session.output_names[:1]
     first = spec.batch or 1
     try:
         session.run({spec.name: np.zeros((first, *item), dtype=_DTYPES[spec.dtype])}, output)

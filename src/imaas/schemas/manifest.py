@@ -98,16 +98,41 @@ class Preprocess(_Strict):
         return v
 
 
-class Postprocess(_Strict):
-    """How raw outputs become a prediction.
+DetectionFormat = Literal["yolov8", "boxes_scores", "retinaface"]
 
-    ``activation``: ``softmax`` for logits, ``sigmoid`` for multi-label logits, ``none``
-    when the model already outputs probabilities, ``auto`` to detect probabilities.
+
+class Postprocess(_Strict):
+    """How raw outputs become a prediction; each task reads its own fields (and refuses the others').
+
+    Classification: ``activation`` is ``softmax`` for logits, ``sigmoid`` for multi-label
+    logits, ``none`` when the model already outputs probabilities, ``auto`` to detect
+    probabilities; ``top_k`` classes are answered; ``output`` names the scores output.
+
+    Embedding: ``output`` names the vector output (L2-normalised on the way out).
+
+    Detection: ``format`` says how the outputs hold boxes: ``yolov8`` is one output
+    ``[batch, 4 + classes, anchors]`` (centre x, centre y, width, height in input pixels,
+    then class scores); ``boxes_scores`` is two outputs, ``outputs: [boxes, scores]``, of
+    ``[batch, anchors, 4]`` corners (``x1, y1, x2, y2``, as fractions of the input when
+    ``normalized``) and ``[batch, anchors, classes]`` scores, where ``background: true``
+    means class 0 is "nothing" and is never answered; ``retinaface`` is RetinaFace's
+    ``outputs: [loc, conf]`` or ``[loc, conf, landmarks]`` (``[batch, priors, 4 | 2 | 10]``,
+    offsets from the priors of strides 8, 16 and 32; class 0 of ``conf`` is the background),
+    whose five landmarks per face are answered as ``keypoints``. ``score`` and ``iou`` are the default
+    confidence and non-maximum-suppression thresholds (a request may override both), and
+    at most ``max_detections`` boxes are answered per image.
     """
 
     activation: Literal["softmax", "sigmoid", "none", "auto"] = "auto"
     top_k: int = Field(5, ge=1, le=1000)
     output: Text | None = None
+    outputs: tuple[Text, ...] | None = None
+    format: DetectionFormat | None = None
+    normalized: bool = False
+    background: bool = False
+    score: float = Field(0.25, ge=0, le=1)
+    iou: float = Field(0.45, ge=0, le=1)
+    max_detections: int = Field(100, ge=1, le=1000)
 
 
 class Manifest(_Strict):

@@ -9,30 +9,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from imaas.schemas.manifest import Manifest
+from imaas.schemas.results import ClassificationResult, TaskResult
+from imaas.schemas.results import Prediction as Prediction
 
-
-class Prediction(BaseModel):
-    """One class of a classification result."""
-
-    index: int = Field(description="class index in the model's output")
-    label: str | None = Field(None, description="class name, when the model has labels")
-    score: float = Field(description="probability (or score) of the class")
-
-
-class ImageResult(BaseModel):
-    """The result for one input image."""
-
-    filename: str | None = None
-    predictions: list[Prediction]
+ImageResult = ClassificationResult
+"""The result of one image of a classification model (the name earlier releases used)."""
 
 
 class PredictResponse(BaseModel):
-    """Answer of ``POST /v1/models/{name}:predict``: one result per image, in request order."""
+    """Answer of ``POST /v1/models/{name}:predict``: one result per image, in request order,
+    of the form of the model's ``task`` (``imaas.schemas.results``)."""
 
     model: str
     version: int = Field(description="the version that answered (an alias's canary answers its share)")
     task: str
-    results: list[ImageResult]
+    results: list[TaskResult]
 
 
 # RFC 4648 base64 (standard alphabet, padded). Documentation only: the server decodes with
@@ -54,7 +45,13 @@ class PredictRequest(BaseModel):
     """JSON body of a predict call (the alternative to a raw image body or multipart)."""
 
     images: list[Base64Image] = Field(min_length=1)
-    top_k: int | None = Field(None, ge=1, le=1000)
+    top_k: int | None = Field(None, ge=1, le=1000, description="classification: classes per image")
+    options: dict[str, str | int | float | bool] | None = Field(
+        None,
+        description="the task's options, as the query parameters name them (e.g. `score`, `iou` for "
+        "detection); a query parameter of the same name wins",
+        max_length=16,
+    )
 
 
 LoadState = Literal["ready", "loading", "failed", "draining", "unloaded"]

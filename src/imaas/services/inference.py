@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,13 +32,15 @@ import numpy as np
 
 from imaas.domain import Clock, ModelRef, ModelVersion, Route, SystemClock
 from imaas.errors import ImaasError, InvalidRequest, ModelNotFound, ModelNotReady, TooManyImages, VersionNotLoadable
-from imaas.imaging.decode import DecodeLimits, PixelBudget
-from imaas.imaging.pipeline import image_to_tensor
+from imaas.imaging.decode import DecodeLimits, PixelBudget, decode_image
+from imaas.imaging.draw import MEDIA_TYPES, ImageFormat, encode
+from imaas.imaging.pipeline import Geometry, prepare_image
 from imaas.imaging.samples import warmup_image
 from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.store import RegistryStore
 from imaas.runtime.background import background_executor
 from imaas.runtime.engine import Engine, LoadedModel, batch_runner
+from imaas.runtime.tasks import Task, task
 from imaas.schemas.rest import LoadState
 from imaas.services.comparison import Comparisons
 from imaas.services.loading import LoadFailure, ModelLoader
@@ -76,6 +78,27 @@ class Readiness:
     loaded: list[str]
     missing: list[str]
     failed: dict[str, LoadFailure]
+
+
+@dataclass
+class GeometrySlot:
+    """Where a batch worker leaves one image's geometry for the post-processing."""
+
+    geometry: Geometry | None = None
+
+    def result(self) -> Geometry:
+        """The geometry the worker left (every image that has outputs was prepared)."""
+        assert self.geometry is not None
+        return self.geometry
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A predict call's answer: the JSON body, and the image when the request asked for one."""
+
+    body: dict[str, Any]
+    image: bytes | None = None
+    media_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,30 +215,43 @@ class InferenceService:
         budget: PixelBudget,
         index: int | None = None,
         filename: str | None = None,
+        slot: GeometrySlot | None = None,
     ) -> Callable[[bytes], np.ndarray]:
         """The decode + pre-process function for one image of ``version``'s model.
 
         It runs on a batch worker thread and charges the pixels it decodes to ``budget``, the
         request's; ``index`` and ``filename`` (the image's place in a multi-image request)
-        are added to its error details.
+        are added to its error details. The image's geometry is left in ``slot``, for the
+        task's post-processing, which runs on the event loop once the outputs are back (the
+        batch queue's delivery orders the two).
         """
         manifest = version.manifest
         limits = self.limits
 
         def prepare(data: bytes) -> np.ndarray:
             try:
-                return image_to_tensor(data, manifest.input, manifest.preprocess, limits, budget)
+                tensor, geometry = prepare_image(data, manifest.input, manifest.preprocess, limits, budget)
             except ImaasError as exc:
                 if index is not None:
                     exc.detail = f"image {index} ({filename or 'unnamed'}): {exc.detail}"
                 raise
+            if slot is not None:
+                slot.geometry = geometry
+            return tensor
 
         return prepare
 
     async def run_images(
         self, version: ModelVersion, model: LoadedModel, images: list[ImageInput], deadline: float | None = None
     ) -> list[list[np.ndarray]]:
-        """Each image through the model's batch queue (decoded on the worker); outputs in order.
+        """Each image through the model's batch queue (decoded on the worker); outputs in order."""
+        return [outputs for outputs, _ in await self.run_prepared(version, model, images, deadline)]
+
+    async def run_prepared(
+        self, version: ModelVersion, model: LoadedModel, images: list[ImageInput], deadline: float | None = None
+    ) -> list[tuple[list[np.ndarray], Geometry]]:
+        """Each image through the model's batch queue (decoded on the worker): its outputs and
+        its geometry, in order.
 
         Every image is queued before the first ``await``, so a model taken from the engine
         cannot be unloaded in between (an unload drains what its queue holds). The request's
@@ -225,15 +261,23 @@ class InferenceService:
         self.check_count(len(images))
         deadline = deadline if deadline is not None else self.deadline()
         budget = PixelBudget(self.limits.max_request_pixels)
+        slots = [GeometrySlot() for _ in images]
         if len(images) == 1:
-            return [await model.queue.submit(images[0].data, deadline, self.preparer(version, budget))]
-        return await all_or_none(
-            _enqueue_all(
-                model,
-                [(im.data, self.preparer(version, budget, i, im.filename)) for i, im in enumerate(images)],
-                deadline,
+            outputs = [
+                await model.queue.submit(images[0].data, deadline, self.preparer(version, budget, slot=slots[0]))
+            ]
+        else:
+            outputs = await all_or_none(
+                _enqueue_all(
+                    model,
+                    [
+                        (im.data, self.preparer(version, budget, i, im.filename, slots[i]))
+                        for i, im in enumerate(images)
+                    ],
+                    deadline,
+                )
             )
-        )
+        return [(out, slot.result()) for out, slot in zip(outputs, slots, strict=True)]
 
     async def run_tensors(
         self, model: LoadedModel, rows: list[np.ndarray], deadline: float | None = None
@@ -244,46 +288,70 @@ class InferenceService:
         return await all_or_none(_enqueue_all(model, [(row, None) for row in rows], deadline))
 
     async def predict(
-        self, ref: ModelRef, images: list[ImageInput], top_k: int | None = None, routing_key: str | None = None
-    ) -> dict[str, Any]:
+        self,
+        ref: ModelRef,
+        images: list[ImageInput],
+        params: Mapping[str, str] | None = None,
+        routing_key: str | None = None,
+        image_format: ImageFormat = "JPEG",
+    ) -> Answer:
         """Predict every image with the model ``ref`` names; results keep the request's order.
 
-        ``version`` in the result is the version that answered (an alias's canary answers
-        its share of requests); a shadow drawn for this request gets a copy after the answer
-        is ready, off the request path.
+        ``params`` are the request's task options (``top_k``, ``score``...), checked by the
+        model's task before anything runs. ``version`` in the result is the version that
+        answered (an alias's canary answers its share of requests); a shadow drawn for this
+        request gets a copy after the answer is ready, off the request path. When the options
+        ask for an image (detection's ``draw``), the answer carries it as ``image_format``.
         """
-        if top_k is not None and not 1 <= top_k <= 1000:
-            raise InvalidRequest("top_k must be between 1 and 1000")
         start = self.clock.now()
         deadline = start + self.request_timeout_s
         choice = await self.choose(ref, routing_key)
         version = choice.version
-        model = await self.model(version, deadline)
         manifest = version.manifest
-        outputs = await self.run_images(version, model, images, deadline)
+        served = task(manifest.task)
+        options = served.options(params or {})
+        rendering = served.renders(options)
+        if rendering and len(images) != 1:
+            raise InvalidRequest(f"an image answer is drawn for one image; this request has {len(images)}")
+        model = await self.model(version, deadline)
+        ran = await self.run_prepared(version, model, images, deadline)
         results = [
-            {"filename": im.filename, **model.postprocess(out, manifest, model.labels, top_k)}
-            for im, out in zip(images, outputs, strict=True)
+            {"filename": im.filename, **served.postprocess(out, geometry, model.labelled, options)}
+            for im, (out, geometry) in zip(images, ran, strict=True)
         ]
         if choice.shadow is not None:
             self.shadows.offer(ShadowCopy(version, choice.shadow, images, results, self.clock.now() - start))
-        return {"model": version.model, "version": version.version, "task": manifest.task, "results": results}
+        body = {"model": version.model, "version": version.version, "task": manifest.task, "results": results}
+        if not rendering:
+            return Answer(body)
+        image = await asyncio.to_thread(self._render, served, images[0].data, results[0], image_format)
+        return Answer(body, image, MEDIA_TYPES[image_format])
+
+    def _render(self, served: Task, data: bytes, result: dict[str, Any], fmt: ImageFormat) -> bytes:
+        """The answer's image: the photo decoded at full size (within the decode limits), drawn on."""
+        photo = decode_image(data, self.limits)
+        return encode(served.render(photo, result), fmt)
 
     async def _run_shadow(self, version: ModelVersion, images: list[ImageInput]) -> list[dict[str, Any]]:
         """A shadow copy's results: decoded and run on the low-priority shadow thread (not the
         version's batch queue), so the serving threads keep the CPU when they need it."""
         model = await self.model(version, self.deadline())
         budget = PixelBudget(self.limits.max_request_pixels)
-        prepare = self.preparer(version, budget)
+        manifest = version.manifest
         run = batch_runner(model.session, version)
+        limits = self.limits
 
-        def infer() -> list[list[np.ndarray]]:  # one at a time: a fixed-batch graph takes no more
-            return [[o[0] for o in run(prepare(im.data)[np.newaxis])] for im in images]
+        def infer() -> list[tuple[list[np.ndarray], Geometry]]:  # one at a time: a fixed-batch graph takes no more
+            rows = []
+            for im in images:
+                tensor, geometry = prepare_image(im.data, manifest.input, manifest.preprocess, limits, budget)
+                rows.append(([o[0] for o in run(tensor[np.newaxis])], geometry))
+            return rows
 
         if self._shadow_executor is None:
             self._shadow_executor = background_executor(self.shadow_nice, "shadow")
         rows = await asyncio.get_running_loop().run_in_executor(self._shadow_executor, infer)
-        return [model.postprocess(out, version.manifest, model.labels, None) for out in rows]
+        return [model.task.postprocess(out, geometry, model.labelled, None) for out, geometry in rows]
 
     async def warm_version(self, version: ModelVersion) -> LoadedModel:
         """Load ``version`` (retrying a failed load at once) and run one real inference on it.

@@ -12,9 +12,9 @@ from imaas.domain import PRODUCTION, ModelRecord, ModelVersion, Principal, check
 from imaas.errors import InvalidManifest
 from imaas.registry.artifacts.store import ArtifactStore, Staged
 from imaas.registry.store import RegistryStore
-from imaas.runtime.graph import check_model_file, complete_manifest
+from imaas.runtime.graph import check_model_file
 from imaas.runtime.probe import probe_manifest
-from imaas.runtime.tasks import postprocessor
+from imaas.runtime.tasks import complete_manifest
 from imaas.schemas.manifest import Manifest
 from imaas.services.access import visible
 
@@ -84,7 +84,6 @@ class ModelService:
         try:
             graph = check_model_file(staged.path)
             complete = probe_manifest(staged.path, complete_manifest(parsed, graph))
-            postprocessor(complete.task)
         except BaseException:
             self.artifacts.discard(staged)
             raise

@@ -24,8 +24,10 @@ import numpy as np
 from imaas import __version__
 from imaas.domain import ModelRef, ModelVersion, Principal, Scope, parse_decimal
 from imaas.errors import InvalidInput, InvalidRequest, ModelNotFound
+from imaas.imaging.pipeline import Geometry
 from imaas.runtime.engine import LoadedModel
 from imaas.runtime.graph import GraphInfo, check_model_file
+from imaas.runtime.tasks import task
 from imaas.runtime.tasks.classification import to_probabilities, top_k
 from imaas.security.quotas import Decision
 from imaas.services.access import authorize, check_model, visible
@@ -99,6 +101,14 @@ def image_input_name(version: ModelVersion) -> str:
     return IMAGE_INPUT if version.manifest.input.name != IMAGE_INPUT else "encoded_image"
 
 
+def offered_outputs(version: ModelVersion, model: LoadedModel) -> tuple[list[str], list[str]]:
+    """The outputs an OIP request may name: the graph outputs the task fetches, and the task's
+    decoded outputs (``Task.oip_outputs``), which win over a graph output of the same name."""
+    decoded = [o.name for o in model.task.oip_outputs(version.manifest)]
+    fetched = model.task.fetch(version.manifest) or model.session.output_names[:1]
+    return [n for n in fetched if n not in decoded], decoded
+
+
 def parse_ref(name: str, version: str | None) -> ModelRef:
     """A model reference from OIP's model name and optional version string."""
     if version is not None and version != "":
@@ -159,6 +169,9 @@ class OipService:
         h, w = spec.size
         c = spec.channels
         shape = [-1, c, h, w] if spec.layout == "NCHW" else [-1, h, w, c]
+        served = task(resolved.manifest.task)
+        decoded = served.oip_outputs(resolved.manifest)
+        fetched = [n for n in served.fetch(resolved.manifest) if n not in {o.name for o in decoded}]
         outputs = [
             {
                 "name": o.name,
@@ -166,8 +179,8 @@ class OipService:
                 "shape": [-1 if d is None else d for d in o.shape],
             }
             for o in graph.outputs
-            if o.name == resolved.manifest.postprocess.output
-        ]
+            if o.name in fetched
+        ] + [{"name": o.name, "datatype": o.datatype, "shape": list(o.shape)} for o in decoded]
         return {
             "name": resolved.model,
             "versions": [str(v.version) for v in sorted(versions, key=lambda v: v.version)],
@@ -199,22 +212,30 @@ class OipService:
         version = choice.version
         model = await self.inference.model(version, deadline)
         tensor = self._input(version, request.inputs)
-        self._check_outputs(version, model, request)  # before the model runs: a bad request costs no inference
+        specs = self._check_outputs(version, model, request)  # before the model runs: a bad request costs no inference
+        served = model.task
         if tensor.name == image_input_name(version):
             images = self._images(tensor)
-            results = await self.inference.run_images(version, model, images, deadline)
-            if choice.shadow is not None:  # compared on the task's result, like /v1
-                answers = [model.postprocess(r, version.manifest, model.labels, None) for r in results]
-                copy = ShadowCopy(version, choice.shadow, images, answers, self.inference.clock.now() - start)
-                self.inference.shadows.offer(copy)
+            ran = await self.inference.run_prepared(version, model, images, deadline)
         else:  # raw tensors are not copied to a shadow: its input may differ
-            results = await self.inference.run_tensors(model, self._raw_rows(version, tensor), deadline)
-        raw = np.stack([r[0] for r in results])
+            rows = await self.inference.run_tensors(model, self._raw_rows(version, tensor), deadline)
+            assert version.manifest.input.size is not None
+            same = Geometry.identity(*version.manifest.input.size)
+            images, ran = [], [(r, same) for r in rows]
+        results: list[dict[str, Any]] = []
+        decoded = offered_outputs(version, model)[1]
+        if (images and choice.shadow is not None) or any(s.name in decoded for s in specs):
+            results = [served.postprocess(out, geometry, model.labelled, None) for out, geometry in ran]
+        if images and choice.shadow is not None:  # compared on the task's result, like /v1
+            copy = ShadowCopy(version, choice.shadow, images, results, self.inference.clock.now() - start)
+            self.inference.shadows.offer(copy)
+        fetched = served.fetch(version.manifest) or model.session.output_names[:1]
+        raw = {name: np.stack([out[i] for out, _ in ran]) for i, name in enumerate(fetched)}
         answer = InferResponse(
             model_name=version.model,
             model_version=str(version.version),
             id=request.id,
-            outputs=self._outputs(version, model, raw, request),
+            outputs=self._outputs(version, model, raw, results, specs, request),
         )
         return answer, (version.model, version.version, version.manifest.task)
 
@@ -256,28 +277,45 @@ class OipService:
             )
         return [np.ascontiguousarray(row) for row in tensor.data]
 
-    def _check_outputs(self, version: ModelVersion, model: LoadedModel, request: InferRequest) -> None:
-        name = version.manifest.postprocess.output or model.session.output_names[0]
-        for spec in request.outputs or []:
-            if spec.name != name:
-                raise InvalidInput(f"unknown output {spec.name!r}; model {version.model!r} outputs {[name]}")
+    def _check_outputs(self, version: ModelVersion, model: LoadedModel, request: InferRequest) -> list[OutSpec]:
+        """The outputs to answer: those asked for, else the task's default (classification: its
+        raw scores; other tasks: their task-level outputs); each must be one the model has."""
+        served = model.task
+        fetched, decoded = offered_outputs(version, model)
+        known = [*fetched, *decoded]
+        if not request.outputs:
+            return [OutSpec(name) for name in (decoded or fetched)]
+        for spec in request.outputs:
+            if spec.name not in known:
+                raise InvalidInput(f"unknown output {spec.name!r}; model {version.model!r} outputs {known}")
+            if spec.classification > 0 and (served.name != "classification" or spec.name not in fetched):
+                raise InvalidInput(
+                    f"output {spec.name!r}: the classification extension applies to the scores of classification "
+                    "models only"
+                )
+        return request.outputs
 
     def _outputs(
-        self, version: ModelVersion, model: LoadedModel, raw: np.ndarray, request: InferRequest
+        self,
+        version: ModelVersion,
+        model: LoadedModel,
+        raw: dict[str, np.ndarray],
+        results: list[dict[str, Any]],
+        specs: list[OutSpec],
+        request: InferRequest,
     ) -> list[OutTensor]:
-        name = version.manifest.postprocess.output or model.session.output_names[0]
-        specs = request.outputs or [OutSpec(name)]
+        names = offered_outputs(version, model)[1]
+        decoded = model.task.to_oip(results, version.manifest) if any(s.name in names for s in specs) else {}
         out: list[OutTensor] = []
         for spec in specs:
-            if spec.name != name:
-                raise InvalidInput(f"unknown output {spec.name!r}; model {version.model!r} outputs {[name]}")
             binary = request.binary_output if spec.binary is None else spec.binary
             if spec.classification > 0:
-                data = self._classify(version, model, raw, spec.classification)
+                data = self._classify(version, model, raw[spec.name], spec.classification)
                 out.append(OutTensor(spec.name, "BYTES", list(data.shape), data, binary))
-            else:
-                datatype = ONNX_TO_OIP.get(str(raw.dtype), "FP32")
-                out.append(OutTensor(spec.name, datatype, list(raw.shape), raw, binary))
+                continue
+            array = decoded[spec.name] if spec.name in names else raw[spec.name]
+            datatype = "BYTES" if array.dtype == object else ONNX_TO_OIP.get(str(array.dtype), "FP32")
+            out.append(OutTensor(spec.name, datatype, list(array.shape), array, binary))
         return out
 
     def _classify(self, version: ModelVersion, model: LoadedModel, raw: np.ndarray, k: int) -> np.ndarray:

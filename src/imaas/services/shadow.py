@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imaas.domain import Clock, ModelVersion, SystemClock
-from imaas.runtime.tasks import agreement
+from imaas.runtime.tasks import task
 from imaas.services.comparison import Comparisons
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class ShadowRunner:
             self.comparisons.failed(copy.primary.key, copy.shadow.key, len(copy.images))
             return
         shadow_s = self.clock.now() - start
-        measure = agreement(copy.primary.manifest.task)
+        measure = task(copy.primary.manifest.task).agreement
         self.comparisons.record(
             copy.primary.key,
             copy.shadow.key,

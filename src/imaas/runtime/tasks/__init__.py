@@ -1,42 +1,44 @@
-"""One module per vision task: how raw model outputs become a prediction.
+"""One module per vision task (the contract is ``base.Task``); ``task(name)`` finds one.
 
-``postprocessor(task)`` returns the pure function for a task; tasks that later issues add
-(detection, ocr, embedding, image-to-image) register here.
+Adding a task: its module here, its result schema in ``imaas.schemas.results``, and one
+line in ``_TASKS``.
+
+Example::
+
+    manifest = complete_manifest(Manifest(task="detection"), check_model_file(path))
+    result = task(manifest.task).postprocess(outputs, geometry, Labelled(manifest, labels), options)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import numpy as np
-
 from imaas.errors import InvalidManifest
-from imaas.runtime.tasks import classification
+from imaas.runtime.graph import GraphInfo, complete_input
+from imaas.runtime.tasks.base import Labelled, OipOutput, Task
+from imaas.runtime.tasks.classification import Classification
+from imaas.runtime.tasks.detection import Detection
+from imaas.runtime.tasks.embedding import Embedding
 from imaas.schemas.manifest import Manifest
 
-Postprocess = Callable[[list[np.ndarray], Manifest, tuple[str, ...] | None, int | None], dict[str, Any]]
+__all__ = ["Labelled", "OipOutput", "Task", "complete_manifest", "served_tasks", "task"]
 
-Agreement = Callable[[dict[str, Any], dict[str, Any]], float]
-"""How far two results of one image agree, from 0 (not at all) to 1 (the same answer)."""
-
-_POSTPROCESSORS: dict[str, Postprocess] = {"classification": classification.postprocess}
-_AGREEMENTS: dict[str, Agreement] = {"classification": classification.agreement}
+_TASKS: dict[str, Task] = {t.name: t for t in (Classification(), Detection(), Embedding())}
 
 
-def postprocessor(task: str) -> Postprocess:
-    """The post-processing function of ``task``; raises ``InvalidManifest`` for tasks not served yet."""
+def task(name: str) -> Task:
+    """The task ``name``; ``InvalidManifest`` for a task imaas does not serve (yet)."""
     try:
-        return _POSTPROCESSORS[task]
+        return _TASKS[name]
     except KeyError:
-        raise InvalidManifest(
-            f"task: {task!r} models cannot be served yet; supported: {sorted(_POSTPROCESSORS)}"
-        ) from None
+        raise InvalidManifest(f"task: {name!r} models cannot be served; supported: {served_tasks()}") from None
 
 
-def agreement(task: str) -> Agreement:
-    """The measure a shadow comparison uses for ``task`` (classification: same top-1 class)."""
-    try:
-        return _AGREEMENTS[task]
-    except KeyError:
-        raise InvalidManifest(f"task: {task!r} has no agreement measure yet") from None
+def served_tasks() -> list[str]:
+    """The names of the tasks imaas serves."""
+    return sorted(_TASKS)
+
+
+def complete_manifest(manifest: Manifest, graph: GraphInfo) -> Manifest:
+    """Fill the manifest's blanks from ``graph`` and check it against the graph: the input
+    (``graph.complete_input``), then the outputs as its task reads them (``Task.check``)."""
+    served = task(manifest.task)
+    return served.check(complete_input(manifest, graph), graph)

@@ -235,6 +235,8 @@ class Scope(StrEnum):
     JOBS = "jobs"
     DATASETS_READ = "datasets:read"
     DATASETS_WRITE = "datasets:write"
+    COLLECTIONS_READ = "collections:read"
+    COLLECTIONS_WRITE = "collections:write"
 
 
 ALL_SCOPES: frozenset[str] = frozenset(s.value for s in Scope)

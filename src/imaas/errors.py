@@ -166,6 +166,20 @@ class JobNotFound(NotFound):
     title = "Job not found"
 
 
+class CollectionNotFound(NotFound):
+    """No vector collection has the requested name (or the caller's key does not see it)."""
+
+    code = "collection_not_found"
+    title = "Collection not found"
+
+
+class ItemNotFound(NotFound):
+    """The collection holds no item with the requested id."""
+
+    code = "item_not_found"
+    title = "Item not found"
+
+
 class Conflict(ImaasError):
     """The request conflicts with the current state."""
 
@@ -215,6 +229,29 @@ class InvalidField(ImaasError):
     status = 422
     code = "invalid_field"
     title = "Invalid field value"
+
+
+class CollectionExists(Conflict):
+    """A collection of that name exists already."""
+
+    code = "collection_exists"
+    title = "Collection exists"
+
+
+class DimensionMismatch(InvalidField):
+    """A vector's length is not the collection's dimension (or a model answers vectors of another)."""
+
+    code = "dimension_mismatch"
+    title = "Vector dimension mismatch"
+
+
+class VectorStoreUnavailable(ImaasError):
+    """The vector store (its folder or its S3-compatible bucket) did not answer."""
+
+    status = 503
+    code = "vector_store_unavailable"
+    title = "Vector store unavailable"
+    default_retry_after = 5.0
 
 
 class PayloadTooLarge(ImaasError):

@@ -255,6 +255,21 @@ class JobSettings(BaseModel):
         return self
 
 
+class CollectionSettings(BaseModel):
+    """Vector collections (similarity search over embeddings) and their limits."""
+
+    url: str | None = Field(
+        None,
+        description="where the vector tables live: a folder, or s3://bucket/prefix (the s3 endpoint settings "
+        "apply); default: beside the artifacts (home/collections, or <artifacts_url>/collections)",
+    )
+    max_k: int = Field(100, ge=1, le=10_000, description="most neighbours one search answers")
+    max_items: int = Field(64, ge=1, le=10_000, description="items one add request may carry")
+    max_id_length: int = Field(256, ge=1, le=4096, description="longest item id, in characters")
+    max_metadata_bytes: int = Field(4096, ge=2, le=1_048_576, description="largest item metadata, as JSON")
+    max_collections: int = Field(1000, ge=1, description="collections a registry may hold")
+
+
 class Settings(BaseSettings):
     """All configuration of one imaas process."""
 
@@ -278,6 +293,7 @@ class Settings(BaseSettings):
     metering: MeteringSettings = Field(default_factory=MeteringSettings)
     datasets: DatasetSettings = Field(default_factory=DatasetSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    collections: CollectionSettings = Field(default_factory=CollectionSettings)
 
     @property
     def db_url(self) -> str:
@@ -301,6 +317,15 @@ class Settings(BaseSettings):
     def jobs_dir(self) -> Path:
         """Where workers keep the checkpoints and files of the jobs they run."""
         return self.jobs.work_dir or self.home / "jobs"
+
+    @property
+    def collections_url(self) -> str:
+        """Where vector tables live: the setting, else ``collections`` beside the artifacts."""
+        if self.collections.url:
+            return self.collections.url
+        if self.artifacts_url and self.artifacts_url.startswith("s3://"):
+            return self.artifacts_url.rstrip("/") + "/collections"
+        return str(self.home / "collections")
 
     @property
     def artifacts_dir(self) -> Path:

@@ -258,10 +258,20 @@ def test_concurrent_upgrades_of_a_fresh_database_all_succeed(registry_url: str) 
         registry.close()
 
 
-def test_0004_gives_the_new_scopes_to_keys_that_held_every_scope_and_only_to_them(registry_url: str) -> None:
-    migrate(registry_url, "0003")
+WIDENINGS = [
+    ("0003", "0004", ["infer", "models:read", "models:write", "keys:admin", "usage:read"],
+     ["jobs", "datasets:read", "datasets:write"]),
+    ("0004", "0005", ["infer", "models:read", "models:write", "keys:admin", "usage:read", "jobs", "datasets:read",
+                      "datasets:write"], ["collections:read", "collections:write"]),
+]
+
+
+@pytest.mark.parametrize(("before", "after", "old", "new"), WIDENINGS, ids=[w[1] for w in WIDENINGS])
+def test_a_revision_gives_its_new_scopes_to_keys_that_held_every_scope_and_only_to_them(
+    registry_url: str, before: str, after: str, old: list[str], new: list[str]
+) -> None:
+    migrate(registry_url, before)
     engine = make_engine(registry_url)
-    old = ["infer", "models:read", "models:write", "keys:admin", "usage:read"]
     with engine.begin() as conn:
         for key_id, scopes in (("admin", old), ("reader", ["models:read"]), ("most", old[:-1])):
             conn.execute(
@@ -272,7 +282,7 @@ def test_0004_gives_the_new_scopes_to_keys_that_held_every_scope_and_only_to_the
                 {"id": key_id, "h": "0" * 64, "scopes": json.dumps(scopes), "at": AT},
             )
     engine.dispose()
-    migrate(registry_url, "head")
+    migrate(registry_url, after)
 
     def scopes() -> dict[str, list[str]]:
         engine = make_engine(registry_url)
@@ -283,10 +293,6 @@ def test_0004_gives_the_new_scopes_to_keys_that_held_every_scope_and_only_to_the
             engine.dispose()
         return {k: sorted(json.loads(s) if isinstance(s, str) else s) for k, s in rows}
 
-    assert scopes() == {
-        "admin": sorted([*old, "jobs", "datasets:read", "datasets:write"]),
-        "reader": ["models:read"],
-        "most": sorted(old[:-1]),
-    }
-    migrate(registry_url, "0003", down=True)  # and back: every key has exactly its 0003 scopes again
+    assert scopes() == {"admin": sorted([*old, *new]), "reader": ["models:read"], "most": sorted(old[:-1])}
+    migrate(registry_url, before, down=True)  # and back: every key has exactly its earlier scopes again
     assert scopes() == {"admin": sorted(old), "reader": ["models:read"], "most": sorted(old[:-1])}

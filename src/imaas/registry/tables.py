@@ -233,6 +233,22 @@ class AuditRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict, server_default="{}")
 
 
+class CollectionRow(Base):
+    """A named vector collection: the embedding model that fills it, the vectors' dimension,
+    and the vector store table that holds its items (a fresh name per collection, so a
+    collection dropped and made again never shows the old one's items)."""
+
+    __tablename__ = "collections"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True, nullable=False)
+    model: Mapped[str] = mapped_column(String(100), nullable=False)
+    dimension: Mapped[int] = mapped_column(Integer, nullable=False)
+    table_name: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+
+
 class DatasetRow(Base):
     """A named labelled-image dataset; its versions carry the data."""
 

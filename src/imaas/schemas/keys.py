@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 # or the audit log shows what is there (the server checks the same patterns)
 _HIDDEN = r"\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
 KEY_NAME_PATTERN = f"^[^{_HIDDEN}]{{1,128}}$"
-SCOPES_DOC = "infer, models:read, models:write, keys:admin, usage:read, jobs, datasets:read, datasets:write"
 
 
 class ScopeName(StrEnum):
@@ -28,6 +27,11 @@ class ScopeName(StrEnum):
     JOBS = "jobs"
     DATASETS_READ = "datasets:read"
     DATASETS_WRITE = "datasets:write"
+    COLLECTIONS_READ = "collections:read"
+    COLLECTIONS_WRITE = "collections:write"
+
+
+SCOPES_DOC = ", ".join(s.value for s in ScopeName)
 
 
 MODEL_PATTERN_PATTERN = f"^[^\\s{_HIDDEN}]([^{_HIDDEN}]*[^\\s{_HIDDEN}])?$"

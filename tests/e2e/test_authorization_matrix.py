@@ -44,7 +44,18 @@ from tests.conftest import RunningServer
 from tests.factories import solid, tiny_classifier
 
 ALL = frozenset(
-    {"infer", "models:read", "models:write", "keys:admin", "usage:read", "jobs", "datasets:read", "datasets:write"}
+    {
+        "infer",
+        "models:read",
+        "models:write",
+        "keys:admin",
+        "usage:read",
+        "jobs",
+        "datasets:read",
+        "datasets:write",
+        "collections:read",
+        "collections:write",
+    }
 )
 PUBLIC: frozenset[str] | None = None
 ANY_KEY: frozenset[str] = frozenset()
@@ -56,9 +67,17 @@ ADMIN = frozenset({"keys:admin"})
 JOBS = frozenset({"jobs"})
 DS_READ = frozenset({"datasets:read"})
 DS_WRITE = frozenset({"datasets:write"})
+COL_READ = frozenset({"collections:read"})
+COL_WRITE = frozenset({"collections:write"})
 
-NONE, MODEL, PUSH, DATASET, JOB = "", "model", "push", "dataset", "job"
-HIDDEN = {MODEL: "model_not_found", DATASET: "dataset_not_found", JOB: "job_not_found"}  # hidden = absent
+NONE, MODEL, PUSH, DATASET, JOB, COLLECTION = "", "model", "push", "dataset", "job", "collection"
+HIDDEN = {
+    MODEL: "model_not_found",
+    DATASET: "dataset_not_found",
+    JOB: "job_not_found",
+    COLLECTION: "collection_not_found",
+}  # hidden = absent
+EMBEDDER = "emb"  # the embedding model every collection of the table is made over (only the admin sees it)
 TARGET, OTHER, ABSENT = "alpha", "beta", "ghost"
 ABSENT_JOB = "job_000000000000"
 LABELS = "labels: [red, blue, green, grey]\n"
@@ -85,6 +104,20 @@ class Ctx:
     dataset_zip: bytes = b""
     queued: dict[str, str] = field(default_factory=dict)  # model -> a queued job training it
     cancelled: dict[str, str] = field(default_factory=dict)  # model -> a cancelled (final) job
+
+    def collection(self, name: str) -> str:
+        """``name``, once a collection of that name holds the items ``x`` and ``y`` (made by the
+        admin over ``EMBEDDER`` when a row dropped it or deleted them; nothing for ``ABSENT``)."""
+        if name == ABSENT:
+            return name
+        admin = self.server.headers
+        if self.http.get(f"/v1/collections/{name}", headers=admin).status_code == 404:
+            r = self.http.post("/v1/collections", json={"name": name, "model": EMBEDDER}, headers=admin)
+            assert r.status_code == 201, r.text
+        items = [{"id": i, "vector": [1.0, float(n), 0.0, 0.0]} for n, i in enumerate("xy")]
+        r = self.http.post(f"/v1/collections/{name}/items", json={"items": items}, headers=admin)
+        assert r.status_code == 200, r.text
+        return name
 
     def victim(self) -> str:
         """The id of a fresh key (revoked or rotated by the row that asked for it)."""
@@ -191,6 +224,9 @@ def _submit(ctx: Ctx, m: str) -> Req:
     return Req("POST", "/v1/jobs", {"json": {"dataset": m, "model": m, "config": {"epochs": 1}}})
 
 
+OK_200 = frozenset({200})
+
+
 def _job_row(
     operation: str, suffix: str, final: bool = False, ok: frozenset[int] = frozenset({200}), ok_code: str | None = None
 ) -> Row:
@@ -203,6 +239,18 @@ def _job_row(
         return Req(operation.split(" ", 1)[0], f"/v1/jobs/{job_id(ctx, m)}{suffix}")
 
     return Row("rest", operation, JOBS, JOB, ok, build, ok_code=ok_code, subject=job_id)
+
+
+def _collection_row(
+    operation: str, suffix: str, scopes: frozenset[str], ok: frozenset[int] = OK_200, **kwargs: Any
+) -> Row:
+    """A row on the collection named ``m`` (the admin makes it, with items, before each call)."""
+    method = operation.split(" ", 1)[0]
+
+    def build(ctx: Ctx, m: str) -> Req:
+        return Req(method, f"/v1/collections/{ctx.collection(m)}{suffix}", kwargs)
+
+    return Row("rest", operation, scopes, COLLECTION, ok, build)
 
 
 def _infer(version: str) -> RestCall:
@@ -372,6 +420,35 @@ TABLE: list[Row] = [
     _job_row(
         "GET /v1/jobs/{job_id}/plots/{plot}.png", "/plots/confusion.png", ok=frozenset({404}), ok_code="not_found"
     ),
+    # -- vector collections: a key's model patterns match collection names ----------------------
+    # a classification model cannot back a collection: 422 (an allowed call that creates nothing)
+    Row(
+        "rest",
+        "POST /v1/collections",
+        COL_WRITE,
+        PUSH,
+        frozenset({422}),
+        lambda ctx, m: Req("POST", "/v1/collections", {"json": {"name": m, "model": m}}),
+        ok_code="invalid_field",
+        gone="/v1/collections/{m}",
+    ),
+    Row("rest", "GET /v1/collections", COL_READ, NONE, OK, _get("/v1/collections")),
+    _collection_row("GET /v1/collections/{collection:imaas_model}", "", COL_READ),
+    _collection_row("DELETE /v1/collections/{collection:imaas_model}", "", COL_WRITE, frozenset({204})),
+    _collection_row(
+        "POST /v1/collections/{collection}/items",
+        "/items",
+        COL_WRITE,
+        json={"items": [{"id": "z", "vector": [0.0, 0.0, 1.0, 0.0]}]},
+    ),
+    _collection_row("POST /v1/collections/{collection}:search", ":search", COL_READ, json={"id": "x", "k": 2}),
+    _collection_row("GET /v1/collections/{collection}/items/{item_id}", "/items/x", COL_READ),
+    _collection_row("DELETE /v1/collections/{collection}/items/{item_id}", "/items/y", COL_WRITE, frozenset({204})),
+    _collection_row(
+        "POST /v1/collections/{collection}/items:delete", "/items:delete", COL_WRITE, json={"ids": ["none"]}
+    ),
+    # too few items for an index: 400 (an allowed call that changes nothing)
+    _collection_row("POST /v1/collections/{collection}:index", ":index", COL_WRITE, frozenset({400})),
     # -- Open Inference Protocol over REST ---------------------------------------------------
     Row("oip", "GET /v2", PUBLIC, NONE, OK, _get("/v2")),
     Row("oip", "GET /v2/health/live", PUBLIC, NONE, OK, _get("/v2/health/live")),
@@ -550,6 +627,13 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
         for name in (TARGET, OTHER):
             _push_model(http, admin, name, v1)
             _push_model(http, admin, name, v2)
+        r = http.post(
+            f"/v1/models/{EMBEDDER}/versions",
+            files={"model": ("m.onnx", v1)},
+            data={"manifest": "task: embedding\n"},
+            headers=admin,
+        )
+        assert r.status_code == 201, r.text
         md = http.get(f"/v2/models/{TARGET}", headers=admin).json()
         image_input = next(i["name"] for i in md["inputs"] if i["datatype"] == "BYTES")
         ctx = Ctx(server, http, solid((200, 30, 30)), v2, image_input, _dataset_zip())
@@ -780,13 +864,16 @@ def test_listings_show_a_limited_key_only_its_models(matrix: Matrix) -> None:
         index = matrix.stub.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=(("authorization", key),))
         assert [m.name for m in index.models] == [OTHER]
     everyone = {"authorization": admin}
-    assert sorted(m["name"] for m in http.get("/v1/models", headers=everyone).json()["models"]) == [TARGET, OTHER]
-    assert sorted(m["name"] for m in http.post("/v2/repository/index", json={}, headers=everyone).json()) == [
-        TARGET,
-        OTHER,
-    ]
+    every_model = sorted([TARGET, OTHER, EMBEDDER])
+    assert sorted(m["name"] for m in http.get("/v1/models", headers=everyone).json()["models"]) == every_model
+    assert sorted(m["name"] for m in http.post("/v2/repository/index", json={}, headers=everyone).json()) == every_model
     index = matrix.stub.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=(("authorization", admin),))
-    assert sorted(m.name for m in index.models) == [TARGET, OTHER]
+    assert sorted(m.name for m in index.models) == every_model
+    collections = [matrix.ctx.collection(TARGET), matrix.ctx.collection(OTHER)]
+    listed = http.get("/v1/collections", headers={"authorization": matrix.keys.limited}).json()["collections"]
+    assert [c["name"] for c in listed] == [OTHER]
+    listed = http.get("/v1/collections", headers=everyone).json()["collections"]
+    assert [c["name"] for c in listed] == sorted(collections)
 
 
 def test_pattern_key_predicts_on_its_model_only(matrix: Matrix) -> None:

@@ -231,3 +231,44 @@ def test_replicas_started_together_on_a_fresh_database_both_start(
                 s.stop()
             else:
                 s._sock.close()
+
+
+def test_an_image_added_to_a_collection_through_one_replica_is_found_through_the_other(
+    pair: tuple[RunningServer, RunningServer], tmp_path: Path
+) -> None:
+    a, b = pair
+    r = httpx.post(
+        f"{a.url}/v1/models/embed/versions",
+        files={"model": ("m.onnx", tiny_classifier(tmp_path / "e.onnx", classes=8).read_bytes())},
+        data={"manifest": json.dumps({"task": "embedding", "preprocess": {"resize": "exact"}})},
+        headers=a.headers,
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    r = httpx.post(f"{a.url}/v1/collections", json={"name": "shared", "model": "embed"}, headers=a.headers, timeout=60)
+    assert r.status_code == 201, r.text
+    colours = {"red": (230, 20, 20), "blue": (20, 20, 230), "green": (20, 230, 20)}
+    for name, colour in colours.items():
+        r = httpx.post(
+            f"{a.url}/v1/collections/shared/items",
+            params={"id": name},
+            content=solid(colour, size=(32, 32)),
+            headers={**a.headers, **PNG},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+    # the other replica reads the same registry row and the same table in the bucket
+    r = httpx.post(
+        f"{b.url}/v1/collections/shared:search",
+        params={"k": 3},
+        content=solid((200, 40, 60), size=(32, 32)),
+        headers={**b.headers, **PNG},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["neighbours"][0]["id"] == "red"
+    assert {n["id"] for n in r.json()["neighbours"]} == set(colours)
+    # a delete through b is seen by a at its next read
+    assert httpx.delete(f"{b.url}/v1/collections/shared/items/red", headers=b.headers, timeout=60).status_code == 204
+    r = httpx.post(f"{a.url}/v1/collections/shared:search", json={"id": "blue"}, headers=a.headers, timeout=60)
+    assert [n["id"] for n in r.json()["neighbours"]] == ["green"]

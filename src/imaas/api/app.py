@@ -25,7 +25,7 @@ from imaas.api.auth import Authenticate
 from imaas.api.fastpath import PredictFastPath
 from imaas.api.middleware import BodyLimit, RequestContext, SecurityHeaders
 from imaas.api.responses import FastJSONResponse
-from imaas.api.routes import datasets, health, jobs, keys, lifecycle, models, oip, predict
+from imaas.api.routes import collections, datasets, health, jobs, keys, lifecycle, models, oip, predict
 from imaas.errors import ImaasError
 from imaas.services.container import Services, build_services
 from imaas.settings import Settings
@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(keys.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(collections.router)
 
     upload_limit = settings.server.max_upload_bytes
     body_limit = settings.server.max_body_bytes

@@ -53,6 +53,7 @@ from imaas.errors import (
     RateLimited,
     VersionNotFound,
 )
+from imaas.schemas.collections import AddItems, SearchQuery
 from imaas.schemas.oip import InferenceRequest, InferenceResponse, OipError, Ready
 from imaas.schemas.rest import PredictRequest, Problem
 from imaas.settings import Settings
@@ -166,6 +167,8 @@ def _components(settings: Settings) -> dict[str, Any]:
         (OipError, "serialization"),
         (Ready, "serialization"),
         (PredictRequest, "validation"),
+        (AddItems, "validation"),
+        (SearchQuery, "validation"),
         (InferenceRequest, "validation"),
         (InferenceResponse, "serialization"),
     ]
@@ -174,6 +177,9 @@ def _components(settings: Settings) -> dict[str, Any]:
     max_images = settings.server.max_images_per_request
     schemas["PredictRequest"]["properties"]["images"]["maxItems"] = max_images
     schemas["PredictUpload"] = predict_upload_schema(max_images)
+    max_items = settings.collections.max_items
+    schemas["AddItems"]["properties"]["items"]["maxItems"] = max_items
+    schemas["SearchQuery"]["properties"]["k"]["maximum"] = settings.collections.max_k
     return schemas
 
 

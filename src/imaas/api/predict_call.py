@@ -137,7 +137,7 @@ async def answer_predict(request: Request, name: str) -> Response:
         len(call.images),
         sum(len(im.data) for im in call.images),
         lambda: services.inference.predict(call.ref, call.images, call.params, routing_key, fmt),
-        _answered_by,
+        Answer.served_by,
     )
     if decisions:
         request.scope["state"].setdefault("ratelimit", []).extend(decisions)
@@ -146,10 +146,6 @@ async def answer_predict(request: Request, name: str) -> Response:
     if answer.image is not None:
         return Response(answer.image, media_type=answer.media_type, headers=headers)
     return FastJSONResponse(body, headers=headers)
-
-
-def _answered_by(answer: Answer) -> tuple[str, int, str]:
-    return answer.body["model"], answer.body["version"], answer.body["task"]
 
 
 def _with_body(request: Request, body: bytes) -> Request:

@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from imaas.cli import datasets, keys, lifecycle, training, worker
+from imaas.cli import collections, datasets, keys, lifecycle, training, worker
 from imaas.cli.credentials import api_key_for, connect
 from imaas.cli.results import results_table
 from imaas.cli.terminal import (
@@ -663,6 +663,7 @@ def main() -> None:
 lifecycle.register(models_app)  # after list/show/push, so --help lists those first
 keys.register(app)
 datasets.register(app)
+collections.register(app)
 training.register(app)
 worker.register(app)
 

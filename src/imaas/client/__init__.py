@@ -14,6 +14,7 @@ Example::
 """
 
 from imaas.client.asynchronous import AsyncClient
+from imaas.client.collections import Item
 from imaas.client.sync import Client
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = ["AsyncClient", "Client", "Item"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +26,18 @@ from imaas.client.calls import (
     status_call,
     update_model_call,
     update_version_call,
+)
+from imaas.client.collections import (
+    Item,
+    add_call,
+    build_index_call,
+    create_collection_call,
+    delete_items_call,
+    drop_collection_call,
+    get_collection_call,
+    get_item_call,
+    list_collections_call,
+    search_call,
 )
 from imaas.client.common import (
     DEFAULT_URL,
@@ -69,6 +81,7 @@ from imaas.client.training import (
     train_call,
 )
 from imaas.errors import ServerUnreachable, TransportError
+from imaas.schemas.collections import AddResult, CollectionInfo, DeleteResult, ItemOut, SearchResult
 from imaas.schemas.datasets import DatasetDetail, DatasetPushResult, DatasetSummary, DatasetVersionInfo
 from imaas.schemas.jobs import FINAL_STATES, JobEventInfo, JobInfo
 from imaas.schemas.keys import AuditPage, CreatedKeyInfo, KeyInfo, KeyLimitsInfo, UsageReport
@@ -425,6 +438,67 @@ class AsyncClient:
                         event = job_event(sse)
                         follow.seen(event)
                         yield event
+
+    # -- vector collections ------------------------------------------------------------------------
+    async def create_collection(self, name: str, model: str, description: str = "") -> CollectionInfo:
+        """A new collection over the embedding model ``model`` (needs ``collections:write``).
+
+        Example::
+
+            c.create_collection("photos", "mobilenet-v2-embed").dimension  # 1280
+        """
+        return await self._run(create_collection_call(name, model, description))  # type: ignore[no-any-return]
+
+    async def list_collections(self) -> list[CollectionInfo]:
+        """Every collection the key sees, with its size and index."""
+        return (await self._run(list_collections_call())).collections  # type: ignore[no-any-return]
+
+    async def get_collection(self, name: str) -> CollectionInfo:
+        """A collection's model, dimension, size and index."""
+        return await self._run(get_collection_call(name))  # type: ignore[no-any-return]
+
+    async def drop_collection(self, name: str) -> None:
+        """Remove a collection and every item in it."""
+        await self._run(drop_collection_call(name))
+
+    async def build_index(self, name: str) -> CollectionInfo:
+        """Build the collection's approximate nearest-neighbour index (1,000 items or more)."""
+        return await self._run(build_index_call(name))  # type: ignore[no-any-return]
+
+    async def add_items(self, name: str, items: Sequence[Item]) -> AddResult:
+        """Add (or replace, by id) items: images are embedded by the collection's model.
+
+        Example::
+
+            c.add_items("photos", [Item("cat", image="cat.jpg", metadata={"tag": "pet"})])
+        """
+        return await self._run(add_call(name, items))  # type: ignore[no-any-return]
+
+    async def search(
+        self,
+        name: str,
+        *,
+        image: ImageSource | None = None,
+        item_id: str | None = None,
+        vector: Sequence[float] | None = None,
+        k: int = 10,
+    ) -> SearchResult:
+        """The ``k`` items most similar to an image, a stored item or a vector, best first.
+
+        Example::
+
+            [n.id for n in c.search("photos", image="kitten.jpg", k=3).neighbours]  # ['cat', ...]
+        """
+        call = search_call(name, image=image, item_id=item_id, vector=vector, k=k)
+        return await self._run(call)  # type: ignore[no-any-return]
+
+    async def get_item(self, name: str, item_id: str, vector: bool = False) -> ItemOut:
+        """A stored item's metadata (and its unit vector when ``vector``)."""
+        return await self._run(get_item_call(name, item_id, vector))  # type: ignore[no-any-return]
+
+    async def delete_items(self, name: str, ids: Sequence[str]) -> DeleteResult:
+        """Remove items by id (ids not there are ignored)."""
+        return await self._run(delete_items_call(name, ids))  # type: ignore[no-any-return]
 
     async def predict(
         self,

@@ -9,6 +9,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -73,6 +74,16 @@ class EncodedImage:
     data: bytes
     filename: str
     content_type: str
+
+
+def path_segment(text: str) -> str:
+    """``text`` as one URL path segment: a mistyped name must not reach another route.
+
+    ``/`` is quoted, and so are ``.`` and ``..``, which URL normalisation would otherwise
+    resolve (``/v1/datasets/..`` is ``/v1/``).
+    """
+    quoted = quote(text, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 def load_image(source: ImageSource) -> EncodedImage:

@@ -25,12 +25,12 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
 
 from imaas.client.calls import Call
+from imaas.client.common import path_segment as _segment
 from imaas.errors import ImaasError, TransportError
 from imaas.schemas.datasets import DatasetDetail, DatasetList, DatasetPushResult, DatasetVersionInfo
 from imaas.schemas.jobs import FINAL_STATES, JobEventInfo, JobInfo, JobList
@@ -55,16 +55,6 @@ _ARCHIVE_MAGIC: list[tuple[str, int, bytes]] = [
     ("application/x-tar", 257, b"ustar"),
 ]
 OCTET_STREAM = "application/octet-stream"
-
-
-def _segment(text: str) -> str:
-    """``text`` as one URL path segment: a mistyped name must not reach another route.
-
-    ``/`` is quoted, and so are ``.`` and ``..``, which URL normalisation would otherwise
-    resolve (``/v1/datasets/..`` is ``/v1/``).
-    """
-    quoted = quote(text, safe="")
-    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 # -- uploads ---------------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ from decimal import Decimal
 
 from imaas.errors import ImaasError, KeyNotFound, ModelNotFound
 from imaas.imaging.decode import DecodeLimits
+from imaas.index.store import open_store
 from imaas.registry.artifacts.factory import open_artifacts
 from imaas.registry.artifacts.store import ArtifactStore
 from imaas.registry.audit import SqlAudit
+from imaas.registry.collections import SqlCollections
 from imaas.registry.datasets import SqlDatasets
 from imaas.registry.jobs import SqlJobs
 from imaas.registry.keys import SqlKeys
@@ -27,6 +29,7 @@ from imaas.security.quotas import open_counters
 from imaas.services.audit import AuditService
 from imaas.services.auth import Authenticator
 from imaas.services.changes import ChangeFeed
+from imaas.services.collections import CollectionService
 from imaas.services.datasets import DatasetService
 from imaas.services.inference import InferenceService
 from imaas.services.keys import KeyService
@@ -59,6 +62,7 @@ class Services:
     audit: AuditService
     datasets: DatasetService
     training: TrainingService
+    collections: CollectionService
     close_registry: Callable[[], None]
     _keeper: asyncio.Task[None] | None = None
     _bookkeeper: asyncio.Task[None] | None = None
@@ -227,6 +231,13 @@ def build_services(settings: Settings) -> Services:
         datasets=datasets,
         training=TrainingService(
             SqlJobs(registry), datasets, artifacts, settings.jobs.max_memory_mib, settings.jobs.max_streams
+        ),
+        collections=CollectionService(
+            SqlCollections(registry),
+            open_store(settings.collections_url, endpoint_url=settings.s3.endpoint_url, region=settings.s3.region),
+            inference,
+            usage,
+            settings.collections,
         ),
         close_registry=registry.close,
     )

@@ -100,6 +100,10 @@ class Answer:
     image: bytes | None = None
     media_type: str | None = None
 
+    def served_by(self) -> tuple[str, int, str]:
+        """The model, version and task that answered (what usage is recorded under)."""
+        return self.body["model"], self.body["version"], self.body["task"]
+
 
 @dataclass(frozen=True)
 class ImageInput:

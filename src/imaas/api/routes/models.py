@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
-from starlette.convertors import StringConvertor, register_url_convertor
 
 from imaas.api.deps import PUSH, READ, WRITE, Principal, services
 from imaas.api.openapi import AliasName, ModelName, problem_responses
+from imaas.api.routes import segments  # noqa: F401  (registers the imaas_model path convertor)
 from imaas.domain import ALIAS_RE, MAX_VERSION, AliasRoute, ModelRecord, ModelVersion, check_name
 from imaas.errors import (
     Conflict,
@@ -30,15 +30,6 @@ from imaas.services.container import Services
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-
-class _SegmentWithoutColon(StringConvertor):
-    """A path segment without ``:``, so ``GET /v1/models/{name}`` never claims ``/v1/models/{name}:predict``
-    (a GET there is 405 with ``Allow: POST``, as the OpenAPI description says)."""
-
-    regex = "[^/:]+"
-
-
-register_url_convertor("imaas_model", _SegmentWithoutColon())
 
 # a registry write can collide with another, find it locked, or not reach it
 WRITE_ERRORS = (Conflict, RegistryBusy, RegistryUnavailable)

@@ -19,7 +19,8 @@ from imaas.services.models import ModelService
 from imaas.training.export import export_onnx, parity
 from imaas.zoo import mnist
 from imaas.zoo.detectors import FileRecipe, file_recipes
-from imaas.zoo.recipes import Recipe, recipes
+from imaas.zoo.features import add_features_output
+from imaas.zoo.recipes import Recipe, recipes, zoo_source
 
 Progress = Callable[[str, str], None]
 
@@ -51,11 +52,12 @@ def _skip_installed(models: ModelService, recipe: Recipe | FileRecipe, say: Prog
     return InstallResult(recipe.name, existing, installed=False)
 
 
-def install_recipe(models: ModelService, recipe: Recipe, progress: Progress | None = None) -> InstallResult:
-    """Install one recipe unless a version built by the same recipe revision exists."""
+def install_recipe(models: ModelService, recipe: Recipe, progress: Progress | None = None) -> list[InstallResult]:
+    """Install one recipe (and its embedding model) unless a version built by the same recipe
+    revision exists."""
     say = progress or (lambda _n, _s: None)
     if (skipped := _skip_installed(models, recipe, say)) is not None:
-        return skipped
+        return [skipped]
     say(recipe.name, "loading weights")
     module = recipe.build_module()
     size = recipe.manifest.input.size or (224, 224)
@@ -66,12 +68,26 @@ def install_recipe(models: ModelService, recipe: Recipe, progress: Progress | No
         say(recipe.name, "checking parity with PyTorch")
         rng = np.random.default_rng(0)
         diff = parity(module, path, rng.standard_normal((2, 3, *size), dtype=np.float32))
+        if recipe.embedding is not None:
+            dimension = add_features_output(path)
+            say(recipe.name, f"pooled features ({dimension}) added as a second output for {recipe.embedding}")
         say(recipe.name, "registering")
         version, _ = models.push_file(
             recipe.name, path, recipe.manifest, source=recipe.source, metrics={"onnx_parity_max_abs_diff": diff}
         )
+        results = [InstallResult(recipe.name, version.version, installed=True, max_abs_diff=diff)]
+        if recipe.embedding is not None:  # the same bytes: the artifact store keeps one copy
+            embed, _ = models.push_file(
+                recipe.embedding,
+                path,
+                recipe.embedding_manifest(),
+                source=zoo_source(recipe.embedding, recipe.revision),
+                metrics={"onnx_parity_max_abs_diff": diff},
+            )
+            say(recipe.embedding, f"installed as version {embed.version} (the file of {recipe.name})")
+            results.append(InstallResult(recipe.embedding, embed.version, installed=True, max_abs_diff=diff))
     say(recipe.name, f"installed as version {version.version} (parity max abs diff {diff:.1e})")
-    return InstallResult(recipe.name, version.version, installed=True, max_abs_diff=diff)
+    return results
 
 
 def install_file(models: ModelService, recipe: FileRecipe, progress: Progress | None = None) -> InstallResult:
@@ -92,7 +108,8 @@ def install_file(models: ModelService, recipe: FileRecipe, progress: Progress | 
 
 def names() -> list[str]:
     """Every bundled model's name."""
-    return [r.name for r in recipes()] + [r.name for r in file_recipes()] + [mnist.NAME]
+    embeddings = [r.embedding for r in recipes() if r.embedding is not None]
+    return [r.name for r in recipes()] + embeddings + [r.name for r in file_recipes()] + [mnist.NAME]
 
 
 def install(services: Services, only: list[str] | None = None, progress: Progress | None = None) -> list[InstallResult]:
@@ -100,7 +117,12 @@ def install(services: Services, only: list[str] | None = None, progress: Progres
     unknown = set(only or []) - set(names())
     if unknown:
         raise ImaasError(f"no bundled model named {sorted(unknown)}; available: {names()}")
-    results = [install_recipe(services.models, r, progress) for r in recipes() if not only or r.name in only]
+    results = [
+        result
+        for r in recipes()
+        if not only or r.name in only or (r.embedding is not None and r.embedding in only)
+        for result in install_recipe(services.models, r, progress)
+    ]
     results += [install_file(services.models, r, progress) for r in file_recipes() if not only or r.name in only]
     if not only or mnist.NAME in only:
         version, installed = mnist.install_mnist(services, progress)

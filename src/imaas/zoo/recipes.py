@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from imaas.schemas.manifest import Manifest
+from imaas.schemas.manifest import Manifest, Postprocess
 from imaas.training.architectures import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -19,11 +19,25 @@ class Recipe:
     description: str
     manifest: Manifest
     build_module: Callable[[], Any]
+    embedding: str | None = None
+    """Also serve the classifier's pooled features as this embedding model, from the same file."""
 
     @property
     def source(self) -> str:
         """Lineage tag stored with the version, which also makes installs idempotent."""
         return zoo_source(self.name, self.revision)
+
+    def embedding_manifest(self) -> Manifest:
+        """The embedding model's manifest: the classifier's input and pre-processing, the
+        ``features`` output (``zoo/features.py``), no labels."""
+        return self.manifest.model_copy(
+            update={
+                "task": "embedding",
+                "description": f"{self.name}'s pooled features as an L2-normalised embedding (similarity search).",
+                "labels": None,
+                "postprocess": Postprocess(output="features"),
+            }
+        )
 
 
 def zoo_source(name: str, revision: int) -> str:
@@ -52,7 +66,7 @@ def recipes() -> list[Recipe]:
     return [
         Recipe(
             name="mobilenet-v2",
-            revision=1,
+            revision=2,  # r2: the file also outputs its pooled features, served as mobilenet-v2-embed
             description="MobileNetV2 (ImageNet-1k, 224x224): fast general-purpose image classifier.",
             manifest=Manifest.model_validate(
                 {
@@ -68,10 +82,11 @@ def recipes() -> list[Recipe]:
                         "std": IMAGENET_STD,
                     },
                     "labels": "imagenet-1k",
-                    "postprocess": {"activation": "softmax", "top_k": 5},
+                    "postprocess": {"activation": "softmax", "top_k": 5, "output": "logits"},
                 }
             ),
             build_module=_mobilenet_v2,
+            embedding="mobilenet-v2-embed",
         ),
         Recipe(
             name="efficientnet-lite0",

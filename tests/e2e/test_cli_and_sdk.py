@@ -153,7 +153,7 @@ def test_sdk_typed_results_and_errors(zoo_server: RunningServer, cat_file: Path,
         both = c.predict("efficientnet-lite0", [cat_file, photos["coffee"]], top_k=1)
         assert len(both.results) == 2
         listed = [m.name for m in c.list_models().models]
-        assert listed == ["efficientnet-lite0", "faces", "mnist-cnn", "mobilenet-v2", "nudenet"]
+        assert listed == ["efficientnet-lite0", "faces", "mnist-cnn", "mobilenet-v2", "mobilenet-v2-embed", "nudenet"]
         assert c.get_model("mobilenet-v2").versions[0].manifest.labels == "imagenet-1k"
         with pytest.raises(ModelNotFound):
             c.predict("nope", cat_file)

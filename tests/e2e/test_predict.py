@@ -90,7 +90,8 @@ def test_concurrent_requests_all_succeed(zoo_server: RunningServer, photos: dict
 
 def test_catalog(zoo_server: RunningServer) -> None:
     listed = httpx.get(f"{zoo_server.url}/v1/models", headers=zoo_server.headers).json()["models"]
-    assert [m["name"] for m in listed] == ["efficientnet-lite0", "faces", "mnist-cnn", "mobilenet-v2", "nudenet"]
+    zoo = ["efficientnet-lite0", "faces", "mnist-cnn", "mobilenet-v2", "mobilenet-v2-embed", "nudenet"]
+    assert [m["name"] for m in listed] == zoo
     assert {m["name"]: m["task"] for m in listed}["faces"] == "detection"
     assert listed[3]["aliases"] == {"production": 1}
     detail = httpx.get(f"{zoo_server.url}/v1/models/mobilenet-v2", headers=zoo_server.headers).json()
@@ -149,7 +150,10 @@ def test_catalog_pages(zoo_server: RunningServer) -> None:
         second = http.get("/v1/models", params={"limit": 2, "after": first["next"]}).json()
         assert ([m["name"] for m in second["models"]], second["next"]) == (["faces", "mnist-cnn"], "mnist-cnn")
         third = http.get("/v1/models", params={"limit": 2, "after": second["next"]}).json()
-        assert ([m["name"] for m in third["models"]], third["next"]) == (["mobilenet-v2", "nudenet"], None)
+        pair = ["mobilenet-v2", "mobilenet-v2-embed"]
+        assert ([m["name"] for m in third["models"]], third["next"]) == (pair, "mobilenet-v2-embed")
+        last = http.get("/v1/models", params={"limit": 2, "after": third["next"]}).json()
+        assert ([m["name"] for m in last["models"]], last["next"]) == (["nudenet"], None)
         assert http.get("/v1/models").json()["next"] is None
         bad = http.get("/v1/models", params={"limit": 0})
     assert bad.status_code == 400
@@ -163,7 +167,14 @@ def test_health_and_openapi(zoo_server: RunningServer) -> None:
     assert httpx.get(f"{zoo_server.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{zoo_server.url}/readyz", headers=zoo_server.headers).json()
     assert ready["status"] == "ready"
-    assert ready["loaded"] == ["efficientnet-lite0@1", "faces@1", "mnist-cnn@1", "mobilenet-v2@1", "nudenet@1"]
+    assert ready["loaded"] == [
+        "efficientnet-lite0@1",
+        "faces@1",
+        "mnist-cnn@1",
+        "mobilenet-v2-embed@1",  # sorted as text: "-" before "@"
+        "mobilenet-v2@1",
+        "nudenet@1",
+    ]
     spec = httpx.get(f"{zoo_server.url}/openapi.json").json()
     predict = spec["paths"]["/v1/models/{name}:predict"]["post"]
     assert "image/jpeg" in predict["requestBody"]["content"]

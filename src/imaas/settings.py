@@ -268,6 +268,7 @@ class CollectionSettings(BaseModel):
     max_id_length: int = Field(256, ge=1, le=4096, description="longest item id, in characters")
     max_metadata_bytes: int = Field(4096, ge=2, le=1_048_576, description="largest item metadata, as JSON")
     max_collections: int = Field(1000, ge=1, description="collections a registry may hold")
+    max_collection_items: int = Field(1_000_000, ge=1, description="items one collection may hold")
 
 
 class Settings(BaseSettings):

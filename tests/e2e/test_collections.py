@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +181,7 @@ def test_collections_list_describe_drop_and_a_fresh_collection_of_the_same_name_
     create(server)
     fill(server)
     listed = call(server, "GET", "").json()["collections"]
-    assert [(c["name"], c["model"], c["items"]) for c in listed] == [("colours", "embed", len(COLOURS))]
+    assert [(c["name"], c["model"], c["items"]) for c in listed] == [("colours", "embed@1", len(COLOURS))]
     assert create(server).json()["code"] == "collection_exists"
     assert call(server, "DELETE", "/colours").status_code == 204
     assert call(server, "GET", "/colours").json()["code"] == "collection_not_found"
@@ -366,3 +368,38 @@ def test_the_cli_adds_searches_and_drops(server: RunningServer, tmp_path: Path) 
     dropped = runner.invoke(app, ["collections", "drop", "colours", "--yes", *at])
     assert dropped.exit_code == 0, dropped.output
     assert runner.invoke(app, ["collections", "list", "--json", *at]).output.strip() == "[]"
+
+
+def test_a_collection_stays_on_the_version_it_was_made_with(server: RunningServer, tmp_path: Path) -> None:
+    create(server)
+    fill(server)
+    # embed@2 answers vectors of another dimension and becomes production: the collection,
+    # pinned to embed@1 when it was made, keeps answering with embed@1
+    push(server, "embed", tiny_classifier(tmp_path / "embed2.onnx", classes=DIM // 2), EMBED_MANIFEST)
+    r = httpx.post(f"{server.url}/v1/models/embed/promote", json={"version": 2}, headers=server.headers, timeout=60)
+    assert r.status_code == 200, r.text
+    png = {"content-type": "image/png"}
+    r = call(server, "POST", "/colours:search", content=solid((220, 40, 30)), headers=png)
+    assert r.status_code == 200, r.text
+    assert (r.json()["model"], r.json()["version"]) == ("embed", 1)
+    assert r.json()["neighbours"][0]["id"] == "red"
+    # a new collection over the alias takes the new version
+    assert create(server, "halves").json()["model"] == "embed@2"
+    assert call(server, "GET", "/halves").json()["dimension"] == DIM // 2
+
+
+def test_concurrent_adds_of_one_id_leave_one_item(server: RunningServer) -> None:
+    create(server)
+    start = threading.Barrier(8)
+
+    def add(n: int) -> int:
+        vec = [0.0] * DIM
+        vec[n % DIM] = 1.0
+        start.wait()
+        return call(server, "POST", "/colours/items", json={"items": [{"id": "same", "vector": vec}]}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(add, range(8))) == [200] * 8
+    assert call(server, "GET", "/colours").json()["items"] == 1
+    r = call(server, "POST", "/colours:search", json={"vector": [1.0] * DIM, "k": 10})
+    assert [n["id"] for n in r.json()["neighbours"]] == ["same"]

@@ -9,12 +9,14 @@ is numpy's exact top 10 by dot product.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from imaas.errors import InvalidRequest
+from imaas.errors import CollectionNotFound, InvalidRequest
+from imaas.index import lance
 from imaas.index.lance import MIN_INDEX_ROWS, LanceStore
 from tests.s3server import REGION
 
@@ -106,3 +108,34 @@ def test_two_handles_on_one_bucket_see_each_others_writes(
     assert [n.id for n in a.search(table, np.eye(4, dtype=np.float32)[1], 5)] == ["x"]
     b.drop(table)
     assert a._connect().list_tables().tables == []
+
+
+@pytest.mark.filterwarnings("ignore:optimize\\(cleanup_older_than=0\\):UserWarning")
+def test_writes_are_compacted_and_replaced_vectors_leave_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lance, "KEEP_VERSIONS_FOR", timedelta(0))
+    store = LanceStore(str(tmp_path / "vectors"))
+    store.create("t", 4)
+    for n in range(lance.OPTIMIZE_EVERY):
+        store.upsert("t", ["same"], np.eye(4, dtype=np.float32)[[n % 4]], [f'{{"n":{n}}}'])
+    data = list((tmp_path / "vectors" / "t.lance" / "data").iterdir())
+    # without the clean-up every write leaves a data file (one per version); with it, the
+    # compacted table's file and at most the last few writes' remain
+    assert len(data) <= 3, len(data)
+    assert store.count("t") == 1
+    got = store.get("t", "same")
+    assert got is not None
+    assert got.metadata == f'{{"n":{lance.OPTIMIZE_EVERY - 1}}}'
+
+
+def test_a_table_dropped_by_another_process_is_collection_not_found(tmp_path: Path) -> None:
+    a = LanceStore(str(tmp_path / "vectors"))
+    b = LanceStore(str(tmp_path / "vectors"))
+    a.create("t", 4)
+    a.upsert("t", ["x"], np.eye(4, dtype=np.float32)[:1], ["{}"])
+    b.drop("t")
+    with pytest.raises(CollectionNotFound):
+        a.count("t")  # a's cached handle
+    with pytest.raises(CollectionNotFound):
+        a.upsert("t", ["y"], np.eye(4, dtype=np.float32)[:1], ["{}"])

@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from typing import Any, TypeVar
 
+import orjson
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from imaas.errors import InvalidRequest, PayloadTooLarge
+
+M = TypeVar("M", bound=BaseModel)
 
 ENCODINGS = ("gzip", "deflate")
 
@@ -68,3 +73,20 @@ async def read_body(request: Request, limit: int) -> bytes:
     if not encoding:
         return body
     return await asyncio.to_thread(decompress, body, encoding, limit)
+
+
+def load_json(body: bytes) -> Any:
+    """The JSON document ``body`` (``check_json_size`` it first); ``InvalidRequest`` when it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def validated(model: type[M], doc: Any) -> M:
+    """``doc`` as ``model``; ``InvalidRequest`` naming each field that does not fit (``images.0.data: ...``)."""
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequest(detail[:2000]) from None

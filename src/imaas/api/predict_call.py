@@ -19,8 +19,6 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-import orjson
-from pydantic import ValidationError
 from starlette.datastructures import QueryParams, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -28,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
-from imaas.api.bodies import check_json_size, read_body
+from imaas.api.bodies import check_json_size, load_json, read_body, validated
 from imaas.api.deps import principal_of
 from imaas.api.offload import parse_sized
 from imaas.api.responses import FastJSONResponse
@@ -193,17 +191,10 @@ async def _multipart(request: Request, limit: int) -> list[ImageInput]:
 def _json_images(body: bytes, limit: int) -> tuple[list[ImageInput], dict[str, str]]:
     # a predict body is a few values per image (base64 strings hold no commas or brackets)
     check_json_size(body, max_values=16 * limit + 64, max_containers=4 * limit + 16)
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    doc = load_json(body)
     if isinstance(doc, dict) and isinstance(doc.get("images"), list) and len(doc["images"]) > limit:
         raise too_many_images(limit)
-    try:
-        req = PredictRequest.model_validate(doc)
-    except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise InvalidRequest(detail[:2000]) from None
+    req = validated(PredictRequest, doc)
     images = []
     for i, im in enumerate(req.images):
         try:

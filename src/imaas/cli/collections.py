@@ -44,6 +44,7 @@ collections_app = typer.Typer(
 )
 NameArgument = Annotated[str, typer.Argument(help="the collection")]
 MAX_ITEMS_PER_CALL = 32  # images sent per request by `add` (the server takes up to collections.max_items)
+MAX_BYTES_PER_CALL = 8 * 1024 * 1024  # image bytes per request (base64 adds a third; the body limit is 20 MiB)
 
 
 def _metadata(text: str | None) -> dict[str, Any]:
@@ -146,11 +147,17 @@ def collections_add(
     """Add IMAGES to collection NAME (embedded by its model; an id added again is replaced)."""
     if ids and len(ids) != len(images):
         raise typer.BadParameter(f"{len(ids)} ids for {len(images)} images", param_hint="--id")
+    chosen = ids or [p.name for p in images]
+    twice = sorted({i for i in chosen if chosen.count(i) > 1})
+    if twice:  # a/cat.jpg and b/cat.jpg would replace each other
+        raise typer.BadParameter(
+            f"{', '.join(twice[:5])} named more than once: give each image an --id", param_hint="--id"
+        )
     meta = _metadata(metadata)
-    items = [Item(ids[i] if ids else p.name, image=p, metadata=meta) for i, p in enumerate(images)]
+    items = [Item(chosen[i], image=p, metadata=meta) for i, p in enumerate(images)]
 
     def add_all(c: Any) -> list[Any]:
-        return [c.add_items(name, items[i : i + MAX_ITEMS_PER_CALL]) for i in range(0, len(items), MAX_ITEMS_PER_CALL)]
+        return [c.add_items(name, batch) for batch in _batches(items, [p.stat().st_size for p in images])]
 
     results = call(url, api_key, home, add_all)
     if as_json:
@@ -161,6 +168,22 @@ def collections_add(
         f"added {sum(r.added for r in results):,} to {name} (embedded by {last.model}@{last.version}); "
         f"it holds {last.items:,} items"
     )
+
+
+def _batches(items: list[Item], sizes: list[int]) -> list[list[Item]]:
+    """``items`` in requests of at most ``MAX_ITEMS_PER_CALL`` items and ``MAX_BYTES_PER_CALL`` image bytes."""
+    batches: list[list[Item]] = []
+    current: list[Item] = []
+    held = 0
+    for item, size in zip(items, sizes, strict=True):
+        if current and (len(current) >= MAX_ITEMS_PER_CALL or held + size > MAX_BYTES_PER_CALL):
+            batches.append(current)
+            current, held = [], 0
+        current.append(item)
+        held += size
+    if current:
+        batches.append(current)
+    return batches
 
 
 @collections_app.command("search")

@@ -9,7 +9,14 @@ an index a search scans every row exactly; ``build_index`` adds an IVF-HNSW inde
 (``refine_factor``), and rows added after it are still searched exactly and merged in.
 
 Ids and metadata are the caller's: filters are built with LanceDB's expression builder,
-never by pasting text into SQL. Foreign exceptions become ``VectorStoreUnavailable``.
+never by pasting text into SQL. Writes to one table are serialised in this process (two
+concurrent merges of one new id would both insert it); across replicas a race can still
+leave two rows of one id, so reads keep the first row of each id. Every
+``OPTIMIZE_EVERY`` writes to a table, it is compacted and versions older than
+``KEEP_VERSIONS_FOR`` are removed, so replaced and deleted vectors leave the disk and the
+table does not grow a file per write. A table that is gone is ``CollectionNotFound``;
+other foreign exceptions become ``VectorStoreUnavailable`` (logged in full, answered
+without the store's paths).
 
 Example::
 
@@ -19,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -32,10 +40,15 @@ import pyarrow as pa
 from lancedb.expr import col, lit
 from lancedb.index import HnswSq
 
-from imaas.errors import ImaasError, InvalidRequest, VectorStoreUnavailable
+from imaas.errors import CollectionNotFound, ImaasError, InvalidRequest, VectorStoreUnavailable
 from imaas.index.store import IndexState, Neighbour, StoredItem
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+OPTIMIZE_EVERY = 100
+"""Writes to a table between two compactions (each write adds a version and a few files)."""
+KEEP_VERSIONS_FOR = timedelta(minutes=10)
+"""Old table versions younger than this are kept for readers still on them."""
 MIN_INDEX_ROWS = 1000
 """Below this many rows an exact scan is fast enough, and the index has too little to train on."""
 ROWS_PER_PARTITION = 4096
@@ -43,6 +56,7 @@ REFINE_FACTOR = 5
 """Candidates re-ranked on the full vectors per neighbour asked for (recall@10 0.96 -> 1.0
 on 10,000 clustered 1280-d vectors; see tests/integration/test_vector_store.py)."""
 COLUMNS = ["id", "metadata", "_distance"]
+DUPLICATE_SLACK = 4
 
 
 def schema(dimension: int) -> pa.Schema:
@@ -90,6 +104,8 @@ class LanceStore:
         self._db: Any = None
         self._tables: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._writers: dict[str, threading.Lock] = {}
+        self._writes: dict[str, int] = {}
 
     # -- plumbing ------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -109,13 +125,40 @@ class LanceStore:
                 self._tables[name] = table
             return table
 
-    def _call(self, what: str, work: Callable[[], T]) -> T:
+    def _writer(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._writers.setdefault(name, threading.Lock())
+
+    def _exists(self, name: str) -> bool:
+        try:
+            return name in self._connect().list_tables().tables
+        except Exception:  # the store itself is away: not a missing table
+            return True
+
+    def _call(self, what: str, work: Callable[[], T], table: str | None = None) -> T:
         try:
             return work()
         except ImaasError:
             raise
         except Exception as exc:  # LanceDB raises OSError, RuntimeError, ValueError... from its Rust core
-            raise VectorStoreUnavailable(f"{what}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+            if table is not None and not self._exists(table):
+                with self._lock:
+                    self._tables.pop(table, None)
+                raise CollectionNotFound("the collection's vectors are gone (it was dropped meanwhile)") from exc
+            log.warning("vector store: %s failed: %r", what, exc)
+            raise VectorStoreUnavailable(
+                f"{what} failed ({type(exc).__name__}); the server log has the details"
+            ) from exc
+
+    def _wrote(self, table: str) -> None:
+        """Count a write; every ``OPTIMIZE_EVERY``, compact the table and drop old versions."""
+        n = self._writes.get(table, 0) + 1
+        self._writes[table] = n
+        if n % OPTIMIZE_EVERY == 0:
+            try:
+                self._table(table).optimize(cleanup_older_than=KEEP_VERSIONS_FOR)
+            except Exception as exc:  # a failed clean-up is retried after the next writes
+                log.warning("vector store: compacting %s failed: %r", table, exc)
 
     # -- VectorStore -----------------------------------------------------------------------
     def create(self, table: str, dimension: int) -> None:
@@ -155,18 +198,23 @@ class LanceStore:
                 },
                 schema=schema(dimension),
             )
-            tbl.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+            with self._writer(table):
+                tbl.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+                self._wrote(table)
 
-        self._call("adding vectors", work)
+        self._call("adding vectors", work, table)
 
     def delete(self, table: str, ids: Sequence[str]) -> int:
         """Remove the rows with these ids; how many there were."""
 
         def work() -> int:
-            result = self._table(table).delete(col("id").isin(list(ids)))
+            tbl = self._table(table)
+            with self._writer(table):
+                result = tbl.delete(col("id").isin(list(ids)))
+                self._wrote(table)
             return int(getattr(result, "num_deleted_rows", 0))
 
-        return self._call("deleting vectors", work)
+        return self._call("deleting vectors", work, table)
 
     def get(self, table: str, item_id: str) -> StoredItem | None:
         """The row ``item_id``, or None."""
@@ -178,7 +226,7 @@ class LanceStore:
             row = rows[0]
             return StoredItem(row["id"], np.asarray(row["vector"], dtype=np.float32), row["metadata"])
 
-        return self._call("reading a vector", work)
+        return self._call("reading a vector", work, table)
 
     def search(self, table: str, vector: np.ndarray, k: int, exclude: str | None = None) -> list[Neighbour]:
         """The ``k`` nearest rows by cosine similarity, best first."""
@@ -186,19 +234,23 @@ class LanceStore:
 
         def work() -> list[Neighbour]:
             tbl = self._table(table)
-            wanted = k + (1 if exclude is not None else 0)
+            wanted = k + 1 + DUPLICATE_SLACK  # room for the excluded id and for ids a replica race doubled
             q = tbl.search(query, vector_column_name="vector").distance_type("dot").limit(wanted).select(COLUMNS)
             if tbl.list_indices():
                 q = q.refine_factor(REFINE_FACTOR)
-            rows = q.to_arrow().to_pylist()
-            hits = [Neighbour(r["id"], 1.0 - float(r["_distance"]), r["metadata"]) for r in rows if r["id"] != exclude]
+            hits: list[Neighbour] = []
+            seen = {exclude}
+            for r in q.to_arrow().to_pylist():
+                if r["id"] not in seen:
+                    seen.add(r["id"])
+                    hits.append(Neighbour(r["id"], 1.0 - float(r["_distance"]), r["metadata"]))
             return hits[:k]
 
-        return self._call("searching vectors", work)
+        return self._call("searching vectors", work, table)
 
     def count(self, table: str) -> int:
         """How many rows ``table`` holds."""
-        return self._call("counting vectors", lambda: int(self._table(table).count_rows()))
+        return self._call("counting vectors", lambda: int(self._table(table).count_rows()), table)
 
     def build_index(self, table: str) -> IndexState:
         """An IVF-HNSW-SQ index (dot product) over every row; ``InvalidRequest`` under ``MIN_INDEX_ROWS``."""
@@ -211,11 +263,11 @@ class LanceStore:
 
         def work() -> None:
             partitions = max(1, rows // ROWS_PER_PARTITION)
-            self._table(table).create_index(
-                "vector", config=HnswSq(distance_type="dot", num_partitions=partitions), replace=True
-            )
+            tbl = self._table(table)
+            with self._writer(table):  # one build at a time (two commits of one index conflict)
+                tbl.create_index("vector", config=HnswSq(distance_type="dot", num_partitions=partitions), replace=True)
 
-        self._call("building the index", work)
+        self._call("building the index", work, table)
         return self.index_state(table)
 
     def index_state(self, table: str) -> IndexState:
@@ -232,4 +284,4 @@ class LanceStore:
             unindexed = int(getattr(stats, "num_unindexed_rows", total - indexed) or 0)
             return IndexState(str(indices[0].index_type), indexed, unindexed)
 
-        return self._call("reading the index", work)
+        return self._call("reading the index", work, table)

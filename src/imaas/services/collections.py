@@ -10,8 +10,11 @@ version); vectors are L2-normalised on the way in, so scores are cosine similari
 
 Authorisation: ``collections:read`` lists, describes, reads and searches;
 ``collections:write`` creates, adds, deletes, drops and indexes; embedding an image also
-needs ``infer`` and a key that sees the collection's model. A key limited to some names sees
-only the collections whose name it may use; others are ``CollectionNotFound`` as if absent.
+needs ``infer``. A key limited to some names sees only the collections whose name and model
+it may use; others are ``CollectionNotFound`` as if absent.
+
+A collection is pinned to the model version its reference named at creation (an alias is
+resolved then): a promote or a canary never mixes another model's vectors into it.
 
 Example::
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,10 +47,13 @@ from imaas.imaging.samples import warmup_image
 from imaas.index.store import IndexState, Neighbour, VectorStore
 from imaas.registry.collections import Collection, SqlCollections
 from imaas.registry.fields import invalid
-from imaas.services.access import authorize, check_model
+from imaas.runtime.tasks.embedding import normalized
+from imaas.services.access import authorize, check_model, model_of
 from imaas.services.inference import Answer, ImageInput, InferenceService
 from imaas.services.usage import UsageService
 from imaas.settings import CollectionSettings
+
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 
 
 @dataclass(frozen=True)
@@ -98,8 +104,9 @@ class Found:
 
 
 def unit(vector: Sequence[float], dimension: int, field_name: str) -> np.ndarray:
-    """``vector`` as a float32 unit vector of ``dimension``; ``DimensionMismatch`` or
-    ``InvalidField`` (non-finite numbers, a zero vector) naming ``field_name``."""
+    """``vector`` as a float32 unit vector of ``dimension`` (``normalized``, as the embedding
+    task answers them); ``DimensionMismatch`` or ``InvalidField`` (non-finite numbers, a zero
+    vector) naming ``field_name``."""
     v = np.asarray(vector, dtype=np.float64).reshape(-1)
     if v.shape[0] != dimension:
         raise DimensionMismatch(
@@ -107,10 +114,22 @@ def unit(vector: Sequence[float], dimension: int, field_name: str) -> np.ndarray
         )
     if not np.all(np.isfinite(v)):
         raise invalid(field_name, "must hold finite numbers only")
-    norm = float(np.linalg.norm(v))
-    if norm == 0.0 or not math.isfinite(norm):
+    if not np.any(v):
         raise invalid(field_name, "a zero vector has no direction to compare")
-    return (v / norm).astype(np.float32)
+    return normalized(v)
+
+
+def check_item_id(item_id: str, max_length: int, field_name: str) -> str:
+    """``item_id``, or ``InvalidField`` naming ``field_name`` when it is empty, longer than
+    ``max_length`` or holds a character that hides or reorders text (controls, formats such
+    as bidi overrides and zero-width spaces, line and paragraph separators)."""
+    if not isinstance(item_id, str) or not item_id:
+        raise invalid(field_name, "must be non-empty text")
+    if len(item_id) > max_length:
+        raise invalid(field_name, f"at most {max_length} characters, got {len(item_id)}")
+    if any(unicodedata.category(ch) in HIDDEN_CATEGORIES for ch in item_id):
+        raise invalid(field_name, "must not contain control, format or separator characters")
+    return item_id
 
 
 class CollectionService:
@@ -132,20 +151,23 @@ class CollectionService:
 
     # -- checks ------------------------------------------------------------------------------
     async def _visible(self, p: Principal, name: str) -> Collection:
-        """The collection ``name`` if the key may use its name; absent otherwise (the model is
-        checked where an image is embedded)."""
+        """The collection ``name`` if the key sees its name and its model; absent otherwise
+        (a probe cannot tell a collection over another tenant's model from none)."""
         if not p.sees(name):
             raise CollectionNotFound(f"no collection named {name!r}")
-        return await asyncio.to_thread(self.rows.get, name)
+        c = await asyncio.to_thread(self.rows.get, name)
+        if not p.sees(model_of(c.model)):
+            raise CollectionNotFound(f"no collection named {name!r}")
+        return c
+
+    async def check(self, p: Principal, name: str, scope: Scope) -> Collection:
+        """The collection ``name`` for a caller holding ``scope`` (what an edge asks before it
+        reads a large body); ``CollectionNotFound`` as if absent, ``InsufficientScope``."""
+        authorize(p, scope)
+        return await self._visible(p, name)
 
     def _check_id(self, item_id: str, field_name: str) -> str:
-        if not isinstance(item_id, str) or not item_id:
-            raise invalid(field_name, "must be non-empty text")
-        if len(item_id) > self.limits.max_id_length:
-            raise invalid(field_name, f"at most {self.limits.max_id_length} characters, got {len(item_id)}")
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in item_id):
-            raise invalid(field_name, "must not contain control characters")
-        return item_id
+        return check_item_id(item_id, self.limits.max_id_length, field_name)
 
     def _metadata_text(self, metadata: Any, field_name: str) -> str:
         if not isinstance(metadata, dict):
@@ -163,47 +185,51 @@ class CollectionService:
         """The images' unit vectors from the collection's model, metered as predictions."""
         authorize(p, Scope.INFER)
         check_model(p, c.model)
-        answer, _ = await self.usage.metered(
-            p,
-            len(images),
-            sum(len(im.data) for im in images),
-            lambda: self.inference.predict(ModelRef.parse(c.model), images),
-            Answer.served_by,
+
+        async def embed() -> tuple[np.ndarray, Answer]:  # a refusal here refunds the images
+            answer = await self.inference.predict(ModelRef.parse(c.model), images)
+            body = answer.body
+            if body["task"] != "embedding":
+                raise InvalidField(
+                    f"model: {body['model']}@{body['version']} is a {body['task']} model; "
+                    f"collection {c.name!r} needs an embedding model"
+                )
+            vectors = np.asarray([r["embedding"] for r in body["results"]], dtype=np.float32)
+            if vectors.shape[1] != c.dimension:
+                raise DimensionMismatch(
+                    f"model: {body['model']}@{body['version']} answers vectors of dimension {vectors.shape[1]}, "
+                    f"but collection {c.name!r} holds dimension {c.dimension}"
+                )
+            return vectors, answer
+
+        (vectors, answer), _ = await self.usage.metered(
+            p, len(images), sum(len(im.data) for im in images), embed, lambda done: done[1].served_by()
         )
-        body = answer.body
-        if body["task"] != "embedding":
-            raise InvalidField(
-                f"model: {body['model']}@{body['version']} is now a {body['task']} model; "
-                f"collection {c.name!r} needs an embedding model"
-            )
-        vectors = np.asarray([r["embedding"] for r in body["results"]], dtype=np.float32)
-        if vectors.shape[1] != c.dimension:
-            raise DimensionMismatch(
-                f"model: {body['model']}@{body['version']} answers vectors of dimension {vectors.shape[1]}, "
-                f"but collection {c.name!r} holds dimension {c.dimension}"
-            )
         return vectors, answer
 
     # -- collections ---------------------------------------------------------------------------
     async def create(self, p: Principal, name: str, model: str, description: str = "") -> Described:
-        """A new, empty collection over the embedding model ``model`` (checked with one
-        inference, which also gives the dimension)."""
+        """A new, empty collection over the embedding model ``model``, pinned to the version
+        it names now (an alias is resolved), checked with one inference that also gives the
+        dimension (so it needs ``infer`` too)."""
         authorize(p, Scope.COLLECTIONS_WRITE)
         check_name(name)
         if not p.sees(name):
             raise ModelForbidden(f"this API key may only use the names {', '.join(p.models or ())}")
         ref = ModelRef.parse(model)
         check_model(p, ref.name)
-        choice = await self.inference.choose(ref)
-        if choice.version.manifest.task != "embedding":
+        version = (await self.inference.routes.get(ref)).primary
+        if version.manifest.task != "embedding":
             raise InvalidField(
-                f"model: {model!r} is a {choice.version.manifest.task} model; a collection needs an embedding model"
+                f"model: {model!r} is a {version.manifest.task} model; a collection needs an embedding model"
             )
-        answer = await self.inference.predict(ref, [ImageInput(warmup_image(), "probe.jpg")])
+        authorize(p, Scope.INFER)  # the probe below runs the model
+        pinned = ModelRef.parse(f"{version.model}@{version.version}")
+        answer = await self.inference.predict(pinned, [ImageInput(warmup_image(), "probe.jpg")])
         dimension = int(answer.body["results"][0]["dimension"])
         table = f"{name}-{uuid.uuid4().hex[:12]}"
         await asyncio.to_thread(self.store.create, table, dimension)
-        row = Collection(name, model, dimension, table, description, created_by=p.actor)
+        row = Collection(name, f"{version.model}@{version.version}", dimension, table, description, created_by=p.actor)
         try:
             created = await asyncio.to_thread(self.rows.create, row, self.limits.max_collections)
         except BaseException:
@@ -215,8 +241,14 @@ class CollectionService:
         """Every collection the key sees, with its size and index."""
         authorize(p, Scope.COLLECTIONS_READ)
         rows = await asyncio.to_thread(self.rows.list)
-        seen = [c for c in rows if p.sees(c.name)]
-        return [await self._describe(c) for c in seen]
+        seen = [c for c in rows if p.sees(c.name) and p.sees(model_of(c.model))]
+        out = []
+        for c in seen:
+            try:
+                out.append(await self._describe(c))
+            except CollectionNotFound:  # its table is gone (a drop that failed half-way): listed empty, droppable
+                out.append(Described(c, 0, IndexState(None, 0, 0)))
+        return out
 
     async def describe(self, p: Principal, name: str) -> Described:
         """The collection ``name`` with its size and index."""
@@ -230,9 +262,11 @@ class CollectionService:
     async def drop(self, p: Principal, name: str) -> None:
         """Remove the collection and every item in it."""
         authorize(p, Scope.COLLECTIONS_WRITE)
-        await self._visible(p, name)
-        gone = await asyncio.to_thread(self.rows.delete, name)
-        await asyncio.to_thread(self.store.drop, gone.table_name)
+        c = await self._visible(p, name)
+        # the table first: a drop that fails half-way leaves a row whose items are gone (a
+        # retry finishes it), never a table no row names
+        await asyncio.to_thread(self.store.drop, c.table_name)
+        await asyncio.to_thread(self.rows.delete, name)
 
     async def build_index(self, p: Principal, name: str) -> Described:
         """Build the collection's ANN index over every item (``InvalidRequest`` when it is too small to need one)."""
@@ -261,6 +295,10 @@ class CollectionService:
                 raise invalid(f"items.{i}", "give either an image or a vector")
             ids.append(item_id)
             texts.append(self._metadata_text(item.metadata, f"items.{i}.metadata"))
+        held = await asyncio.to_thread(self.store.count, c.table_name)
+        if held + len(ids) > self.limits.max_collection_items:  # before any image is embedded (and charged)
+            cap = self.limits.max_collection_items
+            raise invalid("items", f"collection {name!r} holds {held:,} items; at most {cap:,} fit")
         vectors = np.zeros((len(items), c.dimension), dtype=np.float32)
         for i, item in enumerate(items):
             if item.vector is not None:

@@ -11,18 +11,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.responses import Response
 
-from imaas.api.bodies import check_json_size, read_body
+from imaas.api.bodies import check_json_size, load_json, read_body, validated
 from imaas.api.deps import COLLECTIONS_READ, COLLECTIONS_WRITE, Principal, services
+from imaas.api.offload import parse_sized
 from imaas.api.openapi import problem_responses, ref
 from imaas.api.predict_call import body_kind
 from imaas.api.routes import segments  # noqa: F401  (registers the imaas_model path convertor)
+from imaas.domain import Scope
 from imaas.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -40,7 +42,6 @@ from imaas.errors import (
     VectorStoreUnavailable,
 )
 from imaas.index.store import Neighbour
-from imaas.runtime.tasks.embedding import MAX_DIMENSION
 from imaas.schemas.collections import (
     NAME_PATTERN,
     AddItems,
@@ -61,6 +62,8 @@ from imaas.services.collections import Query as SearchFrom
 from imaas.services.container import Services
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
+M = TypeVar("M", bound=BaseModel)
+JSON_SLACK = 256  # values of a JSON item besides its vector (id, metadata, keys)
 
 CollectionName = Annotated[
     str, Path(description="collection name", json_schema_extra={"pattern": NAME_PATTERN}, examples=["photos"])
@@ -68,7 +71,8 @@ CollectionName = Annotated[
 ItemId = Annotated[
     str,
     Path(
-        description="the item's id (ids holding `/` are read and deleted through the JSON routes)",
+        description="the item's id (an id holding `/` cannot be named in a path: search by it and delete it "
+        "with the JSON routes)",
         max_length=1024,
         json_schema_extra={"pattern": r"^[^/\x00-\x1f\x7f]+$"},
     ),
@@ -99,19 +103,14 @@ def _b64(text: str, field: str) -> bytes:
         raise InvalidRequest(f"{field}: not valid base64") from None
 
 
-async def _json(request: Request, svc: Services, model: type[BaseModel]) -> Any:
-    """The JSON body validated as ``model`` (bounded before it is parsed: vectors of up to
-    ``MAX_DIMENSION`` numbers for each item, and a few dozen objects and arrays each)."""
-    limit = svc.settings.collections.max_items
+async def _json(request: Request, svc: Services, model: type[M], values: int) -> M:
+    """The JSON body validated as ``model``, refused before it is parsed when it holds more
+    than about ``values`` values (vectors' numbers included) or a few dozen arrays and
+    objects per item."""
     body = await read_body(request, svc.settings.server.max_body_bytes)
-    check_json_size(body, max_values=limit * (MAX_DIMENSION + 1024), max_containers=32 * limit + 16)
-    try:
-        return model.model_validate(orjson.loads(body))
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
-    except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise InvalidRequest(detail[:2000]) from None
+    check_json_size(body, max_values=values, max_containers=32 * svc.settings.collections.max_items + 16)
+    doc = await parse_sized(len(body), load_json, body)
+    return validated(model, doc)
 
 
 def _body_doc(model: type[BaseModel], raw: str) -> dict[str, Any]:
@@ -225,6 +224,7 @@ async def add_items(
 ) -> AddResult:
     """Embed the images with the collection's model (metered as predictions) and store the
     vectors with their ids and metadata, never the images; an id added again is replaced."""
+    c = await svc.collections.check(p, collection, Scope.COLLECTIONS_WRITE)  # before reading the body
     kind = body_kind(request.headers.get("content-type", ""))
     if kind == "raw":
         try:
@@ -234,7 +234,8 @@ async def add_items(
         image = await read_body(request, svc.settings.server.max_body_bytes)
         items = [NewItem(id if id is not None else hashlib.sha256(image).hexdigest()[:16], image=image, metadata=meta)]
     elif kind == "json":
-        body: AddItems = await _json(request, svc, AddItems)
+        limit = svc.settings.collections.max_items
+        body = await _json(request, svc, AddItems, limit * (c.dimension + JSON_SLACK))
         items = [
             NewItem(
                 it.id,
@@ -277,12 +278,13 @@ async def search(
 ) -> SearchResult:
     """The ``k`` items (default 10) most similar by cosine similarity, best first; a search by
     a stored id leaves that item out of its own neighbours."""
+    c = await svc.collections.check(p, collection, Scope.COLLECTIONS_READ)  # before reading the body
     kind = body_kind(request.headers.get("content-type", ""))
     if kind == "raw":
         query = SearchFrom(image=await read_body(request, svc.settings.server.max_body_bytes))
         wanted = k or 10
     elif kind == "json":
-        body: SearchQuery = await _json(request, svc, SearchQuery)
+        body = await _json(request, svc, SearchQuery, c.dimension + JSON_SLACK)
         image = None if body.image is None else _b64(body.image, "image")
         query = SearchFrom(image=image, id=body.id, vector=body.vector)
         wanted = k or body.k

@@ -24,10 +24,15 @@ MAX_DIMENSION = 65536
 
 
 def normalized(vector: np.ndarray) -> np.ndarray:
-    """``vector`` as float32 of unit length (a zero vector stays zero)."""
-    v = np.asarray(vector, dtype=np.float32).reshape(-1)
-    norm = float(np.linalg.norm(v))
-    out: np.ndarray = v / norm if norm > 0 else v
+    """``vector`` as float32 of unit length (a zero vector stays zero). It is scaled by its
+    largest component first, so that vectors of huge or tiny numbers keep their direction
+    instead of overflowing or vanishing in the norm."""
+    v = np.asarray(vector, dtype=np.float64).reshape(-1)
+    peak = float(np.max(np.abs(v))) if v.size else 0.0
+    if not peak > 0 or not np.isfinite(peak):
+        return v.astype(np.float32)
+    v = v / peak
+    out: np.ndarray = (v / np.linalg.norm(v)).astype(np.float32)
     return out
 
 

@@ -12,6 +12,10 @@ import base64
 import io
 
 import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from PIL import Image, ImageOps
 
 from tests.conftest import RunningServer
@@ -50,3 +54,37 @@ def test_a_mirrored_crop_finds_its_photo(zoo_server: RunningServer, photos: dict
             assert best["score"] - second["score"] > 0.2
     finally:
         httpx.delete(f"{url}/samples", headers=headers, timeout=60)
+
+
+def test_oip_and_grpc_answer_the_same_unit_vectors_as_rest(zoo_server: RunningServer, photos: dict[str, bytes]) -> None:
+    headers = zoo_server.headers
+    rest = httpx.post(
+        f"{zoo_server.url}/v1/models/mobilenet-v2-embed:predict",
+        content=photos["chelsea"],
+        headers={**headers, "content-type": "image/jpeg"},
+        timeout=60,
+    ).json()["results"][0]["embedding"]
+    assert np.linalg.norm(rest) == pytest.approx(1.0, abs=1e-5)
+    http = httpclient.InferenceServerClient(zoo_server.url.removeprefix("http://"))
+    try:
+        meta = http.get_model_metadata("mobilenet-v2-embed", headers=dict(headers))
+        assert {"name": "embedding", "datatype": "FP32", "shape": [-1, -1]} in meta["outputs"]
+        image = httpclient.InferInput("image", [1], "BYTES")
+        image.set_data_from_numpy(np.array([photos["chelsea"]], dtype=object))
+        out = http.infer(
+            "mobilenet-v2-embed", [image], outputs=[httpclient.InferRequestedOutput("embedding")], headers=dict(headers)
+        )
+    finally:
+        http.close()
+    assert out.as_numpy("embedding").shape == (1, 1280)
+    assert np.allclose(out.as_numpy("embedding")[0], rest, atol=1e-6)
+    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{zoo_server.grpc_port}")
+    try:
+        image = grpcclient.InferInput("image", [1], "BYTES")
+        image.set_data_from_numpy(np.array([photos["chelsea"]], dtype=object))
+        got = grpc.infer(
+            "mobilenet-v2-embed", [image], outputs=[grpcclient.InferRequestedOutput("embedding")], headers=dict(headers)
+        )
+    finally:
+        grpc.close()
+    assert np.allclose(got.as_numpy("embedding")[0], rest, atol=1e-6)

@@ -52,12 +52,37 @@ def _skip_installed(models: ModelService, recipe: Recipe | FileRecipe, say: Prog
     return InstallResult(recipe.name, existing, installed=False)
 
 
+def _install_embedding_from(
+    models: ModelService, recipe: Recipe, version: int, say: Progress
+) -> InstallResult | None:
+    """The recipe's embedding model from the installed classifier's own file, when it is
+    missing (its push failed, or it was deleted); None when there is none to install."""
+    if recipe.embedding is None:
+        return None
+    source = zoo_source(recipe.embedding, recipe.revision)
+    try:
+        _, versions = models.describe(recipe.embedding)
+        existing = next((v.version for v in versions if v.source == source), None)
+    except ModelNotFound:
+        existing = None
+    if existing is not None:
+        say(recipe.embedding, "already installed")
+        return InstallResult(recipe.embedding, existing, installed=False)
+    _, classifier = models.describe(recipe.name)
+    sha = next(v.sha256 for v in classifier if v.version == version)
+    path = models.artifacts.open_path(sha)
+    embed, _ = models.push_file(recipe.embedding, path, recipe.embedding_manifest(), source=source)
+    say(recipe.embedding, f"installed as version {embed.version} (the file of {recipe.name}@{version})")
+    return InstallResult(recipe.embedding, embed.version, installed=True)
+
+
 def install_recipe(models: ModelService, recipe: Recipe, progress: Progress | None = None) -> list[InstallResult]:
     """Install one recipe (and its embedding model) unless a version built by the same recipe
     revision exists."""
     say = progress or (lambda _n, _s: None)
     if (skipped := _skip_installed(models, recipe, say)) is not None:
-        return [skipped]
+        embedded = _install_embedding_from(models, recipe, skipped.version, say)
+        return [skipped] if embedded is None else [skipped, embedded]
     say(recipe.name, "loading weights")
     module = recipe.build_module()
     size = recipe.manifest.input.size or (224, 224)

@@ -11,7 +11,9 @@ so boxes agree within IoU 0.85, not to the pixel.
 
 from __future__ import annotations
 
+import base64
 import io
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,3 +227,96 @@ def test_a_classifier_pushed_as_a_detector_is_refused(empty_server: RunningServe
     )
     assert r.status_code == 422, r.text
     assert "postprocess.format" in r.json()["detail"]
+
+
+# -- privacy redaction: the faces detector's boxes blurred or pixelated ------------------------
+def decoded(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+def padded(box: list[float], width: int, height: int) -> tuple[int, int, int, int]:
+    """The region a redaction changes: the box grown by a tenth of its size on every side."""
+    x1, y1, x2, y2 = box
+    px, py = (x2 - x1) * 0.1, (y2 - y1) * 0.1
+    left, top = max(0, math.floor(x1 - px)), max(0, math.floor(y1 - py))
+    return left, top, min(width, math.ceil(x2 + px)), min(height, math.ceil(y2 + py))
+
+
+def detail(pixels: np.ndarray) -> float:
+    """Mean absolute difference between horizontal neighbours: what a blur removes."""
+    return float(np.abs(np.diff(pixels, axis=1)).mean())
+
+
+@pytest.mark.parametrize("method", ["pixelate", "blur"])
+def test_redaction_hides_the_face_and_leaves_every_other_pixel(
+    zoo_server: RunningServer, photos: dict[str, bytes], method: str
+) -> None:
+    [face] = predict(zoo_server, "faces", photos["astronaut"]).json()["results"][0]["detections"]
+    r = predict(zoo_server, "faces", photos["astronaut"], f"?redact={method}", accept="image/png")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    out, original = decoded(r.content), decoded(photos["astronaut"])
+    assert out.shape == original.shape
+    left, top, right, bottom = padded(face["box"], 512, 512)
+    outside = np.ones(out.shape[:2], dtype=bool)
+    outside[top:bottom, left:right] = False
+    assert np.array_equal(out[outside], original[outside])  # PNG: nothing else changed, to the bit
+    inside, before = out[top:bottom, left:right], original[top:bottom, left:right]
+    assert np.abs(inside - before).mean() > 5
+    if method == "pixelate":  # 8 blocks across the longer side: few colours, flat blocks
+        assert len(np.unique(inside.reshape(-1, 3), axis=0)) <= 9 * 9
+    else:
+        assert detail(inside) < 0.2 * detail(before)
+
+
+def test_redaction_of_a_photo_without_faces_changes_nothing(
+    zoo_server: RunningServer, photos: dict[str, bytes]
+) -> None:
+    r = predict(zoo_server, "faces", photos["coffee"], "?redact=pixelate", accept="image/png")
+    assert r.status_code == 200, r.text
+    assert np.array_equal(decoded(r.content), decoded(photos["coffee"]))
+
+
+def test_regions_true_answers_the_redacted_image_and_its_regions_as_json(
+    zoo_server: RunningServer, photos: dict[str, bytes]
+) -> None:
+    r = predict(zoo_server, "faces", photos["astronaut"], "?redact=blur&regions=true")
+    assert r.status_code == 200, r.text
+    result = r.json()["results"][0]
+    assert len(result["detections"]) == 1
+    assert result["image"]["media_type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(base64.b64decode(result["image"]["data"])))
+    assert (image.format, image.size) == ("JPEG", (512, 512))
+    sdk = Client(zoo_server.url, api_key=zoo_server.key)
+    try:
+        typed = sdk.predict("faces", photos["astronaut"], options={"redact": "blur", "regions": True}).results[0]
+    finally:
+        sdk.close()
+    assert isinstance(typed, DetectionResult)
+    assert typed.image is not None
+    assert typed.image.media_type == "image/jpeg"
+
+
+@pytest.mark.parametrize(
+    ("model", "query", "status", "names"),
+    [
+        ("faces", "?redact=smudge", 400, "query.redact"),
+        ("faces", "?redact=blur&draw=true", 422, "query.redact"),
+        ("faces", "?regions=true", 422, "query.regions"),
+        ("mobilenet-v2", "?redact=blur", 422, "query.redact"),
+    ],
+)
+def test_bad_redaction_options_name_the_parameter(
+    zoo_server: RunningServer, photos: dict[str, bytes], model: str, query: str, status: int, names: str
+) -> None:
+    r = predict(zoo_server, model, photos["astronaut"], query)
+    assert r.status_code == status, r.text
+    assert names in r.json()["detail"]
+
+
+def test_redacting_a_10000_pixel_square_is_refused_before_decoding(zoo_server: RunningServer) -> None:
+    buf = io.BytesIO()
+    Image.new("L", (10_000, 10_000)).save(buf, "PNG")
+    r = predict(zoo_server, "faces", buf.getvalue(), "?redact=blur", **{"Content-Type": "image/png"})
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "image_too_large"

@@ -344,7 +344,10 @@ def predict(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", dir_okay=False, help="detection: save the image with its boxes drawn (.jpg or .png; one image)"
+            "--out",
+            dir_okay=False,
+            help="detection: save the image with its boxes drawn, or redacted with -o redact=blur|pixelate "
+            "(.jpg or .png; one image)",
         ),
     ] = None,
     url: UrlOption = DEFAULT_URL,
@@ -370,7 +373,8 @@ def predict(
             result = c.predict(model, list(images), top_k=top_k, options=options or None)
             if out is not None:
                 fmt = "png" if out.suffix.lower() == ".png" else "jpeg"
-                drawn = c.predict_image(model, images[0], options={**options, "draw": True}, fmt=fmt)
+                wants = options if "redact" in options else {**options, "draw": True}
+                drawn = c.predict_image(model, images[0], options=wants, fmt=fmt)
                 out.write_bytes(drawn)
     except ImaasError as exc:
         raise _fail(exc) from None

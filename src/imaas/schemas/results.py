@@ -39,6 +39,13 @@ class Detection(BaseModel):
     )
 
 
+class AnswerImage(BaseModel):
+    """An image carried in a JSON answer."""
+
+    media_type: str = Field(description="image/jpeg or image/png")
+    data: str = Field(description="the encoded image, base64")
+
+
 class DetectionResult(BaseModel):
     """Detection: the objects of one image above the confidence threshold, best first,
     after class-aware non-maximum suppression."""
@@ -47,6 +54,9 @@ class DetectionResult(BaseModel):
     width: int = Field(description="the image's width in pixels, upright")
     height: int = Field(description="the image's height in pixels, upright")
     detections: list[Detection]
+    image: AnswerImage | None = Field(
+        None, description="with `regions=true`: the drawn or redacted image whose regions `detections` lists"
+    )
 
 
 class EmbeddingResult(BaseModel):

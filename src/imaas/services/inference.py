@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
@@ -328,13 +329,17 @@ class InferenceService:
         body = {"model": version.model, "version": version.version, "task": manifest.task, "results": results}
         if not rendering:
             return Answer(body)
-        image = await asyncio.to_thread(self._render, served, images[0].data, results[0], image_format)
+        image = await asyncio.to_thread(self._render, served, images[0].data, results[0], options, image_format)
+        if served.image_in_json(options):
+            encoded = base64.b64encode(image).decode()
+            results[0]["image"] = {"media_type": MEDIA_TYPES[image_format], "data": encoded}
+            return Answer(body)
         return Answer(body, image, MEDIA_TYPES[image_format])
 
-    def _render(self, served: Task, data: bytes, result: dict[str, Any], fmt: ImageFormat) -> bytes:
-        """The answer's image: the photo decoded at full size (within the decode limits), drawn on."""
+    def _render(self, served: Task, data: bytes, result: dict[str, Any], options: Any, fmt: ImageFormat) -> bytes:
+        """The answer's image: the photo decoded at full size (within the decode limits), drawn on or redacted."""
         photo = decode_image(data, self.limits)
-        return encode(served.render(photo, result), fmt)
+        return encode(served.render(photo, result, options), fmt)
 
     async def _run_shadow(self, version: ModelVersion, images: list[ImageInput]) -> list[dict[str, Any]]:
         """A shadow copy's results: decoded and run on the low-priority shadow thread (not the

@@ -62,6 +62,22 @@ _PARAMETERS: list[dict[str, Any]] = [
         "schema": {"type": "boolean"},
     },
     {
+        "name": "redact",
+        "in": "query",
+        "required": False,
+        "description": "detection: answer the image (one per request) with every box found blurred or pixelated "
+        "(privacy redaction with the `faces` detector), as JPEG, or PNG when `Accept` prefers `image/png`",
+        "schema": {"type": "string", "enum": ["blur", "pixelate"]},
+    },
+    {
+        "name": "regions",
+        "in": "query",
+        "required": False,
+        "description": "detection, with `draw` or `redact`: answer JSON whose result holds the image (base64) "
+        "and the regions drawn or redacted",
+        "schema": {"type": "boolean"},
+    },
+    {
         "name": "version",
         "in": "query",
         "required": False,

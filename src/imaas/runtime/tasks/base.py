@@ -13,8 +13,9 @@ A task module (one per task, beside this one) says, in this order:
    the model metadata, ``to_oip`` fills them);
 5. how two results of one image agree (``agreement``, for shadow comparisons), and its
    metering unit (``unit``);
-6. whether a request asked for an image as the answer (``renders``) and that image
-   (``render``: boxes drawn, regions redacted).
+6. whether a request asked for an image as the answer (``renders``), that image
+   (``render``: boxes drawn, regions redacted) and whether it goes into the JSON answer
+   instead (``image_in_json``).
 
 The API and services layers only ever call these methods, so adding a task is its module,
 its schema and one line in ``runtime/tasks/__init__.py``.
@@ -107,10 +108,14 @@ class Task:
         raise NotImplementedError
 
     def renders(self, options: Any) -> bool:
-        """Whether the request asked for an image as the answer (detection's ``draw``)."""
+        """Whether the request asked for an image as the answer (detection's ``draw`` or ``redact``)."""
         return False
 
-    def render(self, photo: Image.Image, result: dict[str, Any]) -> Image.Image:
+    def image_in_json(self, options: Any) -> bool:
+        """Whether that image goes into the JSON answer (base64) instead of being the answer."""
+        return False
+
+    def render(self, photo: Image.Image, result: dict[str, Any], options: Any) -> Image.Image:
         """The answer's image: ``photo`` (upright, full size) with ``result`` drawn on or applied to it."""
         raise NotImplementedError(f"{self.name} results have no image form")
 

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from imaas.errors import InvalidManifest
-from imaas.imaging.draw import draw_boxes
+from imaas.errors import InvalidField, InvalidManifest, InvalidRequest
+from imaas.imaging.draw import REDACT_METHODS, RedactMethod, draw_boxes, redact
 from imaas.imaging.pipeline import Geometry
 from imaas.runtime.graph import GraphInfo, TensorInfo
 from imaas.runtime.labelsets import label_count
@@ -45,18 +45,22 @@ from imaas.runtime.tasks.base import (
 from imaas.runtime.tasks.nms import iou_matrix, nms
 from imaas.schemas.manifest import Manifest
 
-OPTIONS = ("score", "iou", "max_detections", "draw")
+OPTIONS = ("score", "iou", "max_detections", "draw", "redact", "regions")
 MAX_DETECTIONS = 1000
 
 
 @dataclass(frozen=True)
 class DetectionOptions:
-    """A request's thresholds (None: the manifest's) and whether it wants the drawn image."""
+    """A request's thresholds (None: the manifest's), and the image it wants as the answer:
+    the photo with its boxes drawn, or with them blurred or pixelated (``redact``);
+    ``regions``: that image in the JSON answer (base64), beside the regions it changed."""
 
     score: float | None = None
     iou: float | None = None
     max_detections: int | None = None
     draw: bool = False
+    redact: RedactMethod | None = None
+    regions: bool = False
 
 
 class Detection(Task):
@@ -134,14 +138,25 @@ class Detection(Task):
         return manifest.model_copy(update={"postprocess": post.model_copy(update=update)})
 
     def options(self, params: Mapping[str, str]) -> DetectionOptions:
-        """``score`` and ``iou`` in 0..1, ``max_detections`` in 1..1000, ``draw``."""
+        """``score`` and ``iou`` in 0..1, ``max_detections`` in 1..1000, ``draw``, ``redact``
+        (``blur`` or ``pixelate``; not with ``draw``), ``regions`` (with ``draw`` or ``redact``)."""
         reject_unknown(params, OPTIONS, self.name)
-        return DetectionOptions(
+        redact = params.get("redact")
+        if redact is not None and redact not in REDACT_METHODS:
+            raise InvalidRequest(f"query.redact: {redact[:20]!r} is not one of {', '.join(REDACT_METHODS)}")
+        options = DetectionOptions(
             score=float_option(params, "score", 0.0, 1.0),
             iou=float_option(params, "iou", 0.0, 1.0),
             max_detections=int_option(params, "max_detections", 1, MAX_DETECTIONS),
             draw=bool_option(params, "draw"),
+            redact=redact,
+            regions=bool_option(params, "regions"),
         )
+        if options.draw and options.redact:
+            raise InvalidField("query.redact: an answer either draws the boxes or redacts them, not both")
+        if options.regions and not (options.draw or options.redact):
+            raise InvalidField("query.regions: asks for the drawn or redacted image in JSON; add draw or redact")
+        return options
 
     def postprocess(
         self, outputs: list[np.ndarray], geometry: Geometry, model: Labelled, options: Any
@@ -201,12 +216,19 @@ class Detection(Task):
         return {"boxes": boxes, "scores": scores, "classes": classes, "labels": labels, "count": count}
 
     def renders(self, options: Any) -> bool:
-        """``draw=true`` asks for the photo with the boxes drawn."""
-        return isinstance(options, DetectionOptions) and options.draw
+        """``draw=true`` asks for the photo with the boxes drawn, ``redact`` for it with them hidden."""
+        return isinstance(options, DetectionOptions) and (options.draw or options.redact is not None)
 
-    def render(self, photo: Image.Image, result: dict[str, Any]) -> Image.Image:
-        """``photo`` with each detection outlined and captioned with its label (or index) and score."""
+    def image_in_json(self, options: Any) -> bool:
+        """``regions=true``: the image goes into the JSON answer, beside the detections."""
+        return isinstance(options, DetectionOptions) and options.regions
+
+    def render(self, photo: Image.Image, result: dict[str, Any], options: Any) -> Image.Image:
+        """``photo`` with each detection outlined and captioned with its label (or index) and
+        score, or (``redact``) blurred or pixelated."""
         found = result["detections"]
+        if isinstance(options, DetectionOptions) and options.redact is not None:
+            return redact(photo, [tuple(d["box"]) for d in found], options.redact)
         captions = [(tuple(d["box"]), f"{d['label'] or d['index']} {d['score']:.2f}") for d in found]
         return draw_boxes(photo, captions, [d["index"] for d in found])
 

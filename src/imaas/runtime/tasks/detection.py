@@ -164,11 +164,10 @@ class Detection(Task):
         """``{"width", "height", "detections": [{index, label, score, box}, ...]}``, best first."""
         opts = options if isinstance(options, DetectionOptions) else DetectionOptions()
         post = model.manifest.postprocess
-        found = candidates(outputs, model.manifest)
-        keep = np.nonzero(found.scores >= (post.score if opts.score is None else opts.score))[0]
+        found = candidates(outputs, model.manifest, post.score if opts.score is None else opts.score)
         limit = post.max_detections if opts.max_detections is None else opts.max_detections
         iou = post.iou if opts.iou is None else opts.iou
-        chosen = keep[nms(found.boxes[keep], found.scores[keep], found.classes[keep], iou, limit)]
+        chosen = nms(found.boxes, found.scores, found.classes, iou, limit)
         photo = geometry.to_original(found.boxes[chosen]).tolist()
         points = None if found.keypoints is None else geometry.points_to_original(found.keypoints[chosen]).tolist()
         detections = []
@@ -263,27 +262,34 @@ class Candidates:
     keypoints: np.ndarray | None = None
 
 
-def candidates(outputs: list[np.ndarray], manifest: Manifest) -> Candidates:
-    """Every anchor's box, score and class from one image's outputs, as the format lays them out."""
+def candidates(outputs: list[np.ndarray], manifest: Manifest, min_score: float = 0.0) -> Candidates:
+    """The anchors of one image's outputs whose best score reaches ``min_score``: their box,
+    score and class, as the format lays them out. Scores are read first and only the anchors
+    kept are decoded (RetinaFace's 16,800 priors at 640x640 keep a handful)."""
     post = manifest.postprocess
     assert manifest.input.size is not None
     height, width = manifest.input.size
     if post.format == "yolov8":
         raw = np.asarray(outputs[0], dtype=np.float32)  # [4 + classes, anchors]
-        cx, cy, w, h = raw[0], raw[1], raw[2], raw[3]
-        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
         class_scores = raw[4:]
         classes = np.argmax(class_scores, axis=0)
-        return Candidates(boxes, class_scores[classes, np.arange(class_scores.shape[1])], classes)
+        scores = class_scores[classes, np.arange(class_scores.shape[1])]
+        kept = np.nonzero(scores >= min_score)[0]
+        cx, cy, w, h = raw[0, kept], raw[1, kept], raw[2, kept], raw[3, kept]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        return Candidates(boxes, scores[kept], classes[kept])
     if post.format == "retinaface":
-        return _retinaface(outputs, height, width)
+        return _retinaface(outputs, height, width, min_score)
     boxes = np.asarray(outputs[0], dtype=np.float32).reshape(-1, 4)
     table = np.asarray(outputs[1], dtype=np.float32).reshape(len(boxes), -1)
-    if post.normalized:
-        boxes = boxes * np.array([width, height, width, height], dtype=np.float32)
     first = 1 if post.background else 0
     classes = np.argmax(table[:, first:], axis=1) + first
-    return Candidates(boxes, table[np.arange(len(table)), classes], classes)
+    scores = table[np.arange(len(table)), classes]
+    kept = np.nonzero(scores >= min_score)[0]
+    boxes = boxes[kept]
+    if post.normalized:
+        boxes = boxes * np.array([width, height, width, height], dtype=np.float32)
+    return Candidates(boxes, scores[kept], classes[kept])
 
 
 RETINAFACE_STEPS = (8, 16, 32)
@@ -309,7 +315,7 @@ def retinaface_priors(height: int, width: int) -> np.ndarray:
     return priors
 
 
-def _retinaface(outputs: list[np.ndarray], height: int, width: int) -> Candidates:
+def _retinaface(outputs: list[np.ndarray], height: int, width: int, min_score: float) -> Candidates:
     loc = np.asarray(outputs[0], dtype=np.float32).reshape(-1, 4)
     conf = np.asarray(outputs[1], dtype=np.float32).reshape(len(loc), -1)
     priors = retinaface_priors(height, width)
@@ -317,17 +323,19 @@ def _retinaface(outputs: list[np.ndarray], height: int, width: int) -> Candidate
         raise InvalidManifest(
             f"postprocess.format: {len(loc)} retinaface boxes for {len(priors)} priors of the input size"
         )
+    kept = np.nonzero(conf[:, 1] >= min_score)[0]
+    loc, priors = loc[kept], priors[kept]
     v0, v1 = RETINAFACE_VARIANCE
     centre = priors[:, :2] + loc[:, :2] * v0 * priors[:, 2:]
     size = priors[:, 2:] * np.exp(loc[:, 2:] * v1)
     scale = np.array([width, height], dtype=np.float32)
     boxes = np.concatenate([(centre - size / 2) * scale, (centre + size / 2) * scale], axis=1)
-    classes = np.ones(len(loc), dtype=np.int64)
+    classes = np.ones(len(kept), dtype=np.int64)
     keypoints = None
     if len(outputs) > 2:
-        marks = np.asarray(outputs[2], dtype=np.float32).reshape(len(loc), 5, 2)
+        marks = np.asarray(outputs[2], dtype=np.float32).reshape(-1, 5, 2)[kept]
         keypoints = (priors[:, None, :2] + marks * v0 * priors[:, None, 2:]) * scale
-    return Candidates(boxes, conf[:, 1], classes, keypoints)
+    return Candidates(boxes, conf[kept, 1], classes, keypoints)
 
 
 def _guess_format(graph: GraphInfo, names: tuple[str, ...] | None) -> str:

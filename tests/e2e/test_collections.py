@@ -403,3 +403,29 @@ def test_concurrent_adds_of_one_id_leave_one_item(server: RunningServer) -> None
     assert call(server, "GET", "/colours").json()["items"] == 1
     r = call(server, "POST", "/colours:search", json={"vector": [1.0] * DIM, "k": 10})
     assert [n["id"] for n in r.json()["neighbours"]] == ["same"]
+
+
+def test_a_limited_key_gets_ratelimit_headers_and_creates_are_audited(server: RunningServer) -> None:
+    r = httpx.post(
+        f"{server.url}/v1/keys",
+        json={
+            "name": "quota",
+            "scopes": ["collections:read", "collections:write", "infer"],
+            "limits": {"images_per_day": 3},
+        },
+        headers=server.headers,
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    key = r.json()["secret"]
+    assert create(server).status_code == 201
+    png = {"content-type": "image/png"}
+    r = call(server, "POST", "/colours/items", key, content=solid(COLOURS["red"]), params={"id": "red"}, headers=png)
+    assert r.status_code == 200, r.text
+    assert '"day";q=3' in r.headers["ratelimit-policy"]
+    assert '"day";r=2' in r.headers["ratelimit"]
+    r = call(server, "POST", "/colours:search", key, content=solid(COLOURS["blue"]), headers=png)
+    assert '"day";r=1' in r.headers["ratelimit"]
+    audit = httpx.get(f"{server.url}/v1/audit", headers=server.headers, timeout=30).json()
+    made = [e for e in audit["entries"] if e["action"] == "collection.create"]
+    assert [(e["target"], e["detail"].get("model")) for e in made] == [("colours", "embed@1")]

@@ -48,6 +48,7 @@ from imaas.index.store import IndexState, Neighbour, VectorStore
 from imaas.registry.collections import Collection, SqlCollections
 from imaas.registry.fields import invalid
 from imaas.runtime.tasks.embedding import normalized
+from imaas.security.quotas import Decision
 from imaas.services.access import authorize, check_model, model_of
 from imaas.services.inference import Answer, ImageInput, InferenceService
 from imaas.services.usage import UsageService
@@ -92,6 +93,7 @@ class Added:
     model: str | None
     version: int | None
     items: int
+    decisions: list[Decision] = field(default_factory=list)  # the quotas the embedded images touched
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class Found:
     neighbours: list[Neighbour]
     model: str | None = None
     version: int | None = None
+    decisions: list[Decision] = field(default_factory=list)  # the quotas the query image touched
 
 
 def unit(vector: Sequence[float], dimension: int, field_name: str) -> np.ndarray:
@@ -181,8 +184,11 @@ class CollectionService:
             raise invalid(field_name, f"at most {self.limits.max_metadata_bytes} bytes as JSON, got {size}")
         return text
 
-    async def _embed(self, p: Principal, c: Collection, images: list[ImageInput]) -> tuple[np.ndarray, Answer]:
-        """The images' unit vectors from the collection's model, metered as predictions."""
+    async def _embed(
+        self, p: Principal, c: Collection, images: list[ImageInput]
+    ) -> tuple[np.ndarray, Answer, list[Decision]]:
+        """The images' unit vectors from the collection's model, metered as predictions, and
+        the quotas they touched (for the RateLimit headers)."""
         authorize(p, Scope.INFER)
         check_model(p, c.model)
 
@@ -202,10 +208,10 @@ class CollectionService:
                 )
             return vectors, answer
 
-        (vectors, answer), _ = await self.usage.metered(
+        (vectors, answer), decisions = await self.usage.metered(
             p, len(images), sum(len(im.data) for im in images), embed, lambda done: done[1].served_by()
         )
-        return vectors, answer
+        return vectors, answer, decisions
 
     # -- collections ---------------------------------------------------------------------------
     async def create(self, p: Principal, name: str, model: str, description: str = "") -> Described:
@@ -305,14 +311,15 @@ class CollectionService:
                 vectors[i] = unit(item.vector, c.dimension, f"items.{i}.vector")
         with_images = [i for i, item in enumerate(items) if item.image is not None]
         model = version = None
+        decisions: list[Decision] = []
         if with_images:
             images = [ImageInput(items[i].image or b"", items[i].id) for i in with_images]
-            embedded, answer = await self._embed(p, c, images)
+            embedded, answer, decisions = await self._embed(p, c, images)
             vectors[with_images] = embedded
             model, version = answer.body["model"], answer.body["version"]
         await asyncio.to_thread(self.store.upsert, c.table_name, ids, vectors, texts)
         count = await asyncio.to_thread(self.store.count, c.table_name)
-        return Added(ids, model, version, count)
+        return Added(ids, model, version, count, decisions)
 
     async def search(self, p: Principal, name: str, query: Query, k: int) -> Found:
         """The ``k`` items nearest the query, best first."""
@@ -324,9 +331,9 @@ class CollectionService:
         if sum(given) != 1:
             raise invalid("query", "search by exactly one of: an image, an item id, a vector")
         if query.image is not None:
-            vectors, answer = await self._embed(p, c, [ImageInput(query.image, "query")])
+            vectors, answer, decisions = await self._embed(p, c, [ImageInput(query.image, "query")])
             hits = await asyncio.to_thread(self.store.search, c.table_name, vectors[0], k)
-            return Found(hits, answer.body["model"], answer.body["version"])
+            return Found(hits, answer.body["model"], answer.body["version"], decisions)
         if query.id is not None:
             item_id = self._check_id(query.id, "id")
             stored = await asyncio.to_thread(self.store.get, c.table_name, item_id)

@@ -57,6 +57,7 @@ from imaas.schemas.collections import (
     SearchQuery,
     SearchResult,
 )
+from imaas.security.quotas import Decision
 from imaas.services.collections import Described, NewItem
 from imaas.services.collections import Query as SearchFrom
 from imaas.services.container import Services
@@ -149,8 +150,10 @@ async def create_collection(
     body: CollectionCreate, svc: Services = Depends(services), p: Principal = Depends(COLLECTIONS_WRITE)
 ) -> CollectionInfo:
     """A new, empty collection; the model must be an embedding model (one inference checks it
-    and gives the vectors' dimension)."""
-    return info(await svc.collections.create(p, body.name, body.model, body.description))
+    and gives the vectors' dimension), and the collection keeps the version it names now."""
+    made = await svc.collections.create(p, body.name, body.model, body.description)
+    await svc.audit.record(p, "collection.create", body.name, model=made.collection.model)
+    return info(made)
 
 
 @router.get("", response_model=CollectionList, summary="List collections", responses=problem_responses(*COMMON))
@@ -248,6 +251,7 @@ async def add_items(
     else:
         raise UnsupportedMediaType("send application/json or one image (image/jpeg, image/png...)")
     added = await svc.collections.add(p, collection, items)
+    _limits_touched(request, added.decisions)
     return AddResult(
         collection=collection,
         added=len(added.ids),
@@ -256,6 +260,12 @@ async def add_items(
         version=added.version,
         items=added.items,
     )
+
+
+def _limits_touched(request: Request, decisions: list[Decision]) -> None:
+    """The quotas the embedded images touched, for the RateLimit headers (as predict adds them)."""
+    if decisions:
+        request.scope["state"].setdefault("ratelimit", []).extend(decisions)
 
 
 def _neighbours(hits: list[Neighbour]) -> list[NeighbourOut]:
@@ -291,6 +301,7 @@ async def search(
     else:
         raise UnsupportedMediaType("send application/json or one image (image/jpeg, image/png...)")
     found = await svc.collections.search(p, collection, query, wanted)
+    _limits_touched(request, found.decisions)
     return SearchResult(
         collection=collection,
         k=wanted,

@@ -320,3 +320,27 @@ def test_redacting_a_10000_pixel_square_is_refused_before_decoding(zoo_server: R
     r = predict(zoo_server, "faces", buf.getvalue(), "?redact=blur", **{"Content-Type": "image/png"})
     assert r.status_code == 422, r.text
     assert r.json()["code"] == "image_too_large"
+
+
+def test_the_cli_prints_the_table_and_saves_the_redacted_photo(
+    zoo_server: RunningServer, photos: dict[str, bytes], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from imaas.cli.main import app
+
+    runner = CliRunner()
+    photo = tmp_path / "astronaut.jpg"
+    photo.write_bytes(photos["astronaut"])
+    at = ["--url", zoo_server.url, "--api-key", zoo_server.key]
+    out = tmp_path / "hidden.png"
+    done = runner.invoke(app, ["predict", "faces", str(photo), "-o", "redact=pixelate", "--out", str(out), *at])
+    assert done.exit_code == 0, done.output
+    assert "face" in done.output  # the table, from the JSON answer
+    [face] = predict(zoo_server, "faces", photos["astronaut"]).json()["results"][0]["detections"]
+    left, top, right, bottom = padded(face["box"], 512, 512)
+    hidden, original = decoded(out.read_bytes()), decoded(photos["astronaut"])
+    assert np.abs(hidden[top:bottom, left:right] - original[top:bottom, left:right]).mean() > 5
+    refused = runner.invoke(app, ["predict", "faces", str(photo), "-o", "redact=blur", *at])
+    assert refused.exit_code != 0
+    assert "--out" in refused.output

@@ -331,6 +331,10 @@ def models_push(
     console.print(f"{name}@{v.version} sha256={v.sha256[:12]} aliases={v.aliases}")
 
 
+IMAGE_OPTIONS = ("draw", "redact", "regions")
+"""Detection options that turn the answer into an image (or put one in it): ``--out`` takes them."""
+
+
 @app.command()
 def predict(
     model: Annotated[str, typer.Argument(help="name, name@version or name:alias")],
@@ -368,12 +372,17 @@ def predict(
         options["iou"] = iou
     if out is not None and len(images) != 1:
         raise _fail(ImaasError("--out saves the drawn image of one image; give one"))
+    # options that make the answer an image go only to the --out call; the table needs JSON
+    pictured = {k: v for k, v in options.items() if k in IMAGE_OPTIONS}
+    if pictured and out is None:
+        raise _fail(ImaasError(f"--option {', '.join(pictured)}: the answer is an image; save it with --out"))
+    plain = {k: v for k, v in options.items() if k not in IMAGE_OPTIONS}
     try:
         with connect(url, api_key, home) as c:
-            result = c.predict(model, list(images), top_k=top_k, options=options or None)
+            result = c.predict(model, list(images), top_k=top_k, options=plain or None)
             if out is not None:
                 fmt = "png" if out.suffix.lower() == ".png" else "jpeg"
-                wants = options if "redact" in options else {**options, "draw": True}
+                wants = {**plain, **({"redact": pictured["redact"]} if "redact" in pictured else {"draw": True})}
                 drawn = c.predict_image(model, images[0], options=wants, fmt=fmt)
                 out.write_bytes(drawn)
     except ImaasError as exc:
